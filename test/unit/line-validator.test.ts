@@ -101,7 +101,7 @@ describe('validateBatchInput', () => {
       [22, 'missing_required_parameter', 'body.prompt'],
       [23, 'file_not_found', 'body.image_file_id'],
     ]);
-    expect(r.errors[13].message).toContain('file_missing');
+    expect(r.errors[12].message).toContain('file_missing');
     expect(r.errorCount).toBe(22);
     expect(r.requestCount).toBe(1);
     expect(r.imageCount).toBe(1);
