@@ -1,0 +1,71 @@
+import type { Db } from '../db/pool.ts';
+
+export interface UserRow {
+  id: number;
+  name: string;
+  quota: number;
+  usedQuota: number;
+  privacyAcceptedAt: Date | null;
+  createdAt: Date;
+}
+
+const userColumns = `id, name, quota, used_quota AS "usedQuota", privacy_accepted_at AS "privacyAcceptedAt", created_at AS "createdAt"`;
+
+export async function insertUser(db: Db, name: string): Promise<UserRow> {
+  const { rows } = await db.query<UserRow>(`INSERT INTO users (name) VALUES ($1) RETURNING ${userColumns}`, [name]);
+  return rows[0];
+}
+
+export async function findUser(db: Db, id: number): Promise<UserRow | null> {
+  const { rows } = await db.query<UserRow>(`SELECT ${userColumns} FROM users WHERE id = $1`, [id]);
+  return rows[0] ?? null;
+}
+
+/** The row lock every quota change takes first, so concurrent changes of one user serialise. */
+export async function lockUser(db: Db, id: number): Promise<UserRow | null> {
+  const { rows } = await db.query<UserRow>(`SELECT ${userColumns} FROM users WHERE id = $1 FOR UPDATE`, [id]);
+  return rows[0] ?? null;
+}
+
+export async function insertApiKey(db: Db, userId: number, keyHash: string, keyHint: string): Promise<number> {
+  const { rows } = await db.query<{ id: number }>(
+    'INSERT INTO api_keys (user_id, key_hash, key_hint) VALUES ($1, $2, $3) RETURNING id',
+    [userId, keyHash, keyHint],
+  );
+  return rows[0].id;
+}
+
+export async function findUserIdByKeyHash(db: Db, keyHash: string): Promise<number | null> {
+  const { rows } = await db.query<{ userId: number }>(
+    'SELECT user_id AS "userId" FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL',
+    [keyHash],
+  );
+  return rows[0]?.userId ?? null;
+}
+
+export async function listApiKeys(db: Db, userId: number) {
+  const { rows } = await db.query<{ id: number; keyHint: string; createdAt: Date; revokedAt: Date | null }>(
+    `SELECT id, key_hint AS "keyHint", created_at AS "createdAt", revoked_at AS "revokedAt"
+       FROM api_keys WHERE user_id = $1 ORDER BY id`,
+    [userId],
+  );
+  return rows;
+}
+
+export async function revokeApiKey(db: Db, userId: number, keyId: number): Promise<boolean> {
+  const { rowCount } = await db.query(
+    'UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 AND user_id = $2',
+    [keyId, userId],
+  );
+  return rowCount === 1;
+}
+
+/** Idempotent: the first acceptance time is kept. */
+export async function acceptPrivacy(db: Db, userId: number): Promise<Date> {
+  const { rows } = await db.query<{ at: Date }>(
+    `UPDATE users SET privacy_accepted_at = coalesce(privacy_accepted_at, now()) WHERE id = $1
+     RETURNING privacy_accepted_at AS at`,
+    [userId],
+  );
+  return rows[0].at;
+}

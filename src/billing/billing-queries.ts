@@ -1,0 +1,47 @@
+import type { Db } from '../db/pool.ts';
+
+export type LogType = 'topup' | 'pre_deduction' | 'difference' | 'adjustment';
+
+export interface BillingLogRow {
+  id: number;
+  userId: number;
+  batchId: string | null;
+  model: string | null;
+  type: LogType;
+  quotaDelta: number;
+  content: string;
+  createdAt: Date;
+}
+
+/**
+ * Moves quota: `delta` to the remaining quota, `usedDelta` to the used quota. Refuses (returns
+ * false) when the remaining quota would go negative, so a racing spender can never overdraw.
+ */
+export async function moveQuota(db: Db, userId: number, delta: number, usedDelta: number): Promise<boolean> {
+  const { rowCount } = await db.query(
+    'UPDATE users SET quota = quota + $2, used_quota = used_quota + $3 WHERE id = $1 AND quota + $2 >= 0',
+    [userId, delta, usedDelta],
+  );
+  return rowCount === 1;
+}
+
+export async function insertLog(
+  db: Db,
+  row: { userId: number; batchId?: string | null; model?: string | null; type: LogType; quotaDelta: number; content: string },
+): Promise<void> {
+  await db.query(
+    'INSERT INTO billing_logs (user_id, batch_id, model, type, quota_delta, content) VALUES ($1, $2, $3, $4, $5, $6)',
+    [row.userId, row.batchId ?? null, row.model ?? null, row.type, row.quotaDelta, row.content],
+  );
+}
+
+export async function listLogs(db: Db, filter: { userId?: number; batchId?: string; afterId?: number; limit: number }) {
+  const { rows } = await db.query<BillingLogRow>(
+    `SELECT id, user_id AS "userId", batch_id AS "batchId", model, type, quota_delta AS "quotaDelta", content, created_at AS "createdAt"
+       FROM billing_logs
+      WHERE ($1::bigint IS NULL OR user_id = $1) AND ($2::text IS NULL OR batch_id = $2) AND id > $3
+      ORDER BY id LIMIT $4`,
+    [filter.userId ?? null, filter.batchId ?? null, filter.afterId ?? 0, filter.limit],
+  );
+  return rows;
+}

@@ -1,0 +1,60 @@
+import type pg from 'pg';
+import type { Db, Pool } from '../db/pool.ts';
+import { withTransaction } from '../db/pool.ts';
+import { ApiError } from '../errors.ts';
+import { lockUser } from '../accounts/account-queries.ts';
+import * as q from './billing-queries.ts';
+
+/**
+ * Every quota move lives here. Each one locks the user row, changes the quota and writes its
+ * log row on the caller's transaction, so for every user: quota change = Σ log deltas.
+ */
+export class BillingService {
+  private readonly pool: Pool;
+
+  constructor(deps: { pool: Pool }) {
+    this.pool = deps.pool;
+  }
+
+  async topUp(userId: number, amount: number, note = 'top-up'): Promise<void> {
+    await withTransaction(this.pool, (tx) => this.topUpIn(tx, userId, amount, note));
+  }
+
+  async topUpIn(tx: pg.PoolClient, userId: number, amount: number, note: string): Promise<void> {
+    if (!Number.isSafeInteger(amount) || amount <= 0) {
+      throw new ApiError(400, 'invalid_quota', 'quota must be a positive whole number of quota units', 'quota');
+    }
+    if (!(await lockUser(tx, userId))) throw new ApiError(404, 'user_not_found', `No user with id ${userId}.`);
+    await q.moveQuota(tx, userId, amount, 0);
+    await q.insertLog(tx, { userId, type: 'topup', quotaDelta: amount, content: `${note}: +${amount}` });
+  }
+
+  /**
+   * Takes `amount` from the user's remaining quota for a batch. Returns false, changing
+   * nothing, when the user has less than that left.
+   */
+  async preDeductIn(
+    tx: pg.PoolClient,
+    charge: { userId: number; batchId: string; model: string; amount: number; content: string },
+  ): Promise<boolean> {
+    await lockUser(tx, charge.userId);
+    if (!(await q.moveQuota(tx, charge.userId, -charge.amount, charge.amount))) return false;
+    await q.insertLog(tx, { ...charge, type: 'pre_deduction', quotaDelta: -charge.amount });
+    return true;
+  }
+
+  /** Gives back `refund` of a batch's pre-deduction; a difference row only when it is not zero. */
+  async refundIn(
+    tx: pg.PoolClient,
+    refund: { userId: number; batchId: string; model: string | null; amount: number; content: string },
+  ): Promise<void> {
+    if (refund.amount === 0) return;
+    await lockUser(tx, refund.userId);
+    await q.moveQuota(tx, refund.userId, refund.amount, -refund.amount);
+    await q.insertLog(tx, { ...refund, type: 'difference', quotaDelta: refund.amount });
+  }
+
+  logs(db: Db, filter: Parameters<typeof q.listLogs>[1]) {
+    return q.listLogs(db, filter);
+  }
+}

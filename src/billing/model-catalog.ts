@@ -1,0 +1,126 @@
+/** What the service knows about one image model: capabilities (checked at validation) and prices. */
+export interface ModelInfo {
+  /** The name clients send in `body.model`, e.g. `gemini-2.5-flash-image`. */
+  id: string;
+  /** The Vertex model resource, e.g. `publishers/google/models/gemini-2.5-flash-image`. */
+  publisherModel: string;
+  /** Aspect ratios the model accepts in `imageConfig.aspectRatio`. */
+  aspectRatios: string[];
+  /** Size tiers the model accepts in `imageConfig.imageSize` (`1K`, `2K`, `4K`). */
+  imageSizes: string[];
+  defaultImageSize: string;
+  maxPromptChars: number;
+  maxReferenceImages: number;
+  /** Sync price of one image per size tier, in integer quota units. */
+  unitPrices: Record<string, number>;
+  /** Discount applied to batch work, e.g. 0.5. */
+  batchRatio: number;
+  enabled: boolean;
+}
+
+import type { Db } from '../db/pool.ts';
+
+interface ModelRow {
+  id: string;
+  publisherModel: string;
+  aspectRatios: string[];
+  imageSizes: string[];
+  defaultImageSize: string;
+  maxPromptChars: number;
+  maxReferenceImages: number;
+  basePrices: Record<string, number>;
+  priceMultiplier: string;
+  batchRatio: string;
+  enabled: boolean;
+}
+
+const modelColumns = `id, publisher_model AS "publisherModel", aspect_ratios AS "aspectRatios", image_sizes AS "imageSizes",
+  default_image_size AS "defaultImageSize", max_prompt_chars AS "maxPromptChars",
+  max_reference_images AS "maxReferenceImages", base_prices AS "basePrices",
+  price_multiplier::text AS "priceMultiplier", batch_ratio::text AS "batchRatio", enabled`;
+
+/** Model rows as ModelInfo; `batchRatioOverride` (BATCH_RATIO) replaces every model's own ratio. */
+export async function listModels(db: Db, batchRatioOverride: string | null, onlyEnabled = false): Promise<ModelInfo[]> {
+  const { rows } = await db.query<ModelRow>(
+    `SELECT ${modelColumns} FROM models ${onlyEnabled ? 'WHERE enabled' : ''} ORDER BY id`,
+  );
+  return rows.map((r) => toModelInfo(r, batchRatioOverride));
+}
+
+export async function findModel(db: Db, id: string, batchRatioOverride: string | null): Promise<ModelInfo | null> {
+  const { rows } = await db.query<ModelRow>(`SELECT ${modelColumns} FROM models WHERE id = $1`, [id]);
+  return rows[0] ? toModelInfo(rows[0], batchRatioOverride) : null;
+}
+
+export interface ModelPatch {
+  publisherModel?: string;
+  aspectRatios?: string[];
+  imageSizes?: string[];
+  defaultImageSize?: string;
+  maxPromptChars?: number;
+  maxReferenceImages?: number;
+  basePrices?: Record<string, number>;
+  priceMultiplier?: number;
+  batchRatio?: number;
+  enabled?: boolean;
+}
+
+/** Insert or update one model (admin API); only the given fields change. */
+export async function upsertModel(db: Db, id: string, patch: ModelPatch): Promise<void> {
+  await db.query(
+    `INSERT INTO models (id, publisher_model, aspect_ratios, image_sizes, default_image_size, max_prompt_chars,
+                         max_reference_images, base_prices, price_multiplier, batch_ratio, enabled)
+     VALUES ($1, coalesce($2, 'publishers/google/models/' || $1), coalesce($3, ARRAY['1:1']), coalesce($4, ARRAY['1K']),
+             coalesce($5, '1K'), coalesce($6, 32000), coalesce($7, 3),
+             coalesce($8::jsonb, '{"1K": 5000, "2K": 5000, "4K": 12500}'::jsonb), coalesce($9::numeric, 1), coalesce($10::numeric, 0.5), coalesce($11::boolean, true))
+     ON CONFLICT (id) DO UPDATE SET
+       publisher_model = coalesce($2, models.publisher_model),
+       aspect_ratios = coalesce($3, models.aspect_ratios),
+       image_sizes = coalesce($4, models.image_sizes),
+       default_image_size = coalesce($5, models.default_image_size),
+       max_prompt_chars = coalesce($6, models.max_prompt_chars),
+       max_reference_images = coalesce($7, models.max_reference_images),
+       base_prices = coalesce($8, models.base_prices),
+       price_multiplier = coalesce($9::numeric, models.price_multiplier),
+       batch_ratio = coalesce($10::numeric, models.batch_ratio),
+       enabled = coalesce($11, models.enabled),
+       updated_at = now()`,
+    [id, patch.publisherModel ?? null, patch.aspectRatios ?? null, patch.imageSizes ?? null, patch.defaultImageSize ?? null,
+      patch.maxPromptChars ?? null, patch.maxReferenceImages ?? null,
+      patch.basePrices ? JSON.stringify(patch.basePrices) : null, patch.priceMultiplier ?? null,
+      patch.batchRatio ?? null, patch.enabled ?? null],
+  );
+}
+
+function toModelInfo(r: ModelRow, batchRatioOverride: string | null): ModelInfo {
+  const unitPrices: Record<string, number> = {};
+  // Unit prices are whole quota units: base × multiplier, rounded up once per tier.
+  for (const [tier, base] of Object.entries(r.basePrices)) unitPrices[tier] = mulDecimalCeil(base, r.priceMultiplier);
+  return {
+    id: r.id,
+    publisherModel: r.publisherModel,
+    aspectRatios: r.aspectRatios,
+    imageSizes: r.imageSizes,
+    defaultImageSize: r.defaultImageSize,
+    maxPromptChars: r.maxPromptChars,
+    maxReferenceImages: r.maxReferenceImages,
+    unitPrices,
+    batchRatio: Number(batchRatioOverride ?? r.batchRatio),
+    enabled: r.enabled,
+  };
+}
+
+/** Exact `integer × decimal`, rounded up, without floating point. */
+export function mulDecimalCeil(n: number, decimal: string | number): number {
+  const [scaled, scale] = toScaled(decimal);
+  const product = BigInt(n) * scaled;
+  return Number((product + scale - 1n) / scale);
+}
+
+/** `'0.5'` → [5000n, 10000n]: a decimal as an integer over 10^4. */
+export function toScaled(decimal: string | number): [bigint, bigint] {
+  const s = typeof decimal === 'number' ? decimal.toFixed(4) : decimal;
+  const [whole, frac = ''] = s.split('.');
+  const digits = (frac + '0000').slice(0, 4);
+  return [BigInt(whole) * 10000n + BigInt(digits), 10000n];
+}

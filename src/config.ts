@@ -1,0 +1,252 @@
+import path from 'node:path';
+
+/**
+ * One typed configuration object, read from the environment at start (never at import
+ * time) and validated as a whole: every bad variable is reported, not just the first.
+ */
+export type Role = 'all' | 'api' | 'worker';
+export type JobFault = 'none' | 'fail' | 'stuck';
+
+export interface TransportFault {
+  method: string;
+  call: number;
+  status: 429 | 500 | 503;
+}
+
+export interface Config {
+  role: Role;
+  port: number;
+  host: string;
+  dataDir: string;
+  /** External Postgres; when null an embedded server runs under `${dataDir}/postgres`. */
+  databaseUrl: string | null;
+  embeddedPostgresPort: number;
+  adminToken: string | null;
+  logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+
+  /** Google Cloud: when project, location and bucket are all set, no emulator is started. */
+  google: {
+    project: string;
+    location: string;
+    bucket: string;
+    /** Explicit endpoints (emulators running elsewhere); null = Google's, or the in-process emulators. */
+    gcsApiEndpoint: string | null;
+    vertexApiEndpoint: string | null;
+    useEmulators: boolean;
+  };
+  emulator: {
+    gcsPort: number;
+    vertexPort: number;
+    queueMs: number;
+    lineMs: number;
+    slowMs: number;
+    imagePadBytes: number;
+    jobFault: JobFault;
+    transportFaults: TransportFault[];
+  };
+
+  limits: {
+    visionMaxBytes: number;
+    batchUploadMaxBytes: number;
+    batchMaxRequests: number;
+    shardMaxRequests: number;
+    shardMaxBytes: number;
+    maxErrorsListed: number;
+  };
+  billing: {
+    /** Global override of every model's batch ratio; null keeps each model's own. */
+    batchRatio: string | null;
+  };
+  pipeline: {
+    pollIntervalMs: number;
+    pollMaxIntervalMs: number;
+    completionWindowMs: number;
+    sweepIntervalMs: number;
+    workerConcurrency: number;
+  };
+}
+
+export class ConfigError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`Invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.problems = problems;
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+/** Reads one variable at a time, collecting problems instead of throwing on the first. */
+class EnvReader {
+  readonly problems: string[] = [];
+  private readonly env: Env;
+  constructor(env: Env) {
+    this.env = env;
+  }
+
+  raw(name: string): string | undefined {
+    const v = this.env[name];
+    return v === undefined || v.trim() === '' ? undefined : v.trim();
+  }
+
+  str(name: string, fallback: string): string {
+    return this.raw(name) ?? fallback;
+  }
+
+  int(name: string, fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) {
+      this.problems.push(`${name} must be a whole number from ${min} to ${max} (got '${v}')`);
+      return fallback;
+    }
+    return Number(v);
+  }
+
+  /** Byte sizes: plain numbers or with a unit (`20MiB`, `2GiB`, `512KB`). */
+  bytes(name: string, fallback: number): number {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    const m = /^(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?$/i.exec(v);
+    if (!m) {
+      this.problems.push(`${name} must be a byte size such as 1048576, 20MiB or 2GiB (got '${v}')`);
+      return fallback;
+    }
+    const unit = (m[2] ?? 'B').toLowerCase();
+    const mult: Record<string, number> = { b: 1, kb: 1e3, kib: 1024, mb: 1e6, mib: 1024 ** 2, gb: 1e9, gib: 1024 ** 3 };
+    return Number(m[1]) * mult[unit];
+  }
+
+  /** Durations: milliseconds, or with a unit (`500ms`, `30s`, `15m`, `24h`). */
+  duration(name: string, fallbackMs: number): number {
+    const v = this.raw(name);
+    if (v === undefined) return fallbackMs;
+    const m = /^(\d+)\s*(ms|s|m|h|d)?$/.exec(v);
+    if (!m) {
+      this.problems.push(`${name} must be a duration such as 5000, 30s, 15m or 24h (got '${v}')`);
+      return fallbackMs;
+    }
+    const mult: Record<string, number> = { ms: 1, s: 1e3, m: 6e4, h: 36e5, d: 864e5 };
+    return Number(m[1]) * mult[m[2] ?? 'ms'];
+  }
+
+  oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    if (!(allowed as readonly string[]).includes(v)) {
+      this.problems.push(`${name} must be one of ${allowed.join(', ')} (got '${v}')`);
+      return fallback;
+    }
+    return v as T;
+  }
+
+  url(name: string): string | null {
+    const v = this.raw(name);
+    if (v === undefined) return null;
+    try {
+      new URL(v);
+      return v;
+    } catch {
+      this.problems.push(`${name} must be a URL (got '${v}')`);
+      return null;
+    }
+  }
+}
+
+/** `GetBatchPredictionJob:3:503,CreateBatchPredictionJob:1:429` → transport faults. */
+export function parseTransportFaults(spec: string | undefined, problems: string[] = []): TransportFault[] {
+  if (!spec) return [];
+  const faults: TransportFault[] = [];
+  for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const m = /^([A-Za-z]+):(\d+):(429|500|503)$/.exec(part);
+    if (!m) {
+      problems.push(`VERTEX_EMULATOR_FAULTS entries look like Method:N:429|500|503 (got '${part}')`);
+      continue;
+    }
+    faults.push({ method: m[1], call: Number(m[2]), status: Number(m[3]) as TransportFault['status'] });
+  }
+  return faults;
+}
+
+/** Emulator settings alone: shared by the service and the standalone `npm run emulators`. */
+export function readEmulatorSettings(r: EnvReader, standalone: boolean): Config['emulator'] {
+  return {
+    gcsPort: r.int('GCS_EMULATOR_PORT', standalone ? 4443 : 0, 0, 65535),
+    vertexPort: r.int('VERTEX_EMULATOR_PORT', standalone ? 8090 : 0, 0, 65535),
+    queueMs: r.duration('VERTEX_EMULATOR_QUEUE_MS', 2000),
+    lineMs: r.duration('VERTEX_EMULATOR_LINE_MS', 20),
+    slowMs: r.duration('VERTEX_EMULATOR_SLOW_MS', 2000),
+    imagePadBytes: r.bytes('VERTEX_EMULATOR_IMAGE_PAD_BYTES', 0),
+    jobFault: r.oneOf('VERTEX_EMULATOR_JOB_FAULT', ['none', 'fail', 'stuck'] as const, 'none'),
+    transportFaults: parseTransportFaults(r.raw('VERTEX_EMULATOR_FAULTS'), r.problems),
+  };
+}
+
+export function loadEmulatorConfig(env: Env = process.env): { dataDir: string; emulator: Config['emulator'] } {
+  const r = new EnvReader(env);
+  const emulator = readEmulatorSettings(r, true);
+  if (r.problems.length) throw new ConfigError(r.problems);
+  return { dataDir: path.resolve(r.str('DATA_DIR', './data')), emulator };
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const r = new EnvReader(env);
+  const project = r.raw('GOOGLE_CLOUD_PROJECT');
+  const location = r.raw('VERTEX_LOCATION');
+  const bucket = r.raw('GCS_BUCKET');
+  const onGoogle = Boolean(project && location && bucket);
+  const gcsApiEndpoint = r.url('GCS_API_ENDPOINT');
+  const vertexApiEndpoint = r.url('VERTEX_API_ENDPOINT');
+  if (!onGoogle && (project || location) && !(gcsApiEndpoint && vertexApiEndpoint)) {
+    r.problems.push('GOOGLE_CLOUD_PROJECT, VERTEX_LOCATION and GCS_BUCKET go together: set all three to use Google Cloud, or none for the local emulators');
+  }
+
+  const adminToken = r.raw('ADMIN_TOKEN') ?? null;
+  if (adminToken !== null && adminToken.length < 16) r.problems.push('ADMIN_TOKEN must be at least 16 characters');
+
+  const batchRatio = r.raw('BATCH_RATIO') ?? null;
+  if (batchRatio !== null && !(/^(0(\.\d{1,4})?|1(\.0{1,4})?)$/.test(batchRatio) && Number(batchRatio) > 0)) {
+    r.problems.push(`BATCH_RATIO must be a decimal in (0, 1] with at most 4 places (got '${batchRatio}')`);
+  }
+
+  const config: Config = {
+    role: r.oneOf('ROLE', ['all', 'api', 'worker'] as const, 'all'),
+    port: r.int('PORT', 8080, 0, 65535),
+    host: r.str('HOST', '127.0.0.1'),
+    dataDir: path.resolve(r.str('DATA_DIR', './data')),
+    databaseUrl: r.raw('DATABASE_URL') ?? null,
+    embeddedPostgresPort: r.int('EMBEDDED_POSTGRES_PORT', 0, 0, 65535),
+    adminToken,
+    logLevel: r.oneOf('LOG_LEVEL', ['debug', 'info', 'warn', 'error', 'silent'] as const, 'info'),
+    google: {
+      project: project ?? 'local-project',
+      location: location ?? 'us-central1',
+      bucket: bucket ?? 'image-batch-gateway',
+      gcsApiEndpoint,
+      vertexApiEndpoint,
+      useEmulators: !onGoogle && !(gcsApiEndpoint && vertexApiEndpoint),
+    },
+    emulator: readEmulatorSettings(r, false),
+    limits: {
+      visionMaxBytes: r.bytes('VISION_MAX_BYTES', 20 * 1024 ** 2),
+      batchUploadMaxBytes: r.bytes('BATCH_UPLOAD_MAX_BYTES', 2 * 1024 ** 3),
+      batchMaxRequests: r.int('BATCH_MAX_REQUESTS', 200_000, 1),
+      shardMaxRequests: r.int('SHARD_MAX_REQUESTS', 10_000, 1, 200_000),
+      shardMaxBytes: r.bytes('SHARD_MAX_BYTES', 500 * 1024 ** 2),
+      maxErrorsListed: r.int('BATCH_MAX_ERRORS_LISTED', 100, 1, 10_000),
+    },
+    billing: { batchRatio },
+    pipeline: {
+      pollIntervalMs: r.duration('POLL_INTERVAL_MS', 10_000),
+      pollMaxIntervalMs: r.duration('POLL_MAX_INTERVAL_MS', 300_000),
+      completionWindowMs: r.duration('BATCH_COMPLETION_WINDOW', 24 * 36e5),
+      sweepIntervalMs: r.duration('SWEEP_INTERVAL_MS', 60_000),
+      workerConcurrency: r.int('WORKER_CONCURRENCY', 4, 1, 64),
+    },
+  };
+  if (config.pipeline.pollMaxIntervalMs < config.pipeline.pollIntervalMs) {
+    r.problems.push('POLL_MAX_INTERVAL_MS must not be below POLL_INTERVAL_MS');
+  }
+  if (r.problems.length) throw new ConfigError(r.problems);
+  return config;
+}

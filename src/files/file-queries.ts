@@ -1,0 +1,52 @@
+import type { Db } from '../db/pool.ts';
+
+export type FilePurpose = 'vision' | 'image_batch' | 'batch_output' | 'batch_error';
+
+export interface FileRow {
+  id: string;
+  userId: number;
+  purpose: FilePurpose;
+  filename: string;
+  bytes: number;
+  mimeType: string;
+  objectKey: string;
+  createdAt: Date;
+}
+
+const fileColumns = `id, user_id AS "userId", purpose, filename, bytes, mime_type AS "mimeType", object_key AS "objectKey", created_at AS "createdAt"`;
+
+export async function insertFile(db: Db, f: Omit<FileRow, 'createdAt'>): Promise<FileRow> {
+  const { rows } = await db.query<FileRow>(
+    `INSERT INTO files (id, user_id, purpose, filename, bytes, mime_type, object_key)
+     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ${fileColumns}`,
+    [f.id, f.userId, f.purpose, f.filename, f.bytes, f.mimeType, f.objectKey],
+  );
+  return rows[0];
+}
+
+/** A live file of this user; another user's file is indistinguishable from a missing one. */
+export async function findUserFile(db: Db, userId: number, id: string): Promise<FileRow | null> {
+  const { rows } = await db.query<FileRow>(
+    `SELECT ${fileColumns} FROM files WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL`,
+    [id, userId],
+  );
+  return rows[0] ?? null;
+}
+
+/** Which of `ids` are live vision files of this user (one query for a chunk of ids). */
+export async function findOwnedVisionFiles(db: Db, userId: number, ids: string[]): Promise<FileRow[]> {
+  const { rows } = await db.query<FileRow>(
+    `SELECT ${fileColumns} FROM files
+      WHERE id = ANY($1::text[]) AND user_id = $2 AND purpose = 'vision' AND deleted_at IS NULL`,
+    [ids, userId],
+  );
+  return rows;
+}
+
+export async function markFilesDeleted(db: Db, ids: string[]): Promise<FileRow[]> {
+  const { rows } = await db.query<FileRow>(
+    `UPDATE files SET deleted_at = coalesce(deleted_at, now()) WHERE id = ANY($1::text[]) RETURNING ${fileColumns}`,
+    [ids],
+  );
+  return rows;
+}

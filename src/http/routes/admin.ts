@@ -1,0 +1,142 @@
+import { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
+import { timingSafeEqual } from 'node:crypto';
+import type { Services } from '../../services.ts';
+import type { UserRow } from '../../accounts/account-queries.ts';
+import { upsertModel, type ModelPatch } from '../../billing/model-catalog.ts';
+import { ApiError, badRequest } from '../../errors.ts';
+import { bearer } from '../middleware.ts';
+import { modelView } from './models.ts';
+
+const unix = (d: Date | null) => (d ? Math.floor(d.getTime() / 1000) : null);
+
+function userView(u: UserRow) {
+  return {
+    id: u.id,
+    object: 'user',
+    name: u.name,
+    quota: u.quota,
+    used_quota: u.usedQuota,
+    privacy_accepted_at: unix(u.privacyAcceptedAt),
+    created_at: unix(u.createdAt),
+  };
+}
+
+/** The gateway operator's API, behind `Authorization: Bearer $ADMIN_TOKEN`. */
+export function adminRoutes(s: Services, json: RequestHandler): Router {
+  const r = Router();
+  r.use(adminAuth(s.config.adminToken), json);
+
+  r.post('/users', async (req, res) => {
+    const name = req.body?.name;
+    if (typeof name !== 'string' || !name.trim() || name.length > 200) {
+      throw badRequest('invalid_name', 'name must be a non-empty string of at most 200 characters.', 'name');
+    }
+    const quota = req.body?.quota ?? 0;
+    if (!Number.isSafeInteger(quota) || quota < 0) throw badRequest('invalid_quota', 'quota must be a whole number ≥ 0.', 'quota');
+    const { user, apiKey } = await s.accounts.createUser(name.trim(), quota);
+    res.status(201).json({ ...userView(user), api_key: apiKey });
+  });
+  r.get('/users/:id', async (req, res) => {
+    const id = userIdParam(req.params.id);
+    const user = await s.accounts.getUser(id);
+    const keys = await s.accounts.listKeys(id);
+    res.json({
+      ...userView(user),
+      api_keys: keys.map((k) => ({ id: k.id, hint: k.keyHint, created_at: unix(k.createdAt), revoked_at: unix(k.revokedAt) })),
+    });
+  });
+  r.post('/users/:id/topup', async (req, res) => {
+    const id = userIdParam(req.params.id);
+    const quota = req.body?.quota;
+    if (!Number.isSafeInteger(quota) || quota <= 0) throw badRequest('invalid_quota', 'quota must be a whole number > 0.', 'quota');
+    await s.billing.topUp(id, quota);
+    res.json(userView(await s.accounts.getUser(id)));
+  });
+  r.post('/users/:id/keys', async (req, res) => {
+    res.status(201).json({ api_key: await s.accounts.createKey(userIdParam(req.params.id)) });
+  });
+  r.delete('/users/:id/keys/:keyId', async (req, res) => {
+    await s.accounts.revokeKey(userIdParam(req.params.id), userIdParam(req.params.keyId, 'key_id'));
+    res.json({ revoked: true });
+  });
+  r.get('/logs', async (req, res) => {
+    const userId = req.query.user_id === undefined ? undefined : userIdParam(String(req.query.user_id), 'user_id');
+    const batchId = typeof req.query.batch_id === 'string' ? req.query.batch_id : undefined;
+    const afterId = req.query.after === undefined ? 0 : userIdParam(String(req.query.after), 'after');
+    const limit = req.query.limit === undefined ? 100 : Number(req.query.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw badRequest('invalid_limit', 'limit must be 1–1000.', 'limit');
+    const rows = await s.billing.logs(s.pool, { userId, batchId, afterId, limit });
+    res.json({
+      object: 'list',
+      data: rows.map((l) => ({
+        id: l.id, user_id: l.userId, batch_id: l.batchId, model: l.model, type: l.type,
+        quota_delta: l.quotaDelta, content: l.content, created_at: unix(l.createdAt),
+      })),
+      has_more: rows.length === limit,
+    });
+  });
+  r.get('/models', async (_req, res) => {
+    res.json({ object: 'list', data: (await s.models(false)).map(modelView) });
+  });
+  r.put('/models/:id', async (req, res) => {
+    const id = req.params.id;
+    if (!/^[a-z0-9][a-z0-9.\-]{0,99}$/.test(id)) throw badRequest('invalid_model_id', 'Model ids are lowercase letters, digits, dots and dashes.', 'id');
+    await upsertModel(s.pool, id, modelPatch(req.body));
+    const model = (await s.models(false)).find((m) => m.id === id)!;
+    res.json(modelView(model));
+  });
+  return r;
+}
+
+function adminAuth(token: string | null) {
+  return (req: Request, _res: Response, next: NextFunction) => {
+    if (!token) throw new ApiError(403, 'admin_disabled', 'The admin API is disabled: set ADMIN_TOKEN to enable it.');
+    const given = bearer(req);
+    if (given === null) throw new ApiError(401, 'missing_admin_token', 'Send Authorization: Bearer <ADMIN_TOKEN>.');
+    const a = Buffer.from(given);
+    const b = Buffer.from(token);
+    if (a.length !== b.length || !timingSafeEqual(a, b)) throw new ApiError(401, 'invalid_admin_token', 'Wrong admin token.');
+    next();
+  };
+}
+
+function userIdParam(raw: string, param = 'id'): number {
+  if (!/^\d{1,15}$/.test(raw)) throw badRequest('invalid_id', `${param} must be a positive whole number.`, param);
+  return Number(raw);
+}
+
+function modelPatch(body: unknown): ModelPatch {
+  if (!body || typeof body !== 'object' || Array.isArray(body)) throw badRequest('invalid_body', 'Send a JSON object.');
+  const b = body as Record<string, unknown>;
+  const patch: ModelPatch = {};
+  const strings = (v: unknown, name: string) => {
+    if (!Array.isArray(v) || !v.length || !v.every((x) => typeof x === 'string')) throw badRequest('invalid_field', `${name} must be a non-empty array of strings.`, name);
+    return v as string[];
+  };
+  const positive = (v: unknown, name: string, max = Number.MAX_SAFE_INTEGER) => {
+    if (typeof v !== 'number' || !(v > 0) || v > max) throw badRequest('invalid_field', `${name} must be a number in (0, ${max}].`, name);
+    return v;
+  };
+  if (b.vertex_model !== undefined) {
+    if (typeof b.vertex_model !== 'string') throw badRequest('invalid_field', 'vertex_model must be a string.', 'vertex_model');
+    patch.publisherModel = b.vertex_model;
+  }
+  if (b.aspect_ratios !== undefined) patch.aspectRatios = strings(b.aspect_ratios, 'aspect_ratios');
+  if (b.image_sizes !== undefined) patch.imageSizes = strings(b.image_sizes, 'image_sizes');
+  if (b.max_prompt_chars !== undefined) patch.maxPromptChars = Math.floor(positive(b.max_prompt_chars, 'max_prompt_chars'));
+  if (b.max_reference_images !== undefined) patch.maxReferenceImages = Math.floor(positive(b.max_reference_images, 'max_reference_images', 16));
+  if (b.price_multiplier !== undefined) patch.priceMultiplier = positive(b.price_multiplier, 'price_multiplier', 1000);
+  if (b.batch_ratio !== undefined) patch.batchRatio = positive(b.batch_ratio, 'batch_ratio', 1);
+  if (b.base_prices !== undefined) {
+    const bp = b.base_prices as Record<string, unknown>;
+    if (!bp || typeof bp !== 'object' || !Object.values(bp).every((v) => Number.isSafeInteger(v) && (v as number) > 0)) {
+      throw badRequest('invalid_field', 'base_prices maps size tiers to whole numbers of quota units, e.g. {"1K": 5000}.', 'base_prices');
+    }
+    patch.basePrices = bp as Record<string, number>;
+  }
+  if (b.enabled !== undefined) {
+    if (typeof b.enabled !== 'boolean') throw badRequest('invalid_field', 'enabled must be true or false.', 'enabled');
+    patch.enabled = b.enabled;
+  }
+  return patch;
+}

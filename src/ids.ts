@@ -1,0 +1,24 @@
+import { randomBytes } from 'node:crypto';
+
+/** Random, URL-safe, prefixed ids: 24 base62 characters (~143 bits) after the prefix. */
+const alphabet = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+
+export function randomToken(length = 24): string {
+  let out = '';
+  while (out.length < length) {
+    for (const byte of randomBytes(length * 2)) {
+      // 248 = 4 × 62: rejecting the top bytes keeps every character equally likely.
+      if (byte < 248 && out.length < length) out += alphabet[byte % 62];
+    }
+  }
+  return out;
+}
+
+export type IdPrefix = 'batch' | 'file' | 'shard' | 'batch_req';
+
+export const newId = (prefix: IdPrefix) => `${prefix}_${randomToken()}`;
+
+/** Ids travel in URLs: reject anything that cannot be ours before touching the database. */
+export function looksLikeId(prefix: IdPrefix, value: string): boolean {
+  return value.startsWith(`${prefix}_`) && /^[A-Za-z0-9_]{1,100}$/.test(value);
+}

@@ -1,0 +1,41 @@
+import { ConfigError, loadConfig } from './config.ts';
+import { log, setLogLevel } from './logger.ts';
+import { startRuntime } from './runtime.ts';
+
+/** Process entry: config → runtime → wait for SIGTERM/SIGINT → graceful stop. */
+async function main() {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  setLogLevel(config.logLevel);
+  const runtime = await startRuntime(config);
+  log.info('image batch gateway started', {
+    role: config.role,
+    url: runtime.url,
+    storage: config.google.useEmulators ? 'local emulator' : 'Google Cloud',
+  });
+  if (runtime.url) process.stdout.write(`Listening on ${runtime.url}\n`);
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info('shutting down', { signal });
+    await runtime.stop();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+main().catch((err) => {
+  log.error('failed to start', { err });
+  process.exit(1);
+});

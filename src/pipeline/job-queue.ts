@@ -1,0 +1,59 @@
+import { PgBoss } from 'pg-boss';
+import type pg from 'pg';
+import { log } from '../logger.ts';
+
+/** The pipeline's pg-boss queues: one job kind per step. */
+export const JOBS = {
+  validate: 'batch-validate',
+  submit: 'shard-submit',
+  poll: 'shard-poll',
+  cancel: 'batch-cancel',
+  finalize: 'batch-finalize',
+  sweep: 'batch-sweep',
+} as const;
+export type JobName = (typeof JOBS)[keyof typeof JOBS];
+
+export interface SendOptions {
+  /** Enqueue on this transaction, so the job exists only if the write that needs it commits. */
+  tx?: pg.PoolClient;
+  delayMs?: number;
+  /** With the `stately` policy: at most one queued and one active job per key. */
+  key: string;
+}
+
+export class JobQueue {
+  readonly boss: PgBoss;
+
+  private constructor(boss: PgBoss) {
+    this.boss = boss;
+  }
+
+  static async start(connectionString: string): Promise<JobQueue> {
+    const boss = new PgBoss({ connectionString, schema: 'pgboss', max: 5, application_name: 'image-batch-gateway-queue' });
+    boss.on('error', (err) => log.warn('job queue error', { err }));
+    await boss.start();
+    for (const name of Object.values(JOBS)) {
+      await boss.createQueue(name, {
+        policy: 'stately',
+        retryLimit: 8,
+        retryDelay: 2,
+        retryBackoff: true,
+        retryDelayMax: 120,
+        expireInSeconds: 15 * 60,
+      });
+    }
+    return new JobQueue(boss);
+  }
+
+  async send(name: JobName, data: object, opts: SendOptions): Promise<void> {
+    await this.boss.send(name, data, {
+      singletonKey: opts.key,
+      ...(opts.delayMs ? { startAfter: new Date(Date.now() + opts.delayMs) } : {}),
+      ...(opts.tx ? { db: { executeSql: (text: string, values?: unknown[]) => opts.tx!.query(text, values as unknown[]) } } : {}),
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.boss.stop({ graceful: true, timeout: 20_000 });
+  }
+}

@@ -1,0 +1,104 @@
+import fs from 'node:fs/promises';
+import http from 'node:http';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { Config } from './config.ts';
+import { createPool, type Pool } from './db/pool.ts';
+import { ensureDatabase, startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts';
+import { migrate } from './db/migrate.ts';
+import { createApp } from './http/app.ts';
+import { log } from './logger.ts';
+import { JobQueue } from './pipeline/job-queue.ts';
+import { startWorkers, type Workers } from './pipeline/workers.ts';
+import { createServices, type Services } from './services.ts';
+import { ObjectStore } from './storage/object-store.ts';
+import { createJobClient } from './vertex/job-client.ts';
+
+export interface Runtime {
+  services: Services;
+  /** The HTTP address when this process serves the API. */
+  url: string | null;
+  stop(): Promise<void>;
+}
+
+const DATABASE = 'gateway';
+
+/**
+ * Starts one process of the service: Postgres (embedded unless DATABASE_URL), migrations,
+ * the emulators when no Google settings are given, the job queue, then the HTTP API and/or
+ * the pipeline workers as ROLE says. `stop()` undoes it in reverse order.
+ */
+export async function startRuntime(config: Config): Promise<Runtime> {
+  const stops: Array<() => Promise<void>> = [];
+  const stop = async () => {
+    for (const fn of stops.reverse()) await fn().catch((err) => log.warn('shutdown step failed', { err }));
+  };
+  try {
+    await fs.mkdir(config.dataDir, { recursive: true });
+    let databaseUrl = config.databaseUrl;
+    if (!databaseUrl) {
+      const embedded: EmbeddedDatabase = await startEmbeddedPostgres(path.join(config.dataDir, 'postgres'), config.embeddedPostgresPort);
+      stops.push(() => embedded.stop());
+      await ensureDatabase(embedded.connectionString(), DATABASE);
+      databaseUrl = embedded.connectionString(DATABASE);
+    }
+    const pool: Pool = createPool(databaseUrl, 20);
+    stops.push(() => pool.end());
+    const applied = await migrate(pool);
+    if (applied.length) log.info('migrations applied', { applied });
+
+    let { gcsApiEndpoint, vertexApiEndpoint } = config.google;
+    if (config.google.useEmulators) {
+      const { startEmulators } = await import('./emulator/index.ts');
+      const emulators = await startEmulators({
+        dataDir: path.join(config.dataDir, 'emulators'),
+        gcsPort: config.emulator.gcsPort,
+        vertexPort: config.emulator.vertexPort,
+        vertex: { ...config.emulator, projectId: config.google.project },
+      });
+      stops.push(() => emulators.close());
+      gcsApiEndpoint = emulators.gcs.url;
+      vertexApiEndpoint = emulators.vertex.url;
+      log.info('local emulators started', { gcs: gcsApiEndpoint, vertex: vertexApiEndpoint });
+    }
+    const store = new ObjectStore({ bucket: config.google.bucket, projectId: config.google.project, apiEndpoint: gcsApiEndpoint });
+    const vertex = createJobClient({ location: config.google.location, endpoint: vertexApiEndpoint });
+    stops.push(() => vertex.close());
+
+    const queue = await JobQueue.start(databaseUrl);
+    stops.push(() => queue.stop());
+    const services = createServices({ config, pool, store, queue, vertex });
+
+    if (config.role !== 'api') {
+      const workers: Workers = await startWorkers(services);
+      stops.push(() => workers.stop());
+    }
+    let url: string | null = null;
+    if (config.role !== 'worker') {
+      const server = http.createServer(createApp(services));
+      // Uploads of up to GBs may take long; idle sockets still time out.
+      server.requestTimeout = 0;
+      server.headersTimeout = 60_000;
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(config.port, config.host, resolve);
+      });
+      const { port } = server.address() as AddressInfo;
+      url = `http://${config.host}:${port}`;
+      stops.push(() => closeServer(server));
+    }
+    return { services, url, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/** Stops accepting connections, lets in-flight requests finish, then drops idle keep-alives. */
+function closeServer(server: http.Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+    setTimeout(() => server.closeAllConnections(), 10_000).unref();
+  });
+}

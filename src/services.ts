@@ -1,0 +1,37 @@
+import type { Config } from './config.ts';
+import type { Pool } from './db/pool.ts';
+import { AccountService } from './accounts/account-service.ts';
+import { BatchService } from './batches/batch-service.ts';
+import { BillingService } from './billing/billing-service.ts';
+import { listModels, type ModelInfo } from './billing/model-catalog.ts';
+import { FileService } from './files/file-service.ts';
+import type { JobQueue } from './pipeline/job-queue.ts';
+import type { ObjectStore } from './storage/object-store.ts';
+import type { JobServiceClient } from './vertex/job-client.ts';
+
+/** The collaborators every handler and job is given: built once per process. */
+export interface Services {
+  config: Config;
+  pool: Pool;
+  store: ObjectStore;
+  queue: JobQueue;
+  vertex: JobServiceClient;
+  accounts: AccountService;
+  billing: BillingService;
+  files: FileService;
+  batches: BatchService;
+  models(onlyEnabled: boolean): Promise<ModelInfo[]>;
+}
+
+export function createServices(deps: { config: Config; pool: Pool; store: ObjectStore; queue: JobQueue; vertex: JobServiceClient }): Services {
+  const { config, pool, store, queue } = deps;
+  const billing = new BillingService({ pool });
+  return {
+    ...deps,
+    billing,
+    accounts: new AccountService({ pool, billing }),
+    files: new FileService({ pool, store }),
+    batches: new BatchService({ pool, store, queue, completionWindowMs: config.pipeline.completionWindowMs }),
+    models: (onlyEnabled) => listModels(pool, config.billing.batchRatio, onlyEnabled),
+  };
+}
