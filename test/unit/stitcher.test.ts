@@ -1,0 +1,212 @@
+import { describe, it, expect, beforeAll, afterAll } from '@jest/globals';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { stitchShard, type ShardLine, type StitchCounts } from '../../src/pipeline/stitcher.ts';
+
+/** A Writable collecting what it is given; a small highWaterMark exercises backpressure. */
+class Collector extends Writable {
+  chunks: Buffer[] = [];
+  constructor() {
+    super({ highWaterMark: 64 });
+  }
+  _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.chunks.push(Buffer.from(chunk));
+    setImmediate(cb);
+  }
+  lines(): Array<Record<string, any>> {
+    const text = Buffer.concat(this.chunks).toString('utf8');
+    expect(text === '' || text.endsWith('\n')).toBe(true);
+    return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l));
+  }
+}
+
+/** A deterministic base64 image for (line, img): long enough to be handled as a byte range. */
+function imageFor(line: number, img: number, bytes = 3000): string {
+  const buf = Buffer.alloc(bytes);
+  for (let i = 0; i < bytes; i++) buf[i] = (line * 31 + img * 7 + i) & 0xff;
+  return buf.toString('base64');
+}
+
+function okPrediction(line: number, img: number, data = imageFor(line, img)): string {
+  return JSON.stringify({
+    request: { contents: [{ role: 'user', parts: [{ text: `prompt ${line}` }] }], labels: { ibg_line: String(line), ibg_img: String(img) } },
+    status: '',
+    response: {
+      candidates: [{ content: { role: 'model', parts: [{ inlineData: { mimeType: 'image/png', data } }] }, finishReason: 'STOP' }],
+      usageMetadata: { promptTokenCount: 10, candidatesTokenCount: 1290, totalTokenCount: 1300, promptTokensDetails: [{ modality: 'TEXT', tokenCount: 10 }] },
+      modelVersion: 'gemini-2.5-flash-image',
+    },
+    processed_time: '2026-11-21T10:00:00.000Z',
+  });
+}
+
+function failedPrediction(line: number, img: number, status: string): string {
+  return JSON.stringify({ request: { labels: { ibg_line: String(line), ibg_img: String(img) } }, status, processed_time: '2026-11-21T10:00:00Z' });
+}
+
+function blockedPrediction(line: number, img: number): string {
+  return JSON.stringify({
+    request: { labels: { ibg_line: String(line), ibg_img: String(img) } },
+    status: '',
+    response: { promptFeedback: { blockReason: 'PROHIBITED_CONTENT' }, usageMetadata: { promptTokenCount: 10, totalTokenCount: 10 } },
+  });
+}
+
+function streamOf(text: string, chunkSize: number): () => Readable {
+  return () => {
+    const buf = Buffer.from(text);
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < buf.length; i += chunkSize) chunks.push(buf.subarray(i, i + chunkSize));
+    return Readable.from(chunks);
+  };
+}
+
+async function* shardLines(lines: ShardLine[]): AsyncIterable<ShardLine> {
+  yield* lines;
+}
+
+let workDir: string;
+beforeAll(() => {
+  workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ibg-stitch-test-'));
+});
+afterAll(() => {
+  fs.rmSync(workDir, { recursive: true, force: true });
+});
+
+async function stitch(lines: ShardLine[], files: string[][], chunkSize = 1000) {
+  const output = new Collector();
+  const errorOutput = new Collector();
+  let next = 0;
+  const counts: StitchCounts = await stitchShard({
+    lines: shardLines(lines),
+    predictionFiles: files.map((f) => streamOf(f.map((l) => l + '\n').join(''), chunkSize)),
+    workDir,
+    output,
+    errorOutput,
+    newRequestId: () => `batch_req_${next++}`,
+  });
+  return { counts, out: output.lines(), err: errorOutput.lines() };
+}
+
+describe('stitchShard', () => {
+  it('puts out-of-order predictions from two files back in input order', async () => {
+    const lines: ShardLine[] = [
+      { lineIndex: 0, customId: 'a', n: 1 },
+      { lineIndex: 1, customId: 'b', n: 3 },
+      { lineIndex: 2, customId: 'c', n: 2 },
+    ];
+    const fileA = [okPrediction(2, 1), okPrediction(1, 2), okPrediction(0, 0)];
+    const fileB = [okPrediction(1, 0), okPrediction(2, 0), okPrediction(1, 1)];
+    for (const chunkSize of [1, 13, 1_000_000]) {
+      const { counts, out, err } = await stitch(lines, [fileA, fileB], chunkSize);
+      expect(counts).toEqual({ linesSucceeded: 3, linesPartial: 0, linesFailed: 0, imagesSucceeded: 6, imagesFailed: 0, predictionsIgnored: 0, predictionsDuplicate: 0 });
+      expect(err).toEqual([]);
+      expect(out.map((l) => l.custom_id)).toEqual(['a', 'b', 'c']);
+      expect(out[1].response.body.data.map((d: { b64_json: string }) => d.b64_json)).toEqual([imageFor(1, 0), imageFor(1, 1), imageFor(1, 2)]);
+      expect(out[2].response.body.data.map((d: { b64_json: string }) => d.b64_json)).toEqual([imageFor(2, 0), imageFor(2, 1)]);
+      expect(out[0]).toEqual({
+        id: 'batch_req_0',
+        custom_id: 'a',
+        response: {
+          status_code: 200,
+          request_id: 'vertex_batch_req_0',
+          body: {
+            created: Date.parse('2026-11-21T10:00:00.000Z') / 1000,
+            data: [{ b64_json: imageFor(0, 0) }],
+            usage: { total_tokens: 1300, input_tokens: 10, output_tokens: 1290, input_tokens_details: { text_tokens: 10, image_tokens: 0 } },
+          },
+        },
+        error: null,
+      });
+      expect(out[1].response.body.usage.total_tokens).toBe(3900);
+    }
+  });
+
+  it('sends a line whose images all failed to the error file', async () => {
+    const lines: ShardLine[] = [
+      { lineIndex: 0, customId: 'fail', n: 2 },
+      { lineIndex: 1, customId: 'blocked', n: 1 },
+      { lineIndex: 2, customId: 'ok', n: 1 },
+      { lineIndex: 3, customId: 'gone', n: 1 },
+    ];
+    const file = [
+      failedPrediction(0, 0, 'Internal error: 503 backend unavailable'),
+      failedPrediction(0, 1, 'Internal error: 503 backend unavailable'),
+      blockedPrediction(1, 0),
+      okPrediction(2, 0),
+    ];
+    const { counts, out, err } = await stitch(lines, [file]);
+    expect(counts).toMatchObject({ linesSucceeded: 1, linesPartial: 0, linesFailed: 3, imagesSucceeded: 1, imagesFailed: 4 });
+    expect(out.map((l) => l.custom_id)).toEqual(['ok']);
+    expect(err.map((l) => [l.custom_id, l.error.code])).toEqual([
+      ['fail', 'image_generation_failed'],
+      ['blocked', 'content_blocked'],
+      ['gone', 'missing_prediction'],
+    ]);
+    expect(err[0].response).toEqual({
+      status_code: 503,
+      request_id: `vertex_${err[0].id}`,
+      body: { error: { message: expect.stringContaining('all 2 images failed'), type: 'server_error', code: 'image_generation_failed' } },
+    });
+    expect(err[1].response.status_code).toBe(400);
+    expect(err[1].response.body.error.type).toBe('invalid_request_error');
+    expect(err[1].error.message).toContain('PROHIBITED_CONTENT');
+    expect(err[2].response).toBeNull();
+    for (const l of err) expect(Object.keys(l)).toEqual(['id', 'custom_id', 'response', 'error']);
+  });
+
+  it('splits a partial line over both files with the right counts', async () => {
+    const lines: ShardLine[] = [{ lineIndex: 5, customId: 'part', n: 4 }];
+    const file = [okPrediction(5, 3), blockedPrediction(5, 1), okPrediction(5, 0)]; // image 2 never came
+    const { counts, out, err } = await stitch(lines, [file]);
+    expect(counts).toMatchObject({ linesSucceeded: 0, linesPartial: 1, linesFailed: 0, imagesSucceeded: 2, imagesFailed: 2 });
+    expect(out).toHaveLength(1);
+    expect(out[0].error).toBeNull();
+    expect(out[0].response.body.data.map((d: { b64_json: string }) => d.b64_json)).toEqual([imageFor(5, 0), imageFor(5, 3)]);
+    expect(err).toHaveLength(1);
+    expect(err[0]).toEqual({
+      id: out[0].id,
+      custom_id: 'part',
+      response: null,
+      error: { code: 'partial_failure', message: expect.stringMatching(/^2 of 4 images failed: 1 content_blocked .*; 1 missing_prediction/) },
+    });
+  });
+
+  it('counts duplicates once (a success wins) and ignores predictions of other lines', async () => {
+    const lines: ShardLine[] = [{ lineIndex: 0, customId: 'a', n: 1 }, { lineIndex: 1, customId: 'b', n: 1 }];
+    const file = [
+      failedPrediction(0, 0, 'transient'),
+      okPrediction(0, 0),
+      okPrediction(1, 0),
+      okPrediction(1, 0, imageFor(9, 9)),
+      okPrediction(7, 0), // not a line of this shard
+      JSON.stringify({ request: { labels: { ibg_line: 'X' } }, status: '' }),
+      '{"truncated": ',
+    ];
+    const { counts, out } = await stitch(lines, [file]);
+    expect(counts).toEqual({ linesSucceeded: 2, linesPartial: 0, linesFailed: 0, imagesSucceeded: 2, imagesFailed: 0, predictionsIgnored: 3, predictionsDuplicate: 2 });
+    expect(out.map((l) => l.response.body.data[0].b64_json)).toEqual([imageFor(0, 0), imageFor(1, 0)]);
+  });
+
+  it('copies tiny inline images and escaped strings correctly', async () => {
+    const lines: ShardLine[] = [{ lineIndex: 0, customId: 'we"ird\\id', n: 2 }];
+    const tricky = JSON.stringify({
+      request: { contents: [{ parts: [{ text: 'quote " and backslash \\ ' + '\\"'.repeat(300) }] }], labels: { ibg_line: '0', ibg_img: '1' } },
+      status: '',
+      response: { candidates: [{ content: { parts: [{ text: 'x'.repeat(400) }, { inlineData: { mimeType: 'image/png', data: imageFor(0, 1, 2000) } }] } }] },
+    });
+    const file = [okPrediction(0, 0, 'iVBORw0KGgo='), tricky];
+    for (const chunkSize of [1, 7, 4096]) {
+      const { out } = await stitch(lines, [file], chunkSize);
+      expect(out[0].custom_id).toBe('we"ird\\id');
+      expect(out[0].response.body.data).toEqual([{ b64_json: 'iVBORw0KGgo=' }, { b64_json: imageFor(0, 1, 2000) }]);
+    }
+  });
+
+  it('removes its scratch files', async () => {
+    await stitch([{ lineIndex: 0, customId: 'a', n: 1 }], [[okPrediction(0, 0)]]);
+    expect(fs.readdirSync(workDir)).toEqual([]);
+  });
+});
