@@ -1,0 +1,108 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+/** What a measuring child process reports on its last stdout line. */
+export interface RunReport {
+  seconds: number;
+  bytes: number;
+  /** process.resourceUsage().maxRSS of the child, in MB. */
+  peakRssMb: number;
+  /** Anything the child wants to show (counts, checks). */
+  detail?: unknown;
+}
+
+/** Run `script child …args` in a fresh Node process (the same binary as this one) and read its report. */
+export async function runChild(script: string, args: string[]): Promise<RunReport> {
+  const child = spawn(process.execPath, ['--no-warnings', script, 'child', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (d: string) => (out += d));
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', resolve);
+  });
+  if (code !== 0) throw new Error(`child ${args.join(' ')} exited with ${code}: ${out}`);
+  const last = out.trim().split('\n').pop()!;
+  return JSON.parse(last) as RunReport;
+}
+
+/** Print a child's report as its last line (the parent parses it). */
+export function report(startNs: bigint, bytes: number, detail?: unknown): void {
+  const seconds = Number(process.hrtime.bigint() - startNs) / 1e9;
+  const peakRssMb = process.resourceUsage().maxRSS / 1024;
+  const r: RunReport = { seconds, bytes, peakRssMb, detail };
+  process.stdout.write(JSON.stringify(r) + '\n');
+}
+
+export function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+export function mbPerSecond(r: RunReport): number {
+  return r.bytes / 1e6 / r.seconds;
+}
+
+export function makeTempDir(prefix: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** A small deterministic PRNG (mulberry32): the same input files on every run. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Wait for a write stream's buffer when it is full. */
+export async function writeAll(ws: fs.WriteStream, data: string | Buffer): Promise<void> {
+  if (!ws.write(data)) await new Promise<void>((resolve) => ws.once('drain', resolve));
+}
+
+export async function closeStream(ws: NodeJS.WritableStream & { once: fs.WriteStream['once'] }): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    ws.once('error', reject);
+    ws.once('finish', resolve);
+    ws.end();
+  });
+}
+
+export interface Comparison {
+  title: string;
+  baselineName: string;
+  subjectName: string;
+  baseline: RunReport[];
+  subject: RunReport[];
+  ratioTarget: number;
+  rssTargetMb: number;
+  notes: string[];
+}
+
+/** The block to paste into a report. */
+export function summary(c: Comparison): string {
+  const b = median(c.baseline.map(mbPerSecond));
+  const s = median(c.subject.map(mbPerSecond));
+  const ratio = s / b;
+  const bRss = median(c.baseline.map((r) => r.peakRssMb));
+  const sRss = median(c.subject.map((r) => r.peakRssMb));
+  const sRssMax = Math.max(...c.subject.map((r) => r.peakRssMb));
+  const pass = (ok: boolean) => (ok ? 'PASS' : 'FAIL');
+  return [
+    `==== ${c.title} ====`,
+    `node ${process.version}, ${os.cpus().length} cpus, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, rounds: ${c.baseline.length} + ${c.subject.length} (alternating, fresh process each)`,
+    ...c.notes,
+    `${c.baselineName.padEnd(22)} median ${b.toFixed(1)} MB/s  (${c.baseline.map((r) => mbPerSecond(r).toFixed(0)).join(', ')})  peak RSS median ${bRss.toFixed(0)} MB`,
+    `${c.subjectName.padEnd(22)} median ${s.toFixed(1)} MB/s  (${c.subject.map((r) => mbPerSecond(r).toFixed(0)).join(', ')})  peak RSS median ${sRss.toFixed(0)} MB, max ${sRssMax.toFixed(0)} MB`,
+    `ratio ${c.subjectName}/${c.baselineName}: ${ratio.toFixed(2)} (target ≥ ${c.ratioTarget}) ${pass(ratio >= c.ratioTarget)}`,
+    `peak RSS ${c.subjectName}: ${sRssMax.toFixed(0)} MB (target < ${c.rssTargetMb} MB) ${pass(sRssMax < c.rssTargetMb)}`,
+    '='.repeat(c.title.length + 10),
+  ].join('\n');
+}
