@@ -139,7 +139,7 @@ describe('Cloud Storage emulator through @google-cloud/storage', () => {
     const entries: string[] = [];
     pageToken = undefined;
     do {
-      const [files, next, resp] = await b.getFiles({ delimiter: '/', prefix: 'a/', autoPaginate: false, maxResults: 2, pageToken });
+      const [files, next, resp]: [Array<{ name: string }>, unknown, unknown] = await b.getFiles({ delimiter: '/', prefix: 'a/', autoPaginate: false, maxResults: 2, pageToken });
       entries.push(...files.map((f) => f.name), ...((resp as { prefixes?: string[] }).prefixes ?? []));
       pageToken = (next as { pageToken?: string } | null)?.pageToken;
     } while (pageToken);

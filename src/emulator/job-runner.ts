@@ -1,0 +1,240 @@
+/**
+ * Drives one batch prediction job through its states and does the work:
+ * reads the JSONL input(s) line by line through the Storage client, answers
+ * each line, and streams predictions.jsonl to the output directory.
+ */
+import { createInterface } from 'node:readline';
+import { setTimeout as delay } from 'node:timers/promises';
+import { finished } from 'node:stream/promises';
+import type { Writable } from 'node:stream';
+import type { Storage } from '@google-cloud/storage';
+import { answerLine, lineDirectives } from './gemini-responder.ts';
+import { resolveModel } from './models.ts';
+import { isTerminal, timestamp } from './vertex-jobs.ts';
+import type { JobRecord, JobState, RpcStatus } from './vertex-jobs.ts';
+
+export interface RunnerSettings {
+  queueMs: number;
+  lineMs: number;
+  slowMs: number;
+  imagePadBytes: number;
+  jobFault: 'none' | 'fail' | 'stuck';
+}
+
+export interface RunnerDeps {
+  storage: Storage;
+  /** Read at each step, so setFaults() affects jobs already running. */
+  settings(): RunnerSettings;
+  save(record: JobRecord): Promise<void>;
+  /** Aborted when the emulator closes: stop without changing the job's state. */
+  shutdown: AbortSignal;
+}
+
+/** Thrown inside the runner to end the job FAILED with this status. */
+class JobFailure extends Error {
+  readonly status: RpcStatus;
+  constructor(code: number, message: string) {
+    super(message);
+    this.status = { code, message };
+  }
+}
+
+const STATS_SAVE_INTERVAL_MS = 200;
+
+/** Resolves true after `ms`, or false as soon as the signal aborts. */
+async function pause(ms: number, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return false;
+  if (ms <= 0) return true;
+  try {
+    await delay(ms, undefined, { signal });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function parseGcsUri(uri: string): { bucket: string; object: string } {
+  const m = /^gs:\/\/([^/]+)\/(.*)$/.exec(uri);
+  if (!m) throw new JobFailure(3, `Invalid Cloud Storage URI: ${uri}`);
+  return { bucket: m[1], object: m[2] };
+}
+
+export class JobRunner {
+  readonly record: JobRecord;
+  readonly done: Promise<void>;
+  private readonly deps: RunnerDeps;
+  private readonly cancelController = new AbortController();
+  private readonly signal: AbortSignal;
+  private lastStatsSave = 0;
+
+  constructor(record: JobRecord, deps: RunnerDeps) {
+    this.record = record;
+    this.deps = deps;
+    this.signal = AbortSignal.any([this.cancelController.signal, deps.shutdown]);
+    this.done = this.run();
+  }
+
+  /** Cancel: the job goes CANCELLING now and CANCELLED once the runner stops. */
+  cancel(): void {
+    this.setState('JOB_STATE_CANCELLING');
+    this.cancelController.abort();
+  }
+
+  private get job() {
+    return this.record.job;
+  }
+
+  private setState(state: JobState, extra: Partial<JobRecord['job']> = {}): Promise<void> {
+    const now = timestamp();
+    // Once cancel was asked for, only a terminal state may replace CANCELLING.
+    if (this.cancelController.signal.aborted && !isTerminal(state)) state = 'JOB_STATE_CANCELLING';
+    Object.assign(this.job, extra, { state, updateTime: now });
+    if (isTerminal(state)) this.job.endTime = now;
+    return this.deps.save(this.record);
+  }
+
+  private async run(): Promise<void> {
+    try {
+      if (this.job.state === 'JOB_STATE_QUEUED') {
+        const waitMs = Date.parse(this.job.createTime) + this.deps.settings().queueMs - Date.now();
+        if (!(await pause(waitMs, this.signal))) return this.stopped();
+        // 'stuck' jobs stay QUEUED until cancelled (or the fault is lifted).
+        while (this.deps.settings().jobFault === 'stuck') {
+          if (!(await pause(50, this.signal))) return this.stopped();
+        }
+      }
+      if (this.job.state === 'JOB_STATE_QUEUED' || this.job.state === 'JOB_STATE_PENDING') {
+        await this.setState('JOB_STATE_PENDING');
+        if (!(await pause(Math.min(this.deps.settings().queueMs / 4, 1000), this.signal))) return this.stopped();
+        await this.setState('JOB_STATE_RUNNING', { startTime: timestamp() });
+      }
+      if (this.deps.settings().jobFault === 'fail') {
+        throw new JobFailure(13, 'Internal error occurred while running the batch prediction job. (emulated job fault)');
+      }
+      await this.process();
+    } catch (err) {
+      if (this.deps.shutdown.aborted) return;
+      const status = err instanceof JobFailure ? err.status : { code: 13, message: `Internal error: ${(err as Error).message}` };
+      await this.setState('JOB_STATE_FAILED', { error: status });
+    }
+  }
+
+  /** The runner stopped waiting: a cancel ends the job; a shutdown leaves it for the next start. */
+  private async stopped(): Promise<void> {
+    if (this.deps.shutdown.aborted) return;
+    await this.setState('JOB_STATE_CANCELLED');
+  }
+
+  private outputDirectory(): string {
+    if (!this.job.outputInfo) {
+      const prefix = this.job.outputConfig.gcsDestination.outputUriPrefix.replace(/\/+$/, '');
+      this.job.outputInfo = { gcsOutputDirectory: `${prefix}/prediction-model-${timestamp()}/` };
+    }
+    return this.job.outputInfo.gcsOutputDirectory;
+  }
+
+  private inputLines(uri: string): AsyncIterable<string> & { stop(): void } {
+    const { bucket, object } = parseGcsUri(uri);
+    const stream = this.deps.storage.bucket(bucket).file(object).createReadStream();
+    const lines = createInterface({ input: stream, crlfDelay: Infinity });
+    // readline does not forward read errors; end the iteration with them.
+    stream.on('error', (err) => lines.emit('error', err));
+    return Object.assign(lines, { stop: () => (lines.close(), stream.destroy()) });
+  }
+
+  private async countLines(): Promise<number> {
+    let total = 0;
+    for (const uri of this.job.inputConfig.gcsSource.uris) {
+      try {
+        for await (const line of this.inputLines(uri)) if (line.trim() !== '') total++;
+      } catch (err) {
+        if (err instanceof JobFailure) throw err;
+        const code = (err as { code?: number }).code;
+        if (code === 404) throw new JobFailure(5, `Failed to read input ${uri}: no such object.`);
+        throw new JobFailure(13, `Failed to read input ${uri}: ${(err as Error).message}`);
+      }
+    }
+    return total;
+  }
+
+  private async process(): Promise<void> {
+    const model = resolveModel(this.job.model);
+    if (!model) throw new JobFailure(3, `Unknown model ${this.job.model}`);
+    const total = await this.countLines();
+    // A restart resumes a RUNNING job from its first line: its output was never committed.
+    this.job.completionStats = { successfulCount: '0', failedCount: '0', incompleteCount: String(total) };
+    if (total === 0) throw new JobFailure(3, 'The batch prediction input contains no requests.');
+    const outputDir = this.outputDirectory();
+    await this.setState('JOB_STATE_RUNNING');
+
+    const { bucket, object } = parseGcsUri(`${outputDir}predictions.jsonl`);
+    const out = this.deps.storage.bucket(bucket).file(object).createWriteStream({ resumable: false, contentType: 'application/jsonl' });
+    let writeError: Error | undefined;
+    out.on('error', (err) => (writeError = err));
+    let succeeded = 0;
+    let failed = 0;
+    const ctx = { model, storage: this.deps.storage, imagePadBytes: this.deps.settings().imagePadBytes };
+    try {
+      outer: for (const uri of this.job.inputConfig.gcsSource.uris) {
+        const lines = this.inputLines(uri);
+        try {
+          for await (const line of lines) {
+            if (line.trim() === '') continue;
+            const settings = this.deps.settings();
+            const slow = lineDirectives(line).has('slow');
+            if (!(await pause(settings.lineMs + (slow ? settings.slowMs : 0), this.signal))) break outer;
+            const result = await answerLine(line, { ...ctx, imagePadBytes: settings.imagePadBytes });
+            await writeLine(out, `${result.text}\n`);
+            if (writeError) throw writeError;
+            if (result.ok) succeeded++;
+            else failed++;
+            this.updateStats(succeeded, failed, total);
+          }
+        } finally {
+          lines.stop();
+        }
+      }
+    } catch (err) {
+      out.destroy();
+      throw err;
+    }
+    if (this.deps.shutdown.aborted) {
+      // Abandon the upload: no predictions.jsonl is committed, the next start redoes the job.
+      out.destroy();
+      return;
+    }
+    out.end();
+    await finished(out);
+    this.updateStats(succeeded, failed, total, false);
+    if (this.cancelController.signal.aborted) return this.setState('JOB_STATE_CANCELLED');
+    if (failed === total) {
+      return this.setState('JOB_STATE_FAILED', { error: { code: 13, message: `All ${total} requests of the batch prediction job failed. See the status field of each line in ${outputDir}predictions.jsonl.` } });
+    }
+    if (failed > 0) return this.setState('JOB_STATE_PARTIALLY_SUCCEEDED');
+    return this.setState('JOB_STATE_SUCCEEDED');
+  }
+
+  private updateStats(succeeded: number, failed: number, total: number, save = true): void {
+    this.job.completionStats = {
+      successfulCount: String(succeeded),
+      failedCount: String(failed),
+      incompleteCount: String(total - succeeded - failed),
+    };
+    this.job.updateTime = timestamp();
+    const now = Date.now();
+    if (save && now - this.lastStatsSave >= STATS_SAVE_INTERVAL_MS) {
+      this.lastStatsSave = now;
+      void this.deps.save(this.record);
+    }
+  }
+}
+
+async function writeLine(out: Writable, text: string): Promise<void> {
+  if (out.write(text)) return;
+  await new Promise<void>((resolve, reject) => {
+    const onDrain = () => (out.off('error', onError), resolve());
+    const onError = (err: Error) => (out.off('drain', onDrain), reject(err));
+    out.once('drain', onDrain);
+    out.once('error', onError);
+  });
+}
