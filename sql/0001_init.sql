@@ -76,6 +76,8 @@ CREATE TABLE batches (
   request_failed     integer NOT NULL DEFAULT 0,
   image_total        integer NOT NULL DEFAULT 0,
   image_succeeded    integer NOT NULL DEFAULT 0,
+  -- the unit prices and batch ratio the batch was charged at, so settlement uses the same ones
+  pricing            jsonb,
   pre_deducted       bigint NOT NULL DEFAULT 0,
   settled            bigint,
   refunded           bigint,

@@ -12,14 +12,19 @@ import { JobQueue } from './pipeline/job-queue.ts';
 import { startWorkers, type Workers } from './pipeline/workers.ts';
 import { createServices, type Services } from './services.ts';
 import { ObjectStore } from './storage/object-store.ts';
+import { BatchJobs } from './vertex/batch-jobs.ts';
 import { createJobClient } from './vertex/job-client.ts';
 
 export interface Runtime {
   services: Services;
   /** The HTTP address when this process serves the API. */
   url: string | null;
+  /** The in-process emulators, when this process started them. */
+  emulators: Emulators | null;
   stop(): Promise<void>;
 }
+
+type Emulators = Awaited<ReturnType<typeof import('./emulator/index.ts').startEmulators>>;
 
 const DATABASE = 'gateway';
 
@@ -48,22 +53,25 @@ export async function startRuntime(config: Config): Promise<Runtime> {
     if (applied.length) log.info('migrations applied', { applied });
 
     let { gcsApiEndpoint, vertexApiEndpoint } = config.google;
+    let emulators: Emulators | null = null;
     if (config.google.useEmulators) {
+      // Loaded only when used: a deployment on Google Cloud never starts (or imports) them.
       const { startEmulators } = await import('./emulator/index.ts');
-      const emulators = await startEmulators({
+      emulators = await startEmulators({
         dataDir: path.join(config.dataDir, 'emulators'),
         gcsPort: config.emulator.gcsPort,
         vertexPort: config.emulator.vertexPort,
         vertex: { ...config.emulator, projectId: config.google.project },
       });
-      stops.push(() => emulators.close());
+      stops.push(() => emulators!.close());
       gcsApiEndpoint = emulators.gcs.url;
       vertexApiEndpoint = emulators.vertex.url;
       log.info('local emulators started', { gcs: gcsApiEndpoint, vertex: vertexApiEndpoint });
     }
     const store = new ObjectStore({ bucket: config.google.bucket, projectId: config.google.project, apiEndpoint: gcsApiEndpoint });
-    const vertex = createJobClient({ location: config.google.location, endpoint: vertexApiEndpoint });
-    stops.push(() => vertex.close());
+    const jobClient = createJobClient({ location: config.google.location, endpoint: vertexApiEndpoint });
+    stops.push(() => jobClient.close());
+    const vertex = new BatchJobs(jobClient, config.google.project, config.google.location);
 
     const queue = await JobQueue.start(databaseUrl);
     stops.push(() => queue.stop());
@@ -87,7 +95,7 @@ export async function startRuntime(config: Config): Promise<Runtime> {
       url = `http://${config.host}:${port}`;
       stops.push(() => closeServer(server));
     }
-    return { services, url, stop };
+    return { services, url, emulators, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -7,7 +7,7 @@ import { listModels, type ModelInfo } from './billing/model-catalog.ts';
 import { FileService } from './files/file-service.ts';
 import type { JobQueue } from './pipeline/job-queue.ts';
 import type { ObjectStore } from './storage/object-store.ts';
-import type { JobServiceClient } from './vertex/job-client.ts';
+import type { BatchJobs } from './vertex/batch-jobs.ts';
 
 /** The collaborators every handler and job is given: built once per process. */
 export interface Services {
@@ -15,7 +15,7 @@ export interface Services {
   pool: Pool;
   store: ObjectStore;
   queue: JobQueue;
-  vertex: JobServiceClient;
+  vertex: BatchJobs;
   accounts: AccountService;
   billing: BillingService;
   files: FileService;
@@ -23,7 +23,7 @@ export interface Services {
   models(onlyEnabled: boolean): Promise<ModelInfo[]>;
 }
 
-export function createServices(deps: { config: Config; pool: Pool; store: ObjectStore; queue: JobQueue; vertex: JobServiceClient }): Services {
+export function createServices(deps: { config: Config; pool: Pool; store: ObjectStore; queue: JobQueue; vertex: BatchJobs }): Services {
   const { config, pool, store, queue } = deps;
   const billing = new BillingService({ pool });
   return {

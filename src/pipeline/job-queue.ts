@@ -5,6 +5,7 @@ import { log } from '../logger.ts';
 /** The pipeline's pg-boss queues: one job kind per step. */
 export const JOBS = {
   validate: 'batch-validate',
+  stage: 'batch-stage',
   submit: 'shard-submit',
   poll: 'shard-poll',
   cancel: 'batch-cancel',

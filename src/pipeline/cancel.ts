@@ -1,0 +1,29 @@
+import * as batches from '../batches/batch-queries.ts';
+import { withTransaction } from '../db/pool.ts';
+import type { Services } from '../services.ts';
+import { finalizeWhenAllDone } from './poll.ts';
+import { listShards, markDone } from './shard-queries.ts';
+import { schedulePoll } from './submit.ts';
+
+/**
+ * Cancellation and expiry: shards never submitted end at once; every running Vertex job is
+ * asked to cancel, and the shard polls see them end (a cancelled job keeps what it wrote).
+ * When all shards have ended, the batch stitches what finished and settles.
+ */
+export async function cancelBatch(s: Services, batchId: string): Promise<void> {
+  const batch = await batches.findBatch(s.pool, batchId);
+  if (!batch || !(batch.status === 'cancelling' || (batch.status === 'in_progress' && batch.outcome === 'expired'))) return;
+  const running = await withTransaction(s.pool, async (tx) => {
+    await batches.findBatch(tx, batchId, { forUpdate: true });
+    const shards = await listShards(tx, batchId);
+    for (const shard of shards.filter((x) => x.status === 'staged')) {
+      await markDone(tx, shard.id, { state: 'NOT_SUBMITTED', outputDir: null, error: null, succeeded: 0, failed: 0 });
+    }
+    await finalizeWhenAllDone(s, tx, batchId);
+    return shards.filter((x) => x.status === 'submitted');
+  });
+  for (const shard of running) {
+    await s.vertex.cancel(shard.vertexJob!);
+    await schedulePoll(s, shard.id, 0);
+  }
+}

@@ -1,0 +1,146 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import * as batches from '../batches/batch-queries.ts';
+import { batchPrefix } from '../batches/batch-service.ts';
+import { batchPrice } from '../billing/pricing.ts';
+import { withTransaction } from '../db/pool.ts';
+import { findUserFile, insertFile } from '../files/file-queries.ts';
+import { newId } from '../ids.ts';
+import type { Services } from '../services.ts';
+import { readJsonLines } from './json-lines.ts';
+import { listShards, type ShardRow } from './shard-queries.ts';
+import { finish, shardKeys, type ManifestLine } from './stage.ts';
+import { stitchShard, type ShardLine } from './stitcher.ts';
+
+interface Tally {
+  linesCompleted: number;
+  linesFailed: number;
+  imagesSucceeded: number;
+  /** Successful images per size tier: what the batch is finally billed for. */
+  succeededBySize: Record<string, number>;
+}
+
+/**
+ * Step 5: stitch every shard's predictions into one output file and one error file, in input
+ * order, then settle — final status, files, request counts, settled amount and refund (with
+ * its `difference` log row) in one transaction. Running twice re-stitches over the same
+ * objects and settles once: the status compare-and-set admits only the first.
+ */
+export async function finalizeBatch(s: Services, batchId: string): Promise<void> {
+  const batch = await batches.findBatch(s.pool, batchId);
+  if (!batch || batch.status !== 'finalizing') return;
+  const shards = await listShards(s.pool, batchId);
+  const prefix = batchPrefix(batch.userId, batchId);
+  const keys = { output: `${prefix}output.jsonl`, errors: `${prefix}errors.jsonl` };
+  const tally = await stitchAll(s, batch, shards, keys);
+
+  const outcome = batch.outcome ?? (shards.length && shards.every((x) => x.vertexState === 'JOB_STATE_FAILED') ? 'failed' : 'completed');
+  // Priced as it was charged: a price or ratio changed meanwhile cannot skew the refund.
+  const settled = Math.min(batch.preDeducted, batchPrice(batch.pricing!, tally.succeededBySize));
+  const refund = batch.preDeducted - settled;
+  const [outputBytes, errorBytes] = await Promise.all([s.store.size(keys.output), s.store.size(keys.errors)]);
+
+  const settledNow = await withTransaction(s.pool, async (tx) => {
+    const locked = await batches.findBatch(tx, batchId, { forUpdate: true });
+    if (!locked || locked.status !== 'finalizing') return false;
+    const file = async (purpose: 'batch_output' | 'batch_error', key: string, bytes: number, name: string) =>
+      (await insertFile(tx, { id: newId('file'), userId: batch.userId, purpose, filename: `${batchId}_${name}.jsonl`, bytes, mimeType: 'application/jsonl', objectKey: key })).id;
+    const outputFileId = tally.linesCompleted > 0 ? await file('batch_output', keys.output, outputBytes, 'output') : null;
+    const errorFileId = errorBytes > 0 ? await file('batch_error', keys.errors, errorBytes, 'errors') : null;
+    const failures = shards.filter((x) => x.error).map((x) => ({
+      code: 'vertex_job_failed', message: `Vertex job for requests ${x.firstLine}–${x.firstLine + x.requestCount - 1} failed: ${x.error!.message}`, param: null, line: null,
+    }));
+    await batches.transition(tx, batchId, ['finalizing'], outcome, {
+      outputFileId,
+      errorFileId,
+      requestCompleted: tally.linesCompleted,
+      requestFailed: tally.linesFailed,
+      imageSucceeded: tally.imagesSucceeded,
+      settled,
+      refunded: refund,
+      ...(failures.length ? { errors: failures } : {}),
+    });
+    await s.billing.refundIn(tx, {
+      userId: batch.userId,
+      batchId,
+      model: batch.model,
+      amount: refund,
+      content: `batch ${batchId} ${outcome}: ${tally.imagesSucceeded} of ${batch.imageTotal} image(s) generated; settled ${settled} of ${batch.preDeducted}, refunded ${refund}`,
+    });
+    return true;
+  });
+  if (!settledNow) return;
+  // The output file holds every image now: staging inputs and Vertex's copies can go.
+  for (const shard of shards) await s.store.deletePrefix(shardKeys(batch.userId, batchId, shard.seq).input.replace(/input\.jsonl$/, '')).catch(() => {});
+}
+
+async function stitchAll(s: Services, batch: batches.BatchRow, shards: ShardRow[], keys: { output: string; errors: string }): Promise<Tally> {
+  const tally: Tally = { linesCompleted: 0, linesFailed: 0, imagesSucceeded: 0, succeededBySize: {} };
+  const output = s.store.writeStream(keys.output, 'application/jsonl');
+  const errorOutput = s.store.writeStream(keys.errors, 'application/jsonl');
+  const workDir = await fs.mkdtemp(path.join(os.tmpdir(), `stitch-${batch.id}-`));
+  const stitch = async (lines: AsyncIterable<ManifestLine>, predictionKeys: string[]) => {
+    const tiers = new Map<number, string>();
+    async function* shardLines(): AsyncGenerator<ShardLine> {
+      for await (const m of lines) {
+        tiers.set(m.i, m.t);
+        yield { lineIndex: m.i, customId: m.c, n: m.n };
+      }
+    }
+    await stitchShard({
+      lines: shardLines(),
+      predictionFiles: predictionKeys.map((key) => () => s.store.readStream(key)),
+      workDir,
+      output,
+      errorOutput,
+      newRequestId: () => newId('batch_req'),
+      onLine: (line, imagesSucceeded) => {
+        const tier = tiers.get(line.lineIndex)!;
+        tiers.delete(line.lineIndex);
+        if (imagesSucceeded === 0) return void tally.linesFailed++;
+        tally.linesCompleted++;
+        tally.imagesSucceeded += imagesSucceeded;
+        tally.succeededBySize[tier] = (tally.succeededBySize[tier] ?? 0) + imagesSucceeded;
+      },
+    });
+  };
+  try {
+    if (!shards.length) {
+      // Cancelled or expired before staging: every request is reported, none was sent.
+      await stitch(inputLines(s, batch), []);
+    }
+    for (const shard of shards) {
+      const manifestKey = shardKeys(batch.userId, batch.id, shard.seq).manifest;
+      const manifest = (async function* () {
+        for await (const { value } of readJsonLines<ManifestLine>(s.store.readStream(manifestKey))) yield value;
+      })();
+      await stitch(manifest, shard.outputDir ? await predictionKeys(s, shard.outputDir) : []);
+    }
+    await Promise.all([finish(output), finish(errorOutput)]);
+  } catch (err) {
+    output.destroy();
+    errorOutput.destroy();
+    throw err;
+  } finally {
+    await fs.rm(workDir, { recursive: true, force: true });
+  }
+  return tally;
+}
+
+/** The batch's requests read from its input file, as manifest lines (for a batch never staged). */
+async function* inputLines(s: Services, batch: batches.BatchRow): AsyncGenerator<ManifestLine> {
+  const input = (await findUserFile(s.pool, batch.userId, batch.inputFileId))!;
+  for await (const { index, value } of readJsonLines<{ custom_id: string; body: { n?: number } }>(s.store.readStream(input.objectKey))) {
+    yield { i: index, c: value.custom_id, n: value.body.n ?? 1, t: '' };
+  }
+}
+
+/** Every predictions file in a job's output directory, whatever Vertex named them. */
+async function predictionKeys(s: Services, outputDir: string): Promise<string[]> {
+  const objects = await s.store.list(s.store.keyOf(outputDir.endsWith('/') ? outputDir : `${outputDir}/`));
+  return objects
+    .map((o) => o.key)
+    .filter((k) => /(^|\/)(predictions[^/]*\.jsonl|prediction\.results-[^/]*)$/.test(k))
+    .sort();
+}

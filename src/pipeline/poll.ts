@@ -1,0 +1,53 @@
+import type pg from 'pg';
+import * as batches from '../batches/batch-queries.ts';
+import { withTransaction } from '../db/pool.ts';
+import type { Services } from '../services.ts';
+import { JOBS } from './job-queue.ts';
+import { findShard, listShards, markDone, recordProgress, shardTotals } from './shard-queries.ts';
+import { schedulePoll } from './submit.ts';
+
+/**
+ * Step 4: look at a shard's job once, record its progress (live request counts on the
+ * batch), and either schedule the next look with backoff or, when the job has ended, mark
+ * the shard done — the last shard to finish moves the batch to `finalizing`.
+ */
+export async function pollShard(s: Services, shardId: string, attempt: number): Promise<void> {
+  const shard = await findShard(s.pool, shardId);
+  if (!shard || shard.status !== 'submitted' || !shard.vertexJob) return;
+  const job = await s.vertex.get(shard.vertexJob);
+  if (!job.terminal) {
+    await recordProgress(s.pool, shardId, { state: job.state, succeeded: job.succeeded, failed: job.failed });
+    await refreshCounts(s, shard.batchId);
+    await schedulePoll(s, shardId, attempt + 1);
+    return;
+  }
+  await withTransaction(s.pool, async (tx) => {
+    await batches.findBatch(tx, shard.batchId, { forUpdate: true });
+    await markDone(tx, shardId, { state: job.state, outputDir: job.outputDir, error: job.error, succeeded: job.succeeded, failed: job.failed });
+    await finalizeWhenAllDone(s, tx, shard.batchId);
+  });
+  await refreshCounts(s, shard.batchId);
+}
+
+/** With the batch row locked: if every shard has ended, move on to stitching and settling. */
+export async function finalizeWhenAllDone(s: Services, tx: pg.PoolClient, batchId: string) {
+  const shards = await listShards(tx, batchId);
+  if (shards.some((x) => x.status !== 'done')) return;
+  const moved = await batches.transition(tx, batchId, ['in_progress', 'cancelling'], 'finalizing');
+  if (moved) await s.queue.send(JOBS.finalize, { batchId }, { tx, key: batchId });
+}
+
+/**
+ * request_counts while running. Vertex counts images; a request of n images is counted
+ * completed once its share of images is — an estimate until stitching gives exact numbers.
+ */
+async function refreshCounts(s: Services, batchId: string) {
+  const totals = await shardTotals(s.pool, batchId);
+  const batch = await batches.findBatch(s.pool, batchId);
+  if (!batch || !batch.imageTotal || !['in_progress', 'cancelling'].includes(batch.status)) return;
+  const perImage = batch.requestTotal / batch.imageTotal;
+  await batches.transition(s.pool, batchId, ['in_progress', 'cancelling'], null, {
+    requestCompleted: Math.min(batch.requestTotal, Math.floor(totals.succeeded * perImage)),
+    requestFailed: Math.min(batch.requestTotal, Math.floor(totals.failed * perImage)),
+  });
+}

@@ -1,0 +1,92 @@
+import type { Db } from '../db/pool.ts';
+
+export type ShardStatus = 'staged' | 'submitted' | 'done';
+
+export interface ShardRow {
+  id: string;
+  batchId: string;
+  seq: number;
+  model: string;
+  firstLine: number;
+  requestCount: number;
+  imageCount: number;
+  inputUri: string;
+  outputPrefix: string;
+  status: ShardStatus;
+  vertexJob: string | null;
+  vertexState: string | null;
+  outputDir: string | null;
+  imagesSucceeded: number;
+  imagesFailed: number;
+  error: { code: number | string; message: string } | null;
+  polls: number;
+}
+
+const shardColumns = `id, batch_id AS "batchId", seq, model, first_line AS "firstLine", request_count AS "requestCount",
+  image_count AS "imageCount", input_uri AS "inputUri", output_prefix AS "outputPrefix", status,
+  vertex_job AS "vertexJob", vertex_state AS "vertexState", output_dir AS "outputDir",
+  images_succeeded AS "imagesSucceeded", images_failed AS "imagesFailed", error, polls`;
+
+export type NewShard = Pick<ShardRow, 'id' | 'batchId' | 'seq' | 'model' | 'firstLine' | 'requestCount' | 'imageCount' | 'inputUri' | 'outputPrefix'>;
+
+export async function insertShard(db: Db, s: NewShard): Promise<void> {
+  await db.query(
+    `INSERT INTO shards (id, batch_id, seq, model, first_line, request_count, image_count, input_uri, output_prefix)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING`,
+    [s.id, s.batchId, s.seq, s.model, s.firstLine, s.requestCount, s.imageCount, s.inputUri, s.outputPrefix],
+  );
+}
+
+export async function findShard(db: Db, id: string): Promise<ShardRow | null> {
+  const { rows } = await db.query<ShardRow>(`SELECT ${shardColumns} FROM shards WHERE id = $1`, [id]);
+  return rows[0] ?? null;
+}
+
+export async function listShards(db: Db, batchId: string): Promise<ShardRow[]> {
+  const { rows } = await db.query<ShardRow>(`SELECT ${shardColumns} FROM shards WHERE batch_id = $1 ORDER BY seq`, [batchId]);
+  return rows;
+}
+
+/** staged → submitted, once: the Vertex job it names is the shard's only job. */
+export async function markSubmitted(db: Db, id: string, vertexJob: string): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE shards SET status = 'submitted', vertex_job = $2, updated_at = now() WHERE id = $1 AND status = 'staged'`,
+    [id, vertexJob],
+  );
+  return rowCount === 1;
+}
+
+/** What the last poll saw of a running job. */
+export async function recordProgress(db: Db, id: string, p: { state: string; succeeded: number; failed: number }): Promise<void> {
+  await db.query(
+    `UPDATE shards SET vertex_state = $2, images_succeeded = $3, images_failed = $4, polls = polls + 1, updated_at = now()
+      WHERE id = $1 AND status = 'submitted'`,
+    [id, p.state, p.succeeded, p.failed],
+  );
+}
+
+/** submitted|staged → done, once, with where its output is (null when it never ran). */
+export async function markDone(
+  db: Db,
+  id: string,
+  end: { state: string; outputDir: string | null; error: ShardRow['error']; succeeded: number; failed: number },
+): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE shards SET status = 'done', vertex_state = $2, output_dir = $3, error = $4,
+            images_succeeded = $5, images_failed = $6, updated_at = now()
+      WHERE id = $1 AND status <> 'done'`,
+    [id, end.state, end.outputDir, end.error ? JSON.stringify(end.error) : null, end.succeeded, end.failed],
+  );
+  return rowCount === 1;
+}
+
+/** Live request counts for the batch object: Σ over its shards. */
+export async function shardTotals(db: Db, batchId: string) {
+  const { rows } = await db.query<{ shards: number; done: number; succeeded: number; failed: number }>(
+    `SELECT count(*)::int AS shards, count(*) FILTER (WHERE status = 'done')::int AS done,
+            coalesce(sum(images_succeeded), 0)::int AS succeeded, coalesce(sum(images_failed), 0)::int AS failed
+       FROM shards WHERE batch_id = $1`,
+    [batchId],
+  );
+  return rows[0];
+}

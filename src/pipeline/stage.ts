@@ -1,0 +1,155 @@
+import { once } from 'node:events';
+import type { Writable } from 'node:stream';
+import { createHash } from 'node:crypto';
+import * as batches from '../batches/batch-queries.ts';
+import { batchPrefix } from '../batches/batch-service.ts';
+import { findModel, type ModelInfo } from '../billing/model-catalog.ts';
+import { withTransaction } from '../db/pool.ts';
+import { findOwnedVisionFiles, findUserFile } from '../files/file-queries.ts';
+import type { Services } from '../services.ts';
+import { referencedFileIds, sizeTier, toGeminiLines, type ImageRequestBody, type ReferenceImage } from '../vertex/translate.ts';
+import { JOBS } from './job-queue.ts';
+import { readJsonLines } from './json-lines.ts';
+import { insertShard, listShards, type NewShard } from './shard-queries.ts';
+
+/** One line of a shard's manifest: what stitching needs to know of each request, in order. */
+export interface ManifestLine {
+  i: number; // request index in the batch
+  c: string; // custom_id
+  n: number; // images asked for
+  t: string; // size tier, for settlement
+}
+
+/** A shard id is derived from its batch and position, so staging twice names the same shards. */
+export function shardId(batchId: string, seq: number): string {
+  return `sh-${createHash('sha256').update(`${batchId}/${seq}`).digest('hex').slice(0, 32)}`;
+}
+
+export const shardKeys = (userId: number, batchId: string, seq: number) => {
+  const base = `${batchPrefix(userId, batchId)}shards/${String(seq).padStart(4, '0')}/`;
+  return { input: `${base}input.jsonl`, manifest: `${base}manifest.jsonl`, output: `${base}output` };
+};
+
+/** A batch that is still meant to run: in progress and not expiring. */
+export const isLive = (b: batches.BatchRow) => b.status === 'in_progress' && b.outcome === null;
+
+/**
+ * Step 2: translate every request into Gemini batch lines (one per image) and write them,
+ * streaming, into shards of at most SHARD_MAX_REQUESTS requests and SHARD_MAX_BYTES bytes,
+ * each with a manifest. The shard rows and their submit jobs commit together, and only
+ * while the batch is live; running twice rewrites the same objects.
+ */
+export async function stageBatch(s: Services, batchId: string): Promise<void> {
+  const batch = await batches.findBatch(s.pool, batchId);
+  if (!batch || !isLive(batch)) return;
+  const existing = await listShards(s.pool, batchId);
+  if (existing.length) {
+    for (const shard of existing.filter((x) => x.status === 'staged')) {
+      await s.queue.send(JOBS.submit, { shardId: shard.id }, { key: shard.id });
+    }
+    return;
+  }
+  const model = (await findModel(s.pool, batch.model!, s.config.billing.batchRatio))!;
+  const input = (await findUserFile(s.pool, batch.userId, batch.inputFileId))!;
+  const shards = await writeShards(s, batch, model, input.objectKey);
+
+  await withTransaction(s.pool, async (tx) => {
+    const locked = await batches.findBatch(tx, batchId, { forUpdate: true });
+    if (!locked || !isLive(locked) || (await listShards(tx, batchId)).length) return;
+    for (const shard of shards) {
+      await insertShard(tx, shard);
+      await s.queue.send(JOBS.submit, { shardId: shard.id }, { tx, key: shard.id });
+    }
+  });
+}
+
+async function writeShards(s: Services, batch: batches.BatchRow, model: ModelInfo, inputKey: string): Promise<NewShard[]> {
+  const { shardMaxRequests, shardMaxBytes } = s.config.limits;
+  const references = new Map<string, ReferenceImage>();
+  const shards: NewShard[] = [];
+  let current: OpenShard | null = null;
+
+  for await (const { index, value } of readJsonLines<{ custom_id: string; body: ImageRequestBody }>(s.store.readStream(inputKey))) {
+    if (current && (current.shard.requestCount >= shardMaxRequests || current.bytes >= shardMaxBytes)) {
+      shards.push(await current.close());
+      current = null;
+    }
+    current ??= openShard(s, batch, model, shards.length, index);
+    const body = value.body;
+    const refs = await resolveReferences(s, batch.userId, referencedFileIds(body), references);
+    const lines = toGeminiLines(body, { lineIndex: index, model, references: refs });
+    const manifest: ManifestLine = { i: index, c: value.custom_id, n: lines.length, t: sizeTier(body, model) };
+    await current.write(lines, manifest);
+  }
+  if (current) shards.push(await current.close());
+  return shards;
+}
+
+interface OpenShard {
+  shard: NewShard;
+  bytes: number;
+  write(lines: object[], manifest: ManifestLine): Promise<void>;
+  close(): Promise<NewShard>;
+}
+
+function openShard(s: Services, batch: batches.BatchRow, model: ModelInfo, seq: number, firstLine: number): OpenShard {
+  const keys = shardKeys(batch.userId, batch.id, seq);
+  const input = s.store.writeStream(keys.input, 'application/jsonl');
+  const manifest = s.store.writeStream(keys.manifest, 'application/jsonl');
+  const shard: NewShard = {
+    id: shardId(batch.id, seq),
+    batchId: batch.id,
+    seq,
+    model: model.id,
+    firstLine,
+    requestCount: 0,
+    imageCount: 0,
+    inputUri: s.store.uri(keys.input),
+    outputPrefix: s.store.uri(keys.output),
+  };
+  const open: OpenShard = {
+    shard,
+    bytes: 0,
+    async write(lines, m) {
+      let text = '';
+      for (const line of lines) text += JSON.stringify(line) + '\n';
+      open.bytes += Buffer.byteLength(text);
+      shard.requestCount++;
+      shard.imageCount += lines.length;
+      await writeWithBackpressure(input, text);
+      await writeWithBackpressure(manifest, JSON.stringify(m) + '\n');
+    },
+    async close() {
+      await Promise.all([finish(input), finish(manifest)]);
+      return shard;
+    },
+  };
+  return open;
+}
+
+async function resolveReferences(s: Services, userId: number, ids: string[], cache: Map<string, ReferenceImage>): Promise<ReferenceImage[]> {
+  const missing = ids.filter((id) => !cache.has(id));
+  if (missing.length) {
+    for (const f of await findOwnedVisionFiles(s.pool, userId, missing)) {
+      cache.set(f.id, { gcsUri: s.store.uri(f.objectKey), mimeType: f.mimeType });
+    }
+  }
+  return ids.map((id) => {
+    const ref = cache.get(id);
+    // Validation checked every reference; a file deleted since then cannot be sent.
+    if (!ref) throw new Error(`reference image ${id} is gone`);
+    return ref;
+  });
+}
+
+export async function writeWithBackpressure(stream: Writable, chunk: string | Buffer): Promise<void> {
+  if (!stream.write(chunk)) await once(stream, 'drain');
+}
+
+export function finish(stream: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    stream.once('error', reject);
+    stream.once('finish', resolve);
+    stream.end();
+  });
+}

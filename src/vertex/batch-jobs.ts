@@ -1,0 +1,101 @@
+import type { protos } from '@google-cloud/aiplatform';
+import type { JobServiceClient } from './job-client.ts';
+
+/** The Vertex JobState names, whichever encoding (number or string) the server answered with. */
+const STATES = [
+  'JOB_STATE_UNSPECIFIED', 'JOB_STATE_QUEUED', 'JOB_STATE_PENDING', 'JOB_STATE_RUNNING', 'JOB_STATE_SUCCEEDED',
+  'JOB_STATE_FAILED', 'JOB_STATE_CANCELLING', 'JOB_STATE_CANCELLED', 'JOB_STATE_PAUSED', 'JOB_STATE_EXPIRED',
+  'JOB_STATE_UPDATING', 'JOB_STATE_PARTIALLY_SUCCEEDED',
+];
+const TERMINAL = new Set(['JOB_STATE_SUCCEEDED', 'JOB_STATE_FAILED', 'JOB_STATE_CANCELLED', 'JOB_STATE_EXPIRED', 'JOB_STATE_PARTIALLY_SUCCEEDED']);
+
+export interface JobSnapshot {
+  name: string;
+  state: string;
+  terminal: boolean;
+  succeeded: number;
+  failed: number;
+  outputDir: string | null;
+  error: { code: number; message: string } | null;
+}
+
+export interface NewJob {
+  displayName: string;
+  model: string;
+  inputUri: string;
+  outputPrefix: string;
+  labels: Record<string, string>;
+}
+
+/** BatchPredictionJobs of one project and region, as the pipeline needs them. */
+export class BatchJobs {
+  private readonly client: JobServiceClient;
+  private readonly parent: string;
+
+  constructor(client: JobServiceClient, project: string, location: string) {
+    this.client = client;
+    this.parent = `projects/${project}/locations/${location}`;
+  }
+
+  async create(job: NewJob): Promise<JobSnapshot> {
+    const [created] = await this.client.createBatchPredictionJob({
+      parent: this.parent,
+      batchPredictionJob: {
+        displayName: job.displayName,
+        model: job.model,
+        inputConfig: { instancesFormat: 'jsonl', gcsSource: { uris: [job.inputUri] } },
+        outputConfig: { predictionsFormat: 'jsonl', gcsDestination: { outputUriPrefix: job.outputPrefix } },
+        labels: job.labels,
+      },
+    });
+    return snapshot(created);
+  }
+
+  /** The job carrying this label, if one was created (a retry after a crash finds it). */
+  async findByLabel(key: string, value: string): Promise<JobSnapshot | null> {
+    const [jobs] = await this.client.listBatchPredictionJobs({ parent: this.parent, filter: `labels.${key}="${value}"`, pageSize: 10 });
+    return jobs.length ? snapshot(jobs[0]) : null;
+  }
+
+  async get(name: string): Promise<JobSnapshot> {
+    const [job] = await this.client.getBatchPredictionJob({ name });
+    return snapshot(job);
+  }
+
+  /** Best effort, as on Vertex: a job that already ended is left as it is. */
+  async cancel(name: string): Promise<void> {
+    try {
+      await this.client.cancelBatchPredictionJob({ name });
+    } catch (err) {
+      if ((err as { code?: number }).code !== 9) throw err; // FAILED_PRECONDITION: already finished
+    }
+  }
+}
+
+type RawJob = protos.google.cloud.aiplatform.v1.IBatchPredictionJob;
+
+function snapshot(job: RawJob): JobSnapshot {
+  const state = typeof job.state === 'number' ? STATES[job.state] ?? 'JOB_STATE_UNSPECIFIED' : String(job.state ?? 'JOB_STATE_UNSPECIFIED');
+  const stats = job.completionStats;
+  return {
+    name: job.name!,
+    state,
+    terminal: TERMINAL.has(state),
+    succeeded: Number(stats?.successfulCount ?? 0),
+    failed: Number(stats?.failedCount ?? 0),
+    outputDir: job.outputInfo?.gcsOutputDirectory ?? null,
+    error: job.error?.message ? { code: Number(job.error.code ?? 2), message: job.error.message } : null,
+  };
+}
+
+/**
+ * Errors worth retrying with backoff rather than failing the batch: quota (429 /
+ * RESOURCE_EXHAUSTED), unavailability (503 / UNAVAILABLE), timeouts, dropped connections.
+ */
+export function isTransient(err: unknown): boolean {
+  const e = err as { code?: number | string; status?: number };
+  const grpc = new Set([4, 8, 10, 13, 14]); // DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE
+  if (typeof e?.code === 'number' && (grpc.has(e.code) || [429, 500, 502, 503, 504].includes(e.code))) return true;
+  if (typeof e?.status === 'number' && [429, 500, 502, 503, 504].includes(e.status)) return true;
+  return typeof e?.code === 'string' && ['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN'].includes(e.code);
+}
