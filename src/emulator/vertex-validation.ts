@@ -36,29 +36,35 @@ function camelCase(name: string): string {
 /**
  * Walks a JSON value against a message type, as the JSON transcoder in front
  * of Vertex does: a name that is not a field (in camelCase or snake_case) is
- * an error. Well-known types (Struct, Value, Timestamp, …) are not descended.
+ * an error. Returns a copy with every field under its camelCase JSON name
+ * (map keys, such as label keys, are data and stay as they are). Well-known
+ * types (Struct, Value, Timestamp, …) are not descended.
  */
-function checkKnownFields(value: unknown, type: protobuf.Type, at: string): void {
+function normalizeFields(value: unknown, type: protobuf.Type, at: string): Record<string, unknown> {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new HttpError(400, `Invalid JSON payload received. Expected an object at '${at}'.`);
   }
+  const out: Record<string, unknown> = {};
   for (const [key, fieldValue] of Object.entries(value as Record<string, unknown>)) {
     const field = type.fields[key] ?? type.fields[camelCase(key)];
     if (!field) {
       throw new HttpError(400, `Invalid JSON payload received. Unknown name "${key}" at '${at}': Cannot find field.`);
     }
     const child = field.resolvedType;
-    if (!(child instanceof protobuf.Type) || child.fullName.startsWith('.google.protobuf.') || fieldValue === null) continue;
     const path = `${at}.${snakeCase(field.name)}`;
-    if (field.map) {
-      for (const [k, v] of Object.entries(fieldValue as Record<string, unknown>)) checkKnownFields(v, child, `${path}[${k}]`);
+    if (!(child instanceof protobuf.Type) || child.fullName.startsWith('.google.protobuf.') || fieldValue === null) {
+      out[field.name] = fieldValue;
+    } else if (field.map) {
+      const entries = Object.entries(fieldValue as Record<string, unknown>);
+      out[field.name] = Object.fromEntries(entries.map(([k, v]) => [k, normalizeFields(v, child, `${path}[${k}]`)]));
     } else if (field.repeated) {
       if (!Array.isArray(fieldValue)) throw new HttpError(400, `Invalid JSON payload received. Expected a list at '${path}'.`);
-      fieldValue.forEach((v, i) => checkKnownFields(v, child, `${path}[${i}]`));
+      out[field.name] = fieldValue.map((v, i) => normalizeFields(v, child, `${path}[${i}]`));
     } else {
-      checkKnownFields(fieldValue, child, path);
+      out[field.name] = normalizeFields(fieldValue, child, path);
     }
   }
+  return out;
 }
 
 const LABEL_KEY = /^[a-z][a-z0-9_-]{0,62}$/;
@@ -78,8 +84,7 @@ export interface BatchJobInput {
 const invalid = (message: string) => new HttpError(400, message, 'INVALID_ARGUMENT');
 
 export function validateBatchJob(body: unknown): { job: BatchJobInput; model: KnownModel } {
-  checkKnownFields(body, batchPredictionJobType(), 'batch_prediction_job');
-  const job = body as Partial<BatchJobInput>;
+  const job = normalizeFields(body, batchPredictionJobType(), 'batch_prediction_job') as Partial<BatchJobInput>;
   if (typeof job.displayName !== 'string' || job.displayName.trim() === '') {
     throw invalid('BatchPredictionJob.display_name is required.');
   }

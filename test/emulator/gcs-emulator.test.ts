@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from '@jest/globals';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
@@ -70,6 +70,19 @@ describe('Cloud Storage emulator through @google-cloud/storage', () => {
     await upload(storage, bucket, 'dir/sub/resumable.bin', data, true);
     const back = await readAll(storage.bucket(bucket).file('dir/sub/resumable.bin').createReadStream({ validation: 'md5' }));
     expect(createHash('sha256').update(back).digest('hex')).toBe(createHash('sha256').update(data).digest('hex'));
+  });
+
+  it('lets the client detect corruption of stored bytes', async () => {
+    const data = bytesOf(1024 * 1024, 'corrupt');
+    await upload(storage, bucket, 'corrupt/me.bin', data, false);
+    const file = storage.bucket(bucket).file('corrupt/me.bin');
+    const [meta] = await file.getMetadata();
+    // Flip one byte in the stored file, behind the emulator's back.
+    const stored = path.join(dataDir, 'buckets', bucket, `${createHash('sha256').update('corrupt/me.bin').digest('hex')}.${meta.generation}.data`);
+    const handle = await open(stored, 'r+');
+    await handle.write(Buffer.from([data[1000] ^ 0xff]), 0, 1, 1000);
+    await handle.close();
+    await expect(file.download()).rejects.toMatchObject({ code: 'CONTENT_DOWNLOAD_MISMATCH' });
   });
 
   it('serves a ranged read', async () => {

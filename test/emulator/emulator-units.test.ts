@@ -1,0 +1,143 @@
+import { describe, it, expect } from '@jest/globals';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { PNG } from 'pngjs';
+import { Storage } from '@google-cloud/storage';
+import { emulatorSettingsFromEnv, parseTransportFaults, startEmulators } from '../../src/emulator/index.ts';
+import { validateBatchJob } from '../../src/emulator/vertex-validation.ts';
+import { compileFilter } from '../../src/emulator/vertex-emulator.ts';
+import type { JobResource } from '../../src/emulator/vertex-jobs.ts';
+import { generatePng, imageDimensions } from '../../src/emulator/image-generator.ts';
+
+describe('emulator settings', () => {
+  it('has documented defaults', () => {
+    expect(emulatorSettingsFromEnv({})).toEqual({
+      dataDir: './data',
+      gcsPort: 4443,
+      vertexPort: 8090,
+      queueMs: 2000,
+      lineMs: 20,
+      slowMs: 2000,
+      imagePadBytes: 0,
+      jobFault: 'none',
+      transportFaults: [],
+    });
+  });
+
+  it('reads every variable and rejects bad values', () => {
+    const s = emulatorSettingsFromEnv({
+      DATA_DIR: '/tmp/x',
+      GCS_EMULATOR_PORT: '0',
+      VERTEX_EMULATOR_PORT: '9999',
+      VERTEX_EMULATOR_QUEUE_MS: '10',
+      VERTEX_EMULATOR_LINE_MS: '1',
+      VERTEX_EMULATOR_SLOW_MS: '5',
+      VERTEX_EMULATOR_IMAGE_PAD_BYTES: '1000000',
+      VERTEX_EMULATOR_JOB_FAULT: 'stuck',
+      VERTEX_EMULATOR_FAULTS: 'GetBatchPredictionJob:3:503, CreateBatchPredictionJob:1:429',
+    });
+    expect(s).toMatchObject({ dataDir: '/tmp/x', gcsPort: 0, vertexPort: 9999, queueMs: 10, lineMs: 1, slowMs: 5, imagePadBytes: 1_000_000, jobFault: 'stuck' });
+    expect(s.transportFaults).toEqual([
+      { method: 'GetBatchPredictionJob', call: 3, status: 503 },
+      { method: 'CreateBatchPredictionJob', call: 1, status: 429 },
+    ]);
+    expect(() => emulatorSettingsFromEnv({ VERTEX_EMULATOR_LINE_MS: '-1' })).toThrow(/VERTEX_EMULATOR_LINE_MS/);
+    expect(() => emulatorSettingsFromEnv({ GCS_EMULATOR_PORT: '70000' })).toThrow(/GCS_EMULATOR_PORT/);
+    expect(() => emulatorSettingsFromEnv({ VERTEX_EMULATOR_JOB_FAULT: 'boom' })).toThrow(/JOB_FAULT/);
+  });
+
+  it('parses transport fault specs strictly', () => {
+    expect(parseTransportFaults('')).toEqual([]);
+    expect(parseTransportFaults('ListBatchPredictionJobs:2:500')).toEqual([{ method: 'ListBatchPredictionJobs', call: 2, status: 500 }]);
+    expect(() => parseTransportFaults('GetJob:1:503')).toThrow(/Invalid transport fault/);
+    expect(() => parseTransportFaults('GetBatchPredictionJob:0:503')).toThrow(/Invalid transport fault/);
+    expect(() => parseTransportFaults('GetBatchPredictionJob:1:404')).toThrow(/Invalid transport fault/);
+  });
+});
+
+describe('batch job validation against the shipped protos', () => {
+  const good = {
+    displayName: 'x',
+    model: 'projects/p/locations/us-central1/publishers/google/models/gemini-3-pro-image-preview',
+    inputConfig: { instancesFormat: 'jsonl', gcsSource: { uris: ['gs://bucket/in/input.jsonl'] } },
+    outputConfig: { predictionsFormat: 'jsonl', gcsDestination: { outputUriPrefix: 'gs://bucket/out' } },
+    labels: { batch: 'b-1', shard: 's_2' },
+  };
+
+  it('accepts a valid job, in camelCase or snake_case field names', () => {
+    expect(validateBatchJob(good).model.id).toBe('gemini-3-pro-image-preview');
+    const { displayName, ...rest } = good;
+    expect(() => validateBatchJob({ ...rest, display_name: displayName })).not.toThrow();
+  });
+
+  it('rejects unknown fields at any depth, with the path', () => {
+    expect(() => validateBatchJob({ ...good, colour: 'red' })).toThrow(/Unknown name "colour" at 'batch_prediction_job'/);
+    expect(() => validateBatchJob({ ...good, inputConfig: { ...good.inputConfig, gcsSource: { uris: good.inputConfig.gcsSource.uris, bucket: 'x' } } })).toThrow(
+      /Unknown name "bucket" at 'batch_prediction_job.input_config.gcs_source'/,
+    );
+  });
+
+  it('enforces label rules', () => {
+    const many = Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, 'v']));
+    expect(() => validateBatchJob({ ...good, labels: many })).toThrow(/At most 64 labels/);
+    expect(() => validateBatchJob({ ...good, labels: { ['k'.repeat(64)]: 'v' } })).toThrow(/Label key/);
+    expect(() => validateBatchJob({ ...good, labels: { k: 'v'.repeat(64) } })).toThrow(/Label value/);
+    expect(() => validateBatchJob({ ...good, labels: { '1k': 'v' } })).toThrow(/Label key/);
+  });
+});
+
+describe('list filters', () => {
+  const job = { labels: { shard: 'abc', batch: 'b1' }, state: 'JOB_STATE_RUNNING', displayName: 'n' } as unknown as JobResource;
+  it('matches labels quoted and bare, AND-joined, plus state', () => {
+    expect(compileFilter('labels.shard="abc"')(job)).toBe(true);
+    expect(compileFilter('labels.shard=abc AND labels.batch="b1"')(job)).toBe(true);
+    expect(compileFilter('labels.shard=abc and labels.batch="b2"')(job)).toBe(false);
+    expect(compileFilter('labels.batch:*')(job)).toBe(true);
+    expect(compileFilter('labels.other:*')(job)).toBe(false);
+    expect(compileFilter('state=JOB_STATE_RUNNING')(job)).toBe(true);
+    expect(() => compileFilter('labels.a="x" OR labels.b="y"')).toThrow();
+    expect(() => compileFilter('colour="red"')).toThrow();
+  });
+});
+
+describe('placeholder images', () => {
+  it('pads to about the requested size and stays decodable', () => {
+    const png = generatePng({ width: 1024, height: 1024, seed: 'pad', padToBytes: 1_000_000 });
+    expect(png.length).toBe(1_000_000);
+    const decoded = PNG.sync.read(png);
+    expect([decoded.width, decoded.height]).toEqual([1024, 1024]);
+  });
+
+  it('encodes a 4K image quickly', () => {
+    const dims = imageDimensions('16:9', '4K');
+    expect(dims).toEqual({ width: 5376, height: 3072 });
+    const started = performance.now();
+    const png = generatePng({ ...dims, seed: 'big' });
+    expect(performance.now() - started).toBeLessThan(1500);
+    expect(PNG.sync.read(png).width).toBe(5376);
+  });
+
+  it('knows the aspect ratios and sizes', () => {
+    expect(imageDimensions(undefined, undefined)).toEqual({ width: 1024, height: 1024 });
+    expect(imageDimensions('3:4', '2K')).toEqual({ width: 1728, height: 2368 });
+    expect(() => imageDimensions('7:3', '1K')).toThrow();
+    expect(() => imageDimensions('1:1', '8K')).toThrow();
+  });
+});
+
+describe('startEmulators', () => {
+  it('starts both on random ports, wired together, and closes them', async () => {
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'emus-'));
+    const emus = await startEmulators({ dataDir, vertex: { queueMs: 0, lineMs: 0, slowMs: 0, imagePadBytes: 0, jobFault: 'none', transportFaults: [] } });
+    try {
+      expect(emus.gcs.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      expect(emus.vertex.port).not.toBe(emus.gcs.port);
+      const storage = new Storage({ apiEndpoint: emus.gcs.url, projectId: 'p' });
+      await storage.bucket('wired').file('x').save('y', { resumable: false });
+    } finally {
+      await emus.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
