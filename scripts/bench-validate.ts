@@ -8,10 +8,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import ndjson from 'ndjson';
+import { createRequire } from 'node:module';
+import type { Transform } from 'node:stream';
 import { compileBatchLineValidator, validateBatchInput } from '../src/pipeline/line-validator.ts';
 import type { ModelInfo } from '../src/billing/model-catalog.ts';
 import { closeStream, makeTempDir, prng, report, runChild, summary, writeAll, type RunReport } from './bench-lib.ts';
+
+// ndjson ships no type declarations (and @types/ndjson is not installed): load it untyped.
+const ndjson = createRequire(import.meta.url)('ndjson') as { parse(): Transform };
 
 const MODEL: ModelInfo = {
   id: 'gemini-2.5-flash-image',

@@ -48,6 +48,8 @@ export interface StitchOptions {
   /** Failures and the shortfall of partial lines. Not ended here: the caller ends it. */
   errorOutput: Writable;
   newRequestId(): string;
+  /** Told each line's outcome, in order (e.g. to bill successful images by size tier). */
+  onLine?(line: ShardLine, imagesSucceeded: number): void;
 }
 
 /** finishReason / blockReason values that mean the safety system withheld the image. */
@@ -58,6 +60,8 @@ const BLOCK_REASONS = new Set([
 
 /** Most images of a line read back in one piece; bigger ones in pieces of this size. */
 const READ_PIECE = 4 * 1024 * 1024;
+/** Read size when scanning a local file: large reads cost far fewer syscalls than 64 KiB stream chunks. */
+const SCAN_READ = 1024 * 1024;
 /** JSON strings longer than this are not kept in memory while scanning: only their byte range is. */
 const SHORT_STRING = 256;
 /** `n` is at most 10: (line, image) → one number key. */
@@ -79,12 +83,23 @@ export async function stitchShard(opts: StitchOptions): Promise<StitchCounts> {
   const handles: fsp.FileHandle[] = [];
   const tag = randomBytes(4).toString('hex');
   try {
+    const readPaths: string[] = [];
     for (let f = 0; f < opts.predictionFiles.length; f++) {
-      const local = path.join(opts.workDir, `predictions-${tag}-${f}.jsonl`);
-      localPaths.push(local);
-      await copyAndIndex(opts.predictionFiles[f](), local, f, index);
+      const source = opts.predictionFiles[f]();
+      const onDisk = wholeLocalFile(source);
+      if (onDisk !== null) {
+        // Already a local file: read it in place, no copy needed.
+        source.destroy();
+        readPaths.push(onDisk);
+        await indexLocalFile(onDisk, f, index);
+      } else {
+        const local = path.join(opts.workDir, `predictions-${tag}-${f}.jsonl`);
+        localPaths.push(local);
+        readPaths.push(local);
+        await copyAndIndex(source, local, f, index);
+      }
     }
-    for (const p of localPaths) handles.push(await fsp.open(p, 'r'));
+    for (const p of readPaths) handles.push(await fsp.open(p, 'r'));
     const counts = await writeLines(opts, index, handles);
     counts.predictionsIgnored = index.unreadable + index.remaining();
     counts.predictionsDuplicate = index.duplicates;
@@ -198,6 +213,33 @@ interface ScannedPrediction {
   failure: ImageFailure | null;
 }
 
+/** The path of a stream that reads a whole local file from its start, else null. */
+function wholeLocalFile(source: Readable): string | null {
+  if (!(source instanceof fs.ReadStream)) return null;
+  const { path: p, start, end } = source as fs.ReadStream & { start?: number; end?: number };
+  if (typeof p !== 'string') return null;
+  if (start !== undefined && start !== 0) return null;
+  if (end !== undefined && end !== Infinity) return null;
+  return p;
+}
+
+/** Scan a local predictions file with large reads into one reused buffer (the scanner copies what it keeps). */
+async function indexLocalFile(file: string, fileIndex: number, index: PredictionIndex): Promise<void> {
+  const fh = await fsp.open(file, 'r');
+  const scanner = new PredictionScanner(fileIndex, index);
+  try {
+    const buf = Buffer.allocUnsafe(SCAN_READ);
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      scanner.push(buf.subarray(0, bytesRead));
+    }
+    scanner.end();
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Copy one predictions stream to `localPath`, feeding every chunk to the scanner on the way. */
 async function copyAndIndex(source: Readable, localPath: string, file: number, index: PredictionIndex): Promise<void> {
   const out = fs.createWriteStream(localPath, { highWaterMark: 1024 * 1024 });
@@ -260,7 +302,8 @@ class PredictionScanner {
         if (c === QUOTE || c === NEWLINE) break;
         i++;
       }
-      if (i > pos) this.addSkeleton(chunk.subarray(pos, i));
+      // Copied: the chunk's buffer may be reused for the next read.
+      if (i > pos) this.addSkeleton(Buffer.from(chunk.subarray(pos, i)));
       if (i === len) break;
       if (chunk[i] === NEWLINE) {
         this.endLine();
@@ -315,7 +358,7 @@ class PredictionScanner {
     this.stringLength += end - start;
     if (this.stringPieces === null) return;
     if (this.stringLength > SHORT_STRING) this.stringPieces = null;
-    else this.stringPieces.push(chunk.subarray(start, end));
+    else this.stringPieces.push(Buffer.from(chunk.subarray(start, end)));
   }
 
   private finishString(endOffset: number): void {
@@ -535,6 +578,7 @@ async function writeLines(opts: StitchOptions, index: PredictionIndex, handles: 
       counts.linesFailed++;
       await write(opts.errorOutput, failedLine(id, line.customId, line.n, failures));
     }
+    opts.onLine?.(line, images.length);
   }
   return counts;
 }
