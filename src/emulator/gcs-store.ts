@@ -15,7 +15,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { CRC32C } from '@google-cloud/storage';
+import { Crc32c } from './crc32c.ts';
 import { HttpError } from './http-util.ts';
 
 export interface ObjectMeta {
@@ -46,7 +46,7 @@ export interface Preconditions {
 
 /** Streaming CRC32C + MD5 over bytes as they pass. */
 export class ObjectHasher {
-  private readonly crc = new CRC32C();
+  private readonly crc = new Crc32c();
   private readonly md5 = createHash('md5');
   bytes = 0;
   update(chunk: Buffer): void {
@@ -55,7 +55,7 @@ export class ObjectHasher {
     this.bytes += chunk.length;
   }
   digest(): { crc32c: string; md5Hash: string } {
-    return { crc32c: this.crc.toString(), md5Hash: this.md5.digest('base64') };
+    return { crc32c: this.crc.toBase64(), md5Hash: this.md5.digest('base64') };
   }
 }
 

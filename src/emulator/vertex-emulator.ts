@@ -6,6 +6,7 @@
 import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Storage } from '@google-cloud/storage';
+import { crc32cGenerator } from './crc32c.ts';
 import { HttpError, closeServer, drain, listen, readJsonBody, sendError, sendJson, statusName } from './http-util.ts';
 import { JobRunner } from './job-runner.ts';
 import type { RunnerSettings } from './job-runner.ts';
@@ -103,7 +104,12 @@ class VertexEmulator {
   constructor(opts: VertexEmulatorOptions) {
     this.opts = opts;
     this.files = new JobFiles(opts.dataDir);
-    this.storage = new Storage({ apiEndpoint: opts.gcsEndpoint.replace(/\/+$/, ''), projectId: opts.projectId ?? 'emulator-project' });
+    // Integrity checks stay on; the faster CRC32C keeps GB-sized shards cheap.
+    this.storage = new Storage({
+      apiEndpoint: opts.gcsEndpoint.replace(/\/+$/, ''),
+      projectId: opts.projectId ?? 'emulator-project',
+      crc32cGenerator,
+    });
     this.jobFault = opts.jobFault;
     this.transportFaults = [...opts.transportFaults];
   }

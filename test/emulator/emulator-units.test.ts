@@ -3,7 +3,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PNG } from 'pngjs';
-import { Storage } from '@google-cloud/storage';
+import { CRC32C, Storage } from '@google-cloud/storage';
+import { randomBytes } from 'node:crypto';
+import { Crc32c } from '../../src/emulator/crc32c.ts';
 import { emulatorSettingsFromEnv, parseTransportFaults, startEmulators } from '../../src/emulator/index.ts';
 import { validateBatchJob } from '../../src/emulator/vertex-validation.ts';
 import { compileFilter } from '../../src/emulator/vertex-emulator.ts';
@@ -84,6 +86,18 @@ describe('batch job validation against the shipped protos', () => {
     expect(() => validateBatchJob({ ...good, labels: { ['k'.repeat(64)]: 'v' } })).toThrow(/Label key/);
     expect(() => validateBatchJob({ ...good, labels: { k: 'v'.repeat(64) } })).toThrow(/Label value/);
     expect(() => validateBatchJob({ ...good, labels: { '1k': 'v' } })).toThrow(/Label key/);
+  });
+});
+
+describe('crc32c', () => {
+  it('matches the Storage client for any length and split', () => {
+    for (const n of [0, 1, 7, 8, 9, 1000, 65_537]) {
+      const data = randomBytes(n);
+      const reference = new CRC32C();
+      reference.update(data);
+      const ours = new Crc32c().update(data.subarray(0, n >> 1)).update(data.subarray(n >> 1));
+      expect(ours.toBase64()).toBe(reference.toString());
+    }
   });
 });
 
