@@ -63,6 +63,8 @@ export interface Config {
     completionWindowMs: number;
     sweepIntervalMs: number;
     workerConcurrency: number;
+    jobHeartbeatSeconds: number;
+    jobSuperviseSeconds: number;
   };
 }
 
@@ -242,6 +244,8 @@ export function loadConfig(env: Env = process.env): Config {
       completionWindowMs: r.duration('BATCH_COMPLETION_WINDOW', 24 * 36e5),
       sweepIntervalMs: r.duration('SWEEP_INTERVAL_MS', 60_000),
       workerConcurrency: r.int('WORKER_CONCURRENCY', 4, 1, 64),
+      jobHeartbeatSeconds: r.int('JOB_HEARTBEAT_SECONDS', 30, 10, 3600),
+      jobSuperviseSeconds: r.int('JOB_SUPERVISE_SECONDS', 30, 1, 3600),
     },
   };
   if (config.pipeline.pollMaxIntervalMs < config.pipeline.pollIntervalMs) {

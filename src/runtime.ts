@@ -73,7 +73,10 @@ export async function startRuntime(config: Config): Promise<Runtime> {
     stops.push(() => jobClient.close());
     const vertex = new BatchJobs(jobClient, config.google.project, config.google.location);
 
-    const queue = await JobQueue.start(databaseUrl);
+    const queue = await JobQueue.start(databaseUrl, {
+      heartbeatSeconds: config.pipeline.jobHeartbeatSeconds,
+      superviseSeconds: config.pipeline.jobSuperviseSeconds,
+    });
     stops.push(() => queue.stop());
     const services = createServices({ config, pool, store, queue, vertex });
 

@@ -14,6 +14,8 @@ export const JOBS = {
 } as const;
 export type JobName = (typeof JOBS)[keyof typeof JOBS];
 
+const LONG_STEPS = new Set<string>([JOBS.validate, JOBS.stage, JOBS.finalize]);
+
 export interface SendOptions {
   /** Enqueue on this transaction, so the job exists only if the write that needs it commits. */
   tx?: pg.PoolClient;
@@ -29,8 +31,18 @@ export class JobQueue {
     this.boss = boss;
   }
 
-  static async start(connectionString: string): Promise<JobQueue> {
-    const boss = new PgBoss({ connectionString, schema: 'pgboss', max: 5, application_name: 'image-batch-gateway-queue' });
+  /**
+   * `heartbeatSeconds`: a job whose worker stops sending heartbeats (the process died) is
+   * retried after about this long plus `superviseSeconds`, instead of waiting out its expiry.
+   */
+  static async start(connectionString: string, opts: { heartbeatSeconds: number; superviseSeconds: number }): Promise<JobQueue> {
+    const boss = new PgBoss({
+      connectionString,
+      schema: 'pgboss',
+      max: 5,
+      application_name: 'image-batch-gateway-queue',
+      superviseIntervalSeconds: opts.superviseSeconds,
+    });
     boss.on('error', (err) => log.warn('job queue error', { err }));
     await boss.start();
     for (const name of Object.values(JOBS)) {
@@ -40,7 +52,9 @@ export class JobQueue {
         retryDelay: 2,
         retryBackoff: true,
         retryDelayMax: 120,
-        expireInSeconds: 15 * 60,
+        heartbeatSeconds: opts.heartbeatSeconds,
+        // Streaming steps over a 200,000-line batch can take long; heartbeats catch dead workers.
+        expireInSeconds: LONG_STEPS.has(name) ? 6 * 3600 : 15 * 60,
       });
     }
     return new JobQueue(boss);

@@ -53,7 +53,10 @@ export class BatchJobs {
 
   /** The job carrying this label, if one was created (a retry after a crash finds it). */
   async findByLabel(key: string, value: string): Promise<JobSnapshot | null> {
-    const [jobs] = await this.client.listBatchPredictionJobs({ parent: this.parent, filter: `labels.${key}="${value}"`, pageSize: 10 });
+    const [jobs] = await this.client.listBatchPredictionJobs(
+      { parent: this.parent, filter: `labels.${key}="${value}"`, pageSize: 10 },
+      { autoPaginate: false },
+    );
     return jobs.length ? snapshot(jobs[0]) : null;
   }
 

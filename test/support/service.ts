@@ -55,6 +55,8 @@ export async function startTestService(overrides: Record<string, string> = {}): 
     POLL_INTERVAL_MS: '100',
     POLL_MAX_INTERVAL_MS: '500',
     SWEEP_INTERVAL_MS: '1000',
+    JOB_HEARTBEAT_SECONDS: '10',
+    JOB_SUPERVISE_SECONDS: '1',
     ...overrides,
   };
   const runtime = await startRuntime(loadConfig(env));
