@@ -9,6 +9,9 @@ export interface RunReport {
   bytes: number;
   /** process.resourceUsage().maxRSS of the child, in MB. */
   peakRssMb: number;
+  /** CPU seconds of the child (user, system): where the wall time went. */
+  cpuUser: number;
+  cpuSys: number;
   /** Anything the child wants to show (counts, checks). */
   detail?: unknown;
 }
@@ -32,7 +35,8 @@ export async function runChild(script: string, args: string[]): Promise<RunRepor
 export function report(startNs: bigint, bytes: number, detail?: unknown): void {
   const seconds = Number(process.hrtime.bigint() - startNs) / 1e9;
   const peakRssMb = process.resourceUsage().maxRSS / 1024;
-  const r: RunReport = { seconds, bytes, peakRssMb, detail };
+  const cpu = process.cpuUsage();
+  const r: RunReport = { seconds, bytes, peakRssMb, cpuUser: cpu.user / 1e6, cpuSys: cpu.system / 1e6, detail };
   process.stdout.write(JSON.stringify(r) + '\n');
 }
 

@@ -152,8 +152,10 @@ async function main(): Promise<void> {
       baseline.push(b);
       subject.push(s);
       streamed.push(t);
-      const fmt = (x: RunReport) => `${(x.bytes / 1e6 / x.seconds).toFixed(0)} MB/s ${x.peakRssMb.toFixed(0)} MB`;
-      console.log(`round ${r + 1}: copy ${fmt(b)} | stitch local ${fmt(s)} | stitch streamed ${fmt(t)} ${JSON.stringify(t.detail)}`);
+      const fmt = (x: RunReport) =>
+        `${(x.bytes / 1e6 / x.seconds).toFixed(0)} MB/s ${x.seconds.toFixed(1)} s (cpu ${x.cpuUser.toFixed(1)}u+${x.cpuSys.toFixed(1)}s) ${x.peakRssMb.toFixed(0)} MB`;
+      console.log(`round ${r + 1}: copy ${fmt(b)} | stitch local ${fmt(s)} | stitch streamed ${fmt(t)}`);
+      if (r === 0) console.log(`  counts: ${JSON.stringify(t.detail)}`);
     }
     fresh();
     const common = {

@@ -205,6 +205,36 @@ describe('stitchShard', () => {
     }
   });
 
+  it('reads local prediction files in place, leaving them (and no scratch files) behind', async () => {
+    const srcDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ibg-stitch-src-'));
+    try {
+      const files = [path.join(srcDir, 'p0.jsonl'), path.join(srcDir, 'p1.jsonl')];
+      // A big image spans several 1 MiB scan reads; the last line has no newline.
+      fs.writeFileSync(files[0], okPrediction(1, 0, imageFor(1, 0, 2_500_000)) + '\n' + okPrediction(0, 1));
+      fs.writeFileSync(files[1], okPrediction(0, 0) + '\n' + failedPrediction(1, 1, 'boom') + '\n');
+      const output = new Collector();
+      const errorOutput = new Collector();
+      let next = 0;
+      const counts = await stitchShard({
+        lines: shardLines([{ lineIndex: 0, customId: 'a', n: 2 }, { lineIndex: 1, customId: 'b', n: 2 }]),
+        predictionFiles: files.map((f) => () => fs.createReadStream(f)),
+        workDir,
+        output,
+        errorOutput,
+        newRequestId: () => `batch_req_${next++}`,
+      });
+      expect(counts).toMatchObject({ linesSucceeded: 1, linesPartial: 1, imagesSucceeded: 3, imagesFailed: 1 });
+      const out = output.lines();
+      expect(out[0].response.body.data).toEqual([{ b64_json: imageFor(0, 0) }, { b64_json: imageFor(0, 1) }]);
+      expect(out[1].response.body.data).toEqual([{ b64_json: imageFor(1, 0, 2_500_000) }]);
+      expect(errorOutput.lines().map((l) => [l.custom_id, l.error.code])).toEqual([['b', 'partial_failure']]);
+      expect(fs.readdirSync(srcDir).sort()).toEqual(['p0.jsonl', 'p1.jsonl']);
+      expect(fs.readdirSync(workDir)).toEqual([]);
+    } finally {
+      fs.rmSync(srcDir, { recursive: true, force: true });
+    }
+  });
+
   it('removes its scratch files', async () => {
     await stitch([{ lineIndex: 0, customId: 'a', n: 1 }], [[okPrediction(0, 0)]]);
     expect(fs.readdirSync(workDir)).toEqual([]);
