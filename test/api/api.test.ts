@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { startTestService, ADMIN_TOKEN, type TestService } from '../support/service.ts';
 import { call, expectEnvelope, form, imageLine, jsonl, PNG_1x1 } from '../support/http.ts';
@@ -254,6 +255,26 @@ describe('admin and the ledger', () => {
     expect(rows[0].quota).toBe(210);
     expect(Number(rows[0].s)).toBe(210);
   });
+  it('has a CLI over the admin API', async () => {
+    const run = (...args: string[]) => new Promise<{ code: number | null; out: string }>((resolve) => {
+      const child = spawn(process.execPath, ['scripts/admin.ts', ...args], {
+        env: { ...process.env, GATEWAY_URL: svc.url, ADMIN_TOKEN },
+      });
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.on('close', (code) => resolve({ code, out }));
+    });
+    const created = await run('create-user', 'erin', '700');
+    expect(created.code).toBe(0);
+    const user = JSON.parse(created.out);
+    expect(user).toMatchObject({ name: 'erin', quota: 700 });
+    expect((await run('topup', String(user.id), '300')).code).toBe(0);
+    expect(JSON.parse((await run('user', String(user.id))).out).quota).toBe(1000);
+    const logs = JSON.parse((await run('logs', String(user.id))).out);
+    expect(logs.data.map((l: { quota_delta: number }) => l.quota_delta)).toEqual([700, 300]);
+    expect((await run('topup', String(user.id), '-1')).code).toBe(1);
+  });
+
   it('guards the admin API with ADMIN_TOKEN', async () => {
     const none = await call(`${svc.url}/admin/users/1`);
     expect(none.status).toBe(401);
