@@ -39,9 +39,12 @@ export interface StitchCounts {
 
 export interface StitchOptions {
   lines: AsyncIterable<ShardLine>;
-  /** Every predictions file of the shard; each is opened once. */
+  /**
+   * Every predictions file of the shard; each is opened once. A whole-file fs.ReadStream is read
+   * in place (by path); any other stream (e.g. from GCS) is copied to workDir first.
+   */
   predictionFiles: Array<() => Readable>;
-  /** Local scratch directory: predictions are copied here for random access, and removed after. */
+  /** Local scratch directory: streamed predictions are copied here for random access, and removed after. */
   workDir: string;
   /** Successes and partial successes. Not ended here: the caller ends it. */
   output: Writable;
@@ -71,11 +74,12 @@ const IMAGES_PER_LINE_KEY = 16;
  * Stitch a shard's predictions into output and error lines in input order, one line per request.
  *
  * Vertex writes predictions in any order and over several files, and each holds a ~1 MB base64
- * image. Pass 1 copies every predictions file to local disk while a scanner records, per
+ * image. Pass 1 copies every predictions file to local disk (unless it already is a local file)
+ * while a scanner records, per
  * (line, image), only the byte range of the image's base64 and a few numbers — the JSON around
  * it is parsed with the long strings cut out, so no image ever becomes a JS string. Pass 2 walks
  * the shard's lines in order and copies each image's bytes from the local copy into the output.
- * Memory: the index (a few numbers per image) plus one image in flight.
+ * Memory: the index (a few numbers per image) plus two images in flight (one read ahead).
  */
 export async function stitchShard(opts: StitchOptions): Promise<StitchCounts> {
   const index = new PredictionIndex();
@@ -545,30 +549,51 @@ function describeFailure(line: PredictionLine): ImageFailure {
 // ---------------------------------------------------------------------------------------------
 // Pass 2: lines in input order
 
+/** A shard line with its predictions taken from the index. */
+interface LinePlan {
+  line: ShardLine;
+  images: number[];
+  failures: ImageFailure[];
+}
+
+function planLine(line: ShardLine, index: PredictionIndex): LinePlan {
+  if (line.n > IMAGES_PER_LINE_KEY) throw new Error(`line ${line.lineIndex}: n = ${line.n} exceeds ${IMAGES_PER_LINE_KEY}`);
+  const images: number[] = [];
+  const failures: ImageFailure[] = [];
+  for (let k = 0; k < line.n; k++) {
+    const slot = index.take(line.lineIndex, k);
+    if (slot === undefined) {
+      failures.push({ code: 'missing_prediction', message: 'Vertex AI returned no prediction for this image (job cancelled, expired or failed)', statusCode: null });
+    } else if (index.isImage(slot)) {
+      images.push(slot);
+    } else {
+      failures.push(index.failure(slot));
+    }
+  }
+  return { line, images, failures };
+}
+
 async function writeLines(opts: StitchOptions, index: PredictionIndex, handles: fsp.FileHandle[]): Promise<StitchCounts> {
   const counts: StitchCounts = {
     linesSucceeded: 0, linesPartial: 0, linesFailed: 0, imagesSucceeded: 0, imagesFailed: 0,
     predictionsIgnored: 0, predictionsDuplicate: 0,
   };
-  const images: number[] = [];
-  const failures: ImageFailure[] = [];
-  for await (const line of opts.lines) {
-    images.length = 0;
-    failures.length = 0;
-    for (let k = 0; k < line.n; k++) {
-      const slot = index.take(line.lineIndex, k);
-      if (slot === undefined) {
-        failures.push({ code: 'missing_prediction', message: 'Vertex AI returned no prediction for this image (job cancelled, expired or failed)', statusCode: null });
-      } else if (index.isImage(slot)) {
-        images.push(slot);
-      } else {
-        failures.push(index.failure(slot));
-      }
-    }
+  const reader = new ImageReader(index, handles);
+  const lines = opts.lines[Symbol.asyncIterator]();
+  const nextPlan = async () => {
+    const r = await lines.next();
+    return r.done ? null : planLine(r.value, index);
+  };
+  // One line of lookahead, so the next line's first image is read while this line is written.
+  let plan = await nextPlan();
+  while (plan !== null) {
+    const upcoming = await nextPlan();
+    const { line, images, failures } = plan;
     const id = opts.newRequestId();
     counts.imagesSucceeded += images.length;
     counts.imagesFailed += failures.length;
-    if (images.length > 0) await writeSuccessLine(opts.output, id, line.customId, images, index, handles);
+    if (images.length > 0) await writeSuccessLine(opts.output, id, line.customId, images, index, reader, upcoming?.images[0]);
+    else if (upcoming && upcoming.images.length > 0) reader.prefetch(upcoming.images[0]);
     if (failures.length === 0) {
       counts.linesSucceeded++;
     } else if (images.length > 0) {
@@ -578,13 +603,15 @@ async function writeLines(opts: StitchOptions, index: PredictionIndex, handles: 
       counts.linesFailed++;
       await write(opts.errorOutput, failedLine(id, line.customId, line.n, failures));
     }
-    opts.onLine?.(line, images.length);
+    plan = upcoming;
   }
+  await reader.settle();
   return counts;
 }
 
 async function writeSuccessLine(
-  out: Writable, id: string, customId: string, images: number[], index: PredictionIndex, handles: fsp.FileHandle[],
+  out: Writable, id: string, customId: string, images: number[], index: PredictionIndex, reader: ImageReader,
+  after: number | undefined,
 ): Promise<void> {
   const usage: LineUsage = { inputTokens: 0, outputTokens: 0, totalTokens: 0, textTokens: 0, imageTokens: 0 };
   let created = 0;
@@ -593,33 +620,92 @@ async function writeSuccessLine(
     created = Math.max(created, index.createdOf(slot));
   }
   if (created === 0) created = Math.floor(Date.now() / 1000);
+  reader.prefetch(images[0]);
   await write(out, successLineHead(id, customId, created));
   for (let i = 0; i < images.length; i++) {
     if (i > 0) await write(out, IMAGE_SEPARATOR);
-    const inline = index.inlineData(images[i]);
-    if (inline !== undefined) await write(out, inline);
-    else await copyRange(out, handles, index.location(images[i]));
+    const slot = images[i];
+    const inline = index.inlineData(slot);
+    if (inline !== undefined) {
+      await write(out, inline);
+      continue;
+    }
+    const whole = reader.take(slot);
+    // Start reading the next image before this one is written: reading and writing overlap.
+    const next = i + 1 < images.length ? images[i + 1] : after;
+    if (next !== undefined) reader.prefetch(next);
+    if (whole) await write(out, await whole);
+    else await reader.copyInPieces(out, slot);
   }
   await write(out, successLineTail(usage));
 }
 
-/** Copy an image's base64 bytes from the local predictions copy, as they are (no decoding). */
-async function copyRange(out: Writable, handles: fsp.FileHandle[], loc: { file: number; start: number; length: number }): Promise<void> {
-  let position = loc.start;
-  let left = loc.length;
-  while (left > 0) {
-    // A fresh buffer per piece: the stream may still hold the previous one.
-    const buf = Buffer.allocUnsafe(Math.min(left, READ_PIECE));
-    let filled = 0;
-    while (filled < buf.length) {
-      const { bytesRead } = await handles[loc.file].read(buf, filled, buf.length - filled, position + filled);
-      if (bytesRead === 0) throw new Error(`predictions copy ${loc.file} ends before offset ${position + filled}`);
-      filled += bytesRead;
-    }
-    await write(out, buf);
-    position += buf.length;
-    left -= buf.length;
+/**
+ * Reads images' base64 back from the predictions files, at most one read ahead of the writer
+ * (so at most two images in memory). Images larger than READ_PIECE are copied in pieces instead.
+ */
+class ImageReader {
+  private readonly index: PredictionIndex;
+  private readonly handles: fsp.FileHandle[];
+  private ahead: { slot: number; read: Promise<Buffer> } | null = null;
+
+  constructor(index: PredictionIndex, handles: fsp.FileHandle[]) {
+    this.index = index;
+    this.handles = handles;
   }
+
+  prefetch(slot: number): void {
+    if (this.ahead?.slot === slot || this.index.inlineData(slot) !== undefined) return;
+    const { file, start, length } = this.index.location(slot);
+    if (length > READ_PIECE) return;
+    // A read nobody takes (never expected) must not surface as an unhandled rejection.
+    this.ahead?.read.catch(() => {});
+    const read = readExactly(this.handles[file], start, length);
+    read.catch(() => {});
+    this.ahead = { slot, read };
+  }
+
+  /** The whole image if it is small enough to read at once, else null (use copyInPieces). */
+  take(slot: number): Promise<Buffer> | null {
+    if (this.ahead?.slot === slot) {
+      const read = this.ahead.read;
+      this.ahead = null;
+      return read;
+    }
+    const { file, start, length } = this.index.location(slot);
+    return length > READ_PIECE ? null : readExactly(this.handles[file], start, length);
+  }
+
+  /** Copy a large image's bytes as they are (no decoding), one piece at a time. */
+  async copyInPieces(out: Writable, slot: number): Promise<void> {
+    const { file, start, length } = this.index.location(slot);
+    let position = start;
+    let left = length;
+    while (left > 0) {
+      const buf = await readExactly(this.handles[file], position, Math.min(left, READ_PIECE));
+      await write(out, buf);
+      position += buf.length;
+      left -= buf.length;
+    }
+  }
+
+  /** Let a read still in flight finish before the file handles close. */
+  async settle(): Promise<void> {
+    await this.ahead?.read.catch(() => {});
+    this.ahead = null;
+  }
+}
+
+/** `length` bytes at `position`, into a fresh buffer (the stream may still hold the previous one). */
+async function readExactly(fh: fsp.FileHandle, position: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  let filled = 0;
+  while (filled < length) {
+    const { bytesRead } = await fh.read(buf, filled, length - filled, position + filled);
+    if (bytesRead === 0) throw new Error(`predictions file ends before offset ${position + filled}`);
+    filled += bytesRead;
+  }
+  return buf;
 }
 
 /** Write with backpressure: wait for 'drain' when the stream's buffer is full. */
