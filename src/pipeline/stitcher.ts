@@ -75,10 +75,10 @@ const IMAGES_PER_LINE_KEY = 16;
  *
  * Vertex writes predictions in any order and over several files, and each holds a ~1 MB base64
  * image. Pass 1 copies every predictions file to local disk (unless it already is a local file)
- * while a scanner records, per
- * (line, image), only the byte range of the image's base64 and a few numbers — the JSON around
- * it is parsed with the long strings cut out, so no image ever becomes a JS string. Pass 2 walks
- * the shard's lines in order and copies each image's bytes from the local copy into the output.
+ * while a scanner records, per (line, image), only the byte range of the image's base64 and a
+ * few numbers — the JSON around it is parsed with the long strings cut out, so no image ever
+ * becomes a JS string. Pass 2 walks the shard's lines in order and copies each image's bytes,
+ * by offset, from the local file into the output.
  * Memory: the index (a few numbers per image) plus two images in flight (one read ahead).
  */
 export async function stitchShard(opts: StitchOptions): Promise<StitchCounts> {
