@@ -60,7 +60,8 @@ export async function startGcsEmulator(opts: GcsEmulatorOptions): Promise<Runnin
       if (!req.complete) req.resume();
     });
   });
-  server.keepAliveTimeout = 5_000;
+  // Longer than the clients' idle-socket timeout, so a client never reuses a socket the server is closing.
+  server.keepAliveTimeout = 65_000;
   const address = await listen(server, opts.host ?? '127.0.0.1', opts.port ?? 0);
   return { ...address, close: () => closeServer(server) };
 }
