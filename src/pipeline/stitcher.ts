@@ -603,6 +603,7 @@ async function writeLines(opts: StitchOptions, index: PredictionIndex, handles: 
       counts.linesFailed++;
       await write(opts.errorOutput, failedLine(id, line.customId, line.n, failures));
     }
+    opts.onLine?.(line, images.length);
     plan = upcoming;
   }
   await reader.settle();

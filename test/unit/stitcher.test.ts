@@ -75,7 +75,7 @@ afterAll(() => {
   fs.rmSync(workDir, { recursive: true, force: true });
 });
 
-async function stitch(lines: ShardLine[], files: string[][], chunkSize = 1000) {
+async function stitch(lines: ShardLine[], files: string[][], chunkSize = 1000, onLine?: (l: ShardLine, ok: number) => void) {
   const output = new Collector();
   const errorOutput = new Collector();
   let next = 0;
@@ -86,6 +86,7 @@ async function stitch(lines: ShardLine[], files: string[][], chunkSize = 1000) {
     output,
     errorOutput,
     newRequestId: () => `batch_req_${next++}`,
+    onLine,
   });
   return { counts, out: output.lines(), err: errorOutput.lines() };
 }
@@ -137,7 +138,9 @@ describe('stitchShard', () => {
       blockedPrediction(1, 0),
       okPrediction(2, 0),
     ];
-    const { counts, out, err } = await stitch(lines, [file]);
+    const seen: Array<[number, number]> = [];
+    const { counts, out, err } = await stitch(lines, [file], 1000, (l, ok) => seen.push([l.lineIndex, ok]));
+    expect(seen).toEqual([[0, 0], [1, 0], [2, 1], [3, 0]]);
     expect(counts).toMatchObject({ linesSucceeded: 1, linesPartial: 0, linesFailed: 3, imagesSucceeded: 1, imagesFailed: 4 });
     expect(out.map((l) => l.custom_id)).toEqual(['ok']);
     expect(err.map((l) => [l.custom_id, l.error.code])).toEqual([
@@ -160,8 +163,10 @@ describe('stitchShard', () => {
   it('splits a partial line over both files with the right counts', async () => {
     const lines: ShardLine[] = [{ lineIndex: 5, customId: 'part', n: 4 }];
     const file = [okPrediction(5, 3), blockedPrediction(5, 1), okPrediction(5, 0)]; // image 2 never came
-    const { counts, out, err } = await stitch(lines, [file]);
+    const seen: Array<[number, number]> = [];
+    const { counts, out, err } = await stitch(lines, [file], 1000, (l, ok) => seen.push([l.lineIndex, ok]));
     expect(counts).toMatchObject({ linesSucceeded: 0, linesPartial: 1, linesFailed: 0, imagesSucceeded: 2, imagesFailed: 2 });
+    expect(seen).toEqual([[5, 2]]);
     expect(out).toHaveLength(1);
     expect(out[0].error).toBeNull();
     expect(out[0].response.body.data.map((d: { b64_json: string }) => d.b64_json)).toEqual([imageFor(5, 0), imageFor(5, 3)]);
