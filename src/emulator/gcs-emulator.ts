@@ -96,6 +96,30 @@ function matchPath(pathname: string): { api: 'json' | 'upload' | 'download'; buc
   };
 }
 
+interface CopyRoute {
+  kind: 'rewriteTo' | 'copyTo' | 'moveTo';
+  bucket: string;
+  object: string;
+  destBucket: string;
+  destObject: string;
+}
+
+/** `/b/B/o/O/rewriteTo/b/B2/o/O2`, `/copyTo/b/B2/o/O2`, `/moveTo/o/O2` (names are %-encoded, so `/` separates). */
+function matchCopyPath(pathname: string): CopyRoute | undefined {
+  const m = /^\/storage\/v1\/b\/([^/]+)\/o\/([^/]+)\/(rewriteTo|copyTo|moveTo)(?:\/b\/([^/]+))?\/o\/([^/]+)$/.exec(pathname);
+  if (!m) return undefined;
+  const kind = m[3] as CopyRoute['kind'];
+  if ((kind === 'moveTo') !== (m[4] === undefined)) return undefined;
+  const bucket = decodeURIComponent(m[1]);
+  return {
+    kind,
+    bucket,
+    object: decodeURIComponent(m[2]),
+    destBucket: m[4] === undefined ? bucket : decodeURIComponent(m[4]),
+    destObject: decodeURIComponent(m[5]),
+  };
+}
+
 class GcsHandler {
   private readonly store: GcsStore;
   private readonly sessions: Map<string, LiveSession>;
@@ -107,11 +131,13 @@ class GcsHandler {
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://localhost');
-    const route = matchPath(url.pathname);
     const method = req.method ?? 'GET';
     const q = url.searchParams;
-    if (!route) throw new HttpError(404, `Not Found: ${method} ${url.pathname}`);
     const base = `http://${req.headers.host ?? 'localhost'}`;
+    const copy = matchCopyPath(url.pathname);
+    if (copy && method === 'POST') return this.copy(req, res, copy, q, base);
+    const route = matchPath(url.pathname);
+    if (!route) throw new HttpError(404, `Not Found: ${method} ${url.pathname}`);
 
     if (route.api === 'upload') {
       if (!route.bucket || route.object !== undefined) throw new HttpError(404, 'Not Found');
@@ -163,6 +189,27 @@ class GcsHandler {
       return;
     }
     throw new HttpError(405, `Method not allowed: ${method}`);
+  }
+
+  /** rewriteTo (answers a finished rewrite), copyTo and moveTo (copy, then delete the source). */
+  private async copy(req: IncomingMessage, res: ServerResponse, c: CopyRoute, q: URLSearchParams, base: string): Promise<void> {
+    const body = (await readJsonBody(req)) as Partial<ObjectMeta>;
+    const sourcePre: Preconditions = {};
+    for (const key of ['ifSourceGenerationMatch', 'ifSourceGenerationNotMatch', 'ifSourceMetagenerationMatch', 'ifSourceMetagenerationNotMatch'] as const) {
+      const value = q.get(key);
+      if (value !== null) sourcePre[key.replace('Source', '') as keyof Preconditions] = value;
+    }
+    const meta = await this.store.copy(
+      { bucket: c.bucket, name: c.object, pre: sourcePre },
+      { bucket: c.destBucket, name: c.destObject, pre: preconditionsFrom(q) },
+      body ?? {},
+    );
+    if (c.kind === 'moveTo' && (c.bucket !== c.destBucket || c.object !== c.destObject)) await this.store.delete(c.bucket, c.object, {});
+    const resource = objectResource(meta, base);
+    if (c.kind === 'rewriteTo') {
+      return sendJson(res, 200, { kind: 'storage#rewriteResponse', totalBytesRewritten: String(meta.size), objectSize: String(meta.size), done: true, resource });
+    }
+    sendJson(res, 200, resource);
   }
 
   private async bucketResource(bucket: string, base: string): Promise<Record<string, unknown>> {

@@ -13,7 +13,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Crc32c } from './crc32c.ts';
 import { HttpError } from './http-util.ts';
@@ -198,6 +198,26 @@ export class GcsStore {
     await this.writeMeta(meta);
     if (previous) await rm(this.dataFile(previous), { force: true });
     return meta;
+  }
+
+  /**
+   * Server-side copy (rewrite, copy, move): the bytes are copied file to file,
+   * the hashes carried over. Metadata comes from the source unless overridden.
+   */
+  async copy(
+    src: { bucket: string; name: string; pre: Preconditions },
+    dst: { bucket: string; name: string; pre: Preconditions },
+    overrides: Partial<ObjectMeta>,
+  ): Promise<ObjectMeta> {
+    const source = await this.get(src.bucket, src.name, src.pre);
+    const temp = this.tempFile();
+    try {
+      await copyFile(this.dataFile(source), temp);
+      const fields: Partial<ObjectMeta> = { ...source, ...pickCustom(overrides), contentType: overrides.contentType ?? source.contentType };
+      return await this.commit(dst.bucket, dst.name, temp, source, fields, dst.pre);
+    } finally {
+      await rm(temp, { force: true });
+    }
   }
 
   async patch(bucket: string, name: string, fields: Partial<ObjectMeta>, pre: Preconditions): Promise<ObjectMeta> {

@@ -85,6 +85,14 @@ describe('Cloud Storage emulator through @google-cloud/storage', () => {
     await expect(file.download()).rejects.toMatchObject({ code: 'CONTENT_DOWNLOAD_MISMATCH' });
   });
 
+  it('takes a chunked resumable upload (308 + Range between chunks)', async () => {
+    const data = bytesOf(3 * 256 * 1024 + 77, 'chunked');
+    const file = storage.bucket(bucket).file('dir/chunked.bin');
+    await pipeline(Readable.from(chunks(data, 100_000)), file.createWriteStream({ resumable: true, chunkSize: 256 * 1024 }));
+    const [back] = await file.download();
+    expect(back.equals(data)).toBe(true);
+  });
+
   it('serves a ranged read', async () => {
     const data = bytesOf(3 * 1024 * 1024, 'range');
     await upload(storage, bucket, 'range.bin', data, false);
@@ -161,6 +169,21 @@ describe('Cloud Storage emulator through @google-cloud/storage', () => {
     await b.deleteFiles({ prefix: 'a/' });
     const [left] = await b.getFiles();
     expect(left.map((f) => f.name)).toEqual(['b/7.txt']);
+  });
+
+  it('copies and moves objects server-side', async () => {
+    const data = bytesOf(2 * 1024 * 1024, 'copy');
+    await upload(storage, bucket, 'copy/src.bin', data, false);
+    const src = storage.bucket(bucket).file('copy/src.bin');
+    await src.copy(storage.bucket('other-bucket').file('copy/dst.bin'));
+    const [copied] = await storage.bucket('other-bucket').file('copy/dst.bin').download();
+    expect(copied.equals(data)).toBe(true);
+    await src.move('copy/moved.bin');
+    expect((await src.exists())[0]).toBe(false);
+    await storage.bucket(bucket).file('copy/moved.bin').moveFileAtomic('copy/atomic.bin');
+    const [moved] = await storage.bucket(bucket).file('copy/atomic.bin').download();
+    expect(moved.equals(data)).toBe(true);
+    expect((await storage.bucket(bucket).file('copy/moved.bin').exists())[0]).toBe(false);
   });
 
   it('keeps objects across a restart', async () => {

@@ -278,6 +278,10 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
     await client.getBatchPredictionJob({ name: created.name });
     await expect(createJob(uri, { shard: 'fault' })).rejects.toMatchObject({ code: 8 }); // RESOURCE_EXHAUSTED
     await createJob(uri, { shard: 'fault' });
+    vertex.setFaults({ transportFaults: [{ method: 'ListBatchPredictionJobs', call: 1, status: 500 }] });
+    await expect(client.listBatchPredictionJobs({ parent: PARENT, filter: 'labels.shard="fault"' })).rejects.toMatchObject({ code: 13 }); // INTERNAL
+    const [listed] = await client.listBatchPredictionJobs({ parent: PARENT, filter: 'labels.shard="fault"' });
+    expect(listed).toHaveLength(2);
     vertex.setFaults({ transportFaults: [] });
   });
 
