@@ -230,6 +230,10 @@ class GcsHandler {
   }
 
   private async list(res: ServerResponse, bucket: string, q: URLSearchParams, base: string): Promise<void> {
+    // Parameters that would change the answer but are not emulated: refuse rather than ignore.
+    for (const unsupported of ['matchGlob', 'versions']) {
+      if (q.get(unsupported) && q.get(unsupported) !== 'false') throw new HttpError(400, `The emulator does not support ${unsupported} in listings.`);
+    }
     const maxResults = q.get('maxResults');
     const page = await this.store.list(bucket, {
       prefix: q.get('prefix') ?? undefined,
