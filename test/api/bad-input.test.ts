@@ -56,6 +56,8 @@ const cases: Case[] = [
   ['empty vision file', up([['purpose', 'vision'], ['file', { data: Buffer.alloc(0), filename: 'e.png' }]]), 400, 'empty_file', 'file'],
   ['vision file that is text', up([['purpose', 'vision'], ['file', text('hello, not an image at all')]]), 400, 'invalid_image', 'file'],
   ['vision file that is a GIF', up([['purpose', 'vision'], ['file', { data: Buffer.from('GIF89a' + 'x'.repeat(20)), filename: 'a.gif' }]]), 400, 'invalid_image', 'file'],
+  ['vision text file with the purpose after it', up([['file', text('plain text, not an image')], ['purpose', 'vision']]), 400, 'invalid_image', 'file'],
+  ['vision file over the limit with the purpose after it', up([['file', { data: Buffer.concat([PNG_1x1, Buffer.alloc(2048)]), filename: 'b.png' }], ['purpose', 'vision']]), 413, 'file_too_large', 'file'],
   ['vision file of 3 bytes', up([['purpose', 'vision'], ['file', { data: Buffer.from([0x89, 0x50, 0x4e]), filename: 'a.png' }]]), 400, 'invalid_image', 'file'],
   ['vision file over VISION_MAX_BYTES', up([['purpose', 'vision'], ['file', { data: Buffer.concat([PNG_1x1, Buffer.alloc(2048)]), filename: 'big.png' }]]), 413, 'file_too_large', 'file'],
   ['empty batch file', up([['purpose', 'image_batch'], ['file', text('')]]), 400, 'empty_file', 'file'],

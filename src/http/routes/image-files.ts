@@ -62,8 +62,10 @@ export function imageFileRoutes(s: Services): Router {
         objectKey: stored.objectKey,
       };
       if (purpose === 'vision') {
+        // The purpose may have come after the file, when its limit and type were not yet known.
         if (stored.size > limits.visionMaxBytes) throw tooLarge(limits.visionMaxBytes);
-        const file = await insertFile(s.pool, { ...base, purpose: 'vision', mimeType: stored.sniffedType! });
+        if (!stored.sniffedType) throw badRequest('invalid_image', 'A vision file must be a PNG, JPEG or WebP image.', 'file');
+        const file = await insertFile(s.pool, { ...base, purpose: 'vision', mimeType: stored.sniffedType });
         return void res.json(fileView(file));
       }
       await requirePrivacy(req);
