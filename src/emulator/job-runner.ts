@@ -145,13 +145,23 @@ export class JobRunner {
   private async countLines(): Promise<number> {
     let total = 0;
     for (const uri of this.job.inputConfig.gcsSource.uris) {
+      const lines = this.inputLines(uri);
       try {
-        for await (const line of this.inputLines(uri)) if (line.trim() !== '') total++;
+        for await (const line of lines) {
+          if (line.trim() !== '') total++;
+          // A cancel or shutdown need not wait for a long input to be counted.
+          if (this.signal.aborted) {
+            if (this.deps.shutdown.aborted) throw new Error('shutting down');
+            return total;
+          }
+        }
       } catch (err) {
         if (err instanceof JobFailure) throw err;
         const code = (err as { code?: number }).code;
         if (code === 404) throw new JobFailure(5, `Failed to read input ${uri}: no such object.`);
         throw new JobFailure(13, `Failed to read input ${uri}: ${(err as Error).message}`);
+      } finally {
+        lines.stop();
       }
     }
     return total;
