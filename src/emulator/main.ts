@@ -1,28 +1,37 @@
 /**
  * `npm run emulators`: both emulators as a standalone process, configured by
- * the same environment variables the service reads.
+ * the same environment variables, read by the same parser, as `npm start`
+ * (src/config.ts; standalone port defaults 4443 and 8090).
  */
-import { emulatorSettingsFromEnv } from './settings.ts';
+import { ConfigError, loadEmulatorConfig } from '../config.ts';
 import { startEmulators } from './index.ts';
 
-const settings = emulatorSettingsFromEnv(process.env);
+let settings: ReturnType<typeof loadEmulatorConfig>;
+try {
+  settings = loadEmulatorConfig(process.env);
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  console.error(err.message);
+  process.exit(2);
+}
+const { dataDir, emulator } = settings;
 const emulators = await startEmulators({
-  dataDir: settings.dataDir,
-  gcsPort: settings.gcsPort,
-  vertexPort: settings.vertexPort,
+  dataDir,
+  gcsPort: emulator.gcsPort,
+  vertexPort: emulator.vertexPort,
   vertex: {
-    queueMs: settings.queueMs,
-    lineMs: settings.lineMs,
-    slowMs: settings.slowMs,
-    imagePadBytes: settings.imagePadBytes,
-    jobFault: settings.jobFault,
-    transportFaults: settings.transportFaults,
+    queueMs: emulator.queueMs,
+    lineMs: emulator.lineMs,
+    slowMs: emulator.slowMs,
+    imagePadBytes: emulator.imagePadBytes,
+    jobFault: emulator.jobFault,
+    transportFaults: emulator.transportFaults,
   },
 });
 
 console.log(`Cloud Storage emulator: ${emulators.gcs.url}  (new Storage({ apiEndpoint: '${emulators.gcs.url}' }))`);
 console.log(`Vertex AI emulator:     ${emulators.vertex.url}  (JobServiceClient apiEndpoint '${emulators.vertex.host}', port ${emulators.vertex.port}, protocol 'http', fallback: true)`);
-console.log(`Data under ${settings.dataDir}/gcs and ${settings.dataDir}/vertex. Ctrl-C to stop.`);
+console.log(`Data under ${dataDir}/gcs and ${dataDir}/vertex. Ctrl-C to stop.`);
 
 let stopping = false;
 async function stop(signal: string): Promise<void> {
