@@ -1,4 +1,3 @@
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -37,14 +36,21 @@ export interface StitchCounts {
   predictionsDuplicate: number;
 }
 
+/** How far out of order the predictions came: what waited in memory and what waited on disk. */
+export interface ReorderStats {
+  /** Most image bytes (base64) held in memory at once while their line waited for its turn. */
+  peakBufferedBytes: number;
+  /** Images written to workDir because the reorder buffer was full, and their bytes. */
+  spilledImages: number;
+  spilledBytes: number;
+}
+
 export interface StitchOptions {
+  /** Read only as far ahead as the predictions need (all of it when they come out of order). */
   lines: AsyncIterable<ShardLine>;
-  /**
-   * Every predictions file of the shard; each is opened once. A whole-file fs.ReadStream is read
-   * in place (by path); any other stream (e.g. from GCS) is copied to workDir first.
-   */
+  /** Every predictions file of the shard (e.g. GCS read streams); each is opened once, in turn. */
   predictionFiles: Array<() => Readable>;
-  /** Local scratch directory: streamed predictions are copied here for random access, and removed after. */
+  /** Local scratch directory for images that arrive too far ahead of their turn; removed after. */
   workDir: string;
   /** Successes and partial successes. Not ended here: the caller ends it. */
   output: Writable;
@@ -53,6 +59,10 @@ export interface StitchOptions {
   newRequestId(): string;
   /** Told each line's outcome, in order (e.g. to bill successful images by size tier). */
   onLine?(line: ShardLine, imagesSucceeded: number): void;
+  /** Image bytes that may wait in memory for their line's turn before going to workDir. Default 64 MiB. */
+  reorderBufferBytes?: number;
+  /** Told at the end how much reordering it took (for tests and benchmarks). */
+  onReorderStats?(stats: ReorderStats): void;
 }
 
 /** finishReason / blockReason values that mean the safety system withheld the image. */
@@ -61,11 +71,10 @@ const BLOCK_REASONS = new Set([
   'MODEL_ARMOR', 'JAILBREAK', 'RECITATION', 'IMAGE_RECITATION',
 ]);
 
-/** Most images of a line read back in one piece; bigger ones in pieces of this size. */
+const DEFAULT_REORDER_BUFFER = 64 * 1024 * 1024;
+/** Spilled images read back in one piece up to this size; bigger ones in pieces of this size. */
 const READ_PIECE = 4 * 1024 * 1024;
-/** Read size when scanning a local file: large reads cost far fewer syscalls than 64 KiB stream chunks. */
-const SCAN_READ = 1024 * 1024;
-/** JSON strings longer than this are not kept in memory while scanning: only their byte range is. */
+/** JSON strings longer than this are kept as the stream's own chunks, never parsed or copied. */
 const SHORT_STRING = 256;
 /** `n` is at most 10: (line, image) → one number key. */
 const IMAGES_PER_LINE_KEY = 16;
@@ -73,224 +82,438 @@ const IMAGES_PER_LINE_KEY = 16;
 /**
  * Stitch a shard's predictions into output and error lines in input order, one line per request.
  *
- * Vertex writes predictions in any order and over several files, and each holds a ~1 MB base64
- * image. Pass 1 copies every predictions file to local disk (unless it already is a local file)
- * while a scanner records, per (line, image), only the byte range of the image's base64 and a
- * few numbers — the JSON around it is parsed with the long strings cut out, so no image ever
- * becomes a JS string. Pass 2 walks the shard's lines in order and copies each image's bytes,
- * by offset, from the local file into the output.
- * Memory: the index (a few numbers per image) plus two images in flight (one read ahead).
+ * One pass over the predictions streams. A scanner splits each stream into prediction lines and
+ * parses each with its long strings (the ~1 MB base64 images) cut out and kept as the stream's
+ * own chunks, so no image is ever decoded, copied into a JS string, or written to disk when it
+ * arrives in time. Vertex mostly writes a line's predictions together and in input order, so the
+ * next output line is usually complete within a few predictions: it is written at once, its
+ * image bytes going straight from the input chunks to `output`. Predictions that arrive ahead of
+ * their turn wait in a reorder buffer (`reorderBufferBytes` of image bytes); past that they are
+ * appended to a spill file in workDir and read back by offset when their line's turn comes.
+ * After the last file, the remaining lines are written in order (a never-answered image is a
+ * `missing_prediction`).
+ *
+ * A retried request may fail once and succeed later; the success wins. So a line with a failed
+ * image is not written as soon as it is complete but only when the reorder buffer is full or
+ * the input ends: a success that comes later still than that is counted as a duplicate.
+ *
+ * Memory: the reorder buffer, the prediction being scanned, the small records of the lines read
+ * so far and of their predictions, and, at the end, the spilled images of two lines.
  */
 export async function stitchShard(opts: StitchOptions): Promise<StitchCounts> {
-  const index = new PredictionIndex();
-  const localPaths: string[] = [];
-  const handles: fsp.FileHandle[] = [];
-  const tag = randomBytes(4).toString('hex');
+  const spill = new SpillFile(path.join(opts.workDir, `spill-${randomBytes(4).toString('hex')}.b64`));
+  const stitcher = new Stitcher(opts, spill);
   try {
-    const readPaths: string[] = [];
-    for (let f = 0; f < opts.predictionFiles.length; f++) {
-      const source = opts.predictionFiles[f]();
-      const onDisk = wholeLocalFile(source);
-      if (onDisk !== null) {
-        // Already a local file: read it in place, no copy needed.
-        source.destroy();
-        readPaths.push(onDisk);
-        await indexLocalFile(onDisk, f, index);
-      } else {
-        const local = path.join(opts.workDir, `predictions-${tag}-${f}.jsonl`);
-        localPaths.push(local);
-        readPaths.push(local);
-        await copyAndIndex(source, local, f, index);
-      }
-    }
-    for (const p of readPaths) handles.push(await fsp.open(p, 'r'));
-    const counts = await writeLines(opts, index, handles);
-    counts.predictionsIgnored = index.unreadable + index.remaining();
-    counts.predictionsDuplicate = index.duplicates;
-    return counts;
+    for (const open of opts.predictionFiles) await stitcher.readPredictions(open());
+    await stitcher.finish();
+    opts.onReorderStats?.(stitcher.stats);
+    return stitcher.counts;
   } finally {
-    await Promise.all(handles.map((h) => h.close().catch(() => {})));
-    await Promise.all(localPaths.map((p) => fsp.rm(p, { force: true })));
+    await spill.remove();
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Pass 1: copy + scan
+// Reordering
 
-const OUTCOME_IMAGE = 0;
-const OUTCOME_INLINE = 1;
-const OUTCOME_FAILED = 2;
+/** One answered (line, image): a failure, or an image in memory, inline, or spilled. */
+interface Prediction {
+  lineIndex: number;
+  img: number;
+  failure: ImageFailure | null;
+  /** A short image, re-escaped for a JSON string; else null. */
+  inline: string | null;
+  /** The image's base64 as the input's chunks (never copied); null once spilled. */
+  pieces: Buffer[] | null;
+  /** Bytes of the base64 in `pieces` or in the spill file. */
+  length: number;
+  /** Offset in the spill file, or -1. */
+  spilledAt: number;
+  /** The spilled image being read back ahead of its turn. */
+  readBack: Promise<Buffer> | null;
+  created: number;
+  usage: LineUsage;
+}
 
-/** Per (line, image) facts, column-wise in plain number arrays: compact for 200,000 images. */
-class PredictionIndex {
-  private readonly slots = new Map<number, number>();
-  private readonly outcome: number[] = [];
-  private readonly file: number[] = [];
-  private readonly start: number[] = [];
-  private readonly length: number[] = [];
-  private readonly created: number[] = [];
-  private readonly inputTokens: number[] = [];
-  private readonly outputTokens: number[] = [];
-  private readonly totalTokens: number[] = [];
-  private readonly textTokens: number[] = [];
-  private readonly imageTokens: number[] = [];
-  /** Rare: failures and tiny (≤ SHORT_STRING) images kept as strings. */
-  private readonly failures = new Map<number, ImageFailure>();
-  private readonly inline = new Map<number, string>();
-  duplicates = 0;
-  unreadable = 0;
+/** A line read from `opts.lines` and not written yet, with the predictions answered so far. */
+interface PendingLine {
+  line: ShardLine;
+  images: Array<Prediction | undefined>;
+  /** Distinct images answered, and how many of those failed. */
+  known: number;
+  failed: number;
+}
 
-  add(key: number, p: ScannedPrediction): void {
-    let slot = this.slots.get(key);
-    if (slot !== undefined) {
-      this.duplicates++;
-      // A retried request may have failed once and succeeded later: the success wins.
-      if (this.outcome[slot] !== OUTCOME_FAILED || p.outcome === OUTCOME_FAILED) return;
-      this.failures.delete(slot);
-    } else {
-      slot = this.outcome.length;
-      this.slots.set(key, slot);
-    }
-    this.outcome[slot] = p.outcome;
-    this.file[slot] = p.file;
-    this.start[slot] = p.start;
-    this.length[slot] = p.length;
-    this.created[slot] = p.created;
-    this.inputTokens[slot] = p.usage.inputTokens;
-    this.outputTokens[slot] = p.usage.outputTokens;
-    this.totalTokens[slot] = p.usage.totalTokens;
-    this.textTokens[slot] = p.usage.textTokens;
-    this.imageTokens[slot] = p.usage.imageTokens;
-    if (p.failure) this.failures.set(slot, p.failure);
-    if (p.inline !== null) this.inline.set(slot, p.inline);
+class Stitcher {
+  readonly counts: StitchCounts = {
+    linesSucceeded: 0, linesPartial: 0, linesFailed: 0, imagesSucceeded: 0, imagesFailed: 0,
+    predictionsIgnored: 0, predictionsDuplicate: 0,
+  };
+  readonly stats: ReorderStats = { peakBufferedBytes: 0, spilledImages: 0, spilledBytes: 0 };
+  private readonly opts: StitchOptions;
+  private readonly budget: number;
+  private readonly spill: SpillFile;
+  private readonly source: AsyncIterator<ShardLine>;
+  private sourceDone = false;
+  /** Lines read so far, by lineIndex: ordinals 0, 1, … in input order; those below `cursor` are written. */
+  private readonly slots = new Map<number, { ordinal: number; n: number }>();
+  private readonly pending = new Map<number, PendingLine>();
+  private linesRead = 0;
+  private cursor = 0;
+  /** Image bytes held in memory by pending lines. */
+  private buffered = 0;
+  /** Labels that match no (line, image) of the shard: seen once (ignored), again (duplicate). */
+  private readonly strangers = new Set<number>();
+
+  constructor(opts: StitchOptions, spill: SpillFile) {
+    this.opts = opts;
+    this.budget = opts.reorderBufferBytes ?? DEFAULT_REORDER_BUFFER;
+    this.spill = spill;
+    this.source = opts.lines[Symbol.asyncIterator]();
   }
 
-  /** The slot of (line, image), removed from the index so leftovers can be counted. */
-  take(lineIndex: number, img: number): number | undefined {
-    const key = lineIndex * IMAGES_PER_LINE_KEY + img;
-    const slot = this.slots.get(key);
-    if (slot !== undefined) this.slots.delete(key);
+  /** Scan one predictions stream, placing each prediction as soon as its line has been read. */
+  async readPredictions(source: Readable): Promise<void> {
+    const scanner = new PredictionScanner();
+    for await (const chunk of source) {
+      scanner.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
+      await this.placeAll(scanner);
+    }
+    scanner.end();
+    await this.placeAll(scanner);
+  }
+
+  private async placeAll(scanner: PredictionScanner): Promise<void> {
+    this.counts.predictionsIgnored += scanner.takeUnreadable();
+    for (const p of scanner.takeScanned()) await this.place(p);
+  }
+
+  private async place(p: Prediction): Promise<void> {
+    const slot = await this.slotOf(p.lineIndex);
+    if (slot === undefined || p.img >= slot.n) {
+      this.placeStranger(p);
+      return;
+    }
+    if (slot.ordinal < this.cursor) {
+      this.counts.predictionsDuplicate++; // its line is written: every image was answered before
+      return;
+    }
+    const line = this.pending.get(slot.ordinal)!;
+    const previous = line.images[p.img];
+    if (previous !== undefined) {
+      this.counts.predictionsDuplicate++;
+      if (previous.failure === null || p.failure !== null) return;
+      line.failed--; // a retry's success replaces the failure
+    } else {
+      line.known++;
+    }
+    if (p.failure !== null) line.failed++;
+    line.images[p.img] = p;
+    this.buffered += bufferedBytes(p);
+    await this.writeReadyLines(false);
+    if (this.buffered > this.budget) await this.writeReadyLines(true);
+    if (this.buffered > this.budget && p.pieces !== null && slot.ordinal >= this.cursor) await this.spillImage(p);
+    this.stats.peakBufferedBytes = Math.max(this.stats.peakBufferedBytes, this.buffered);
+  }
+
+  private placeStranger(p: Prediction): void {
+    const key = p.lineIndex * IMAGES_PER_LINE_KEY + p.img;
+    if (this.strangers.has(key)) {
+      this.counts.predictionsDuplicate++;
+    } else {
+      this.strangers.add(key);
+      this.counts.predictionsIgnored++;
+    }
+  }
+
+  /** Where a line is, reading lines ahead until it comes; undefined if the shard has no such line. */
+  private async slotOf(lineIndex: number): Promise<{ ordinal: number; n: number } | undefined> {
+    let slot = this.slots.get(lineIndex);
+    while (slot === undefined && (await this.readLine(true))) slot = this.slots.get(lineIndex);
     return slot;
   }
 
-  remaining(): number {
-    return this.slots.size;
+  /** The next line of `opts.lines`, pending; `findable` when predictions may still look it up. */
+  private async readLine(findable: boolean): Promise<PendingLine | null> {
+    if (this.sourceDone) return null;
+    const r = await this.source.next();
+    if (r.done) {
+      this.sourceDone = true;
+      return null;
+    }
+    const line = r.value;
+    if (line.n > IMAGES_PER_LINE_KEY) throw new Error(`line ${line.lineIndex}: n = ${line.n} exceeds ${IMAGES_PER_LINE_KEY}`);
+    const pendingLine: PendingLine = { line, images: new Array<Prediction | undefined>(line.n), known: 0, failed: 0 };
+    if (findable) this.slots.set(line.lineIndex, { ordinal: this.linesRead, n: line.n });
+    this.pending.set(this.linesRead++, pendingLine);
+    return pendingLine;
   }
 
-  isImage(slot: number): boolean {
-    return this.outcome[slot] !== OUTCOME_FAILED;
-  }
-
-  failure(slot: number): ImageFailure {
-    return this.failures.get(slot)!;
-  }
-
-  inlineData(slot: number): string | undefined {
-    return this.outcome[slot] === OUTCOME_INLINE ? this.inline.get(slot) : undefined;
-  }
-
-  location(slot: number): { file: number; start: number; length: number } {
-    return { file: this.file[slot], start: this.start[slot], length: this.length[slot] };
-  }
-
-  createdOf(slot: number): number {
-    return this.created[slot];
-  }
-
-  addUsage(slot: number, u: LineUsage): void {
-    u.inputTokens += this.inputTokens[slot];
-    u.outputTokens += this.outputTokens[slot];
-    u.totalTokens += this.totalTokens[slot];
-    u.textTokens += this.textTokens[slot];
-    u.imageTokens += this.imageTokens[slot];
-  }
-}
-
-interface ScannedPrediction {
-  outcome: number;
-  file: number;
-  start: number;
-  length: number;
-  inline: string | null;
-  created: number;
-  usage: LineUsage;
-  failure: ImageFailure | null;
-}
-
-/** The path of a stream that reads a whole local file from its start, else null. */
-function wholeLocalFile(source: Readable): string | null {
-  if (!(source instanceof fs.ReadStream)) return null;
-  const { path: p, start, end } = source as fs.ReadStream & { start?: number; end?: number };
-  if (typeof p !== 'string') return null;
-  if (start !== undefined && start !== 0) return null;
-  if (end !== undefined && end !== Infinity) return null;
-  return p;
-}
-
-/** Scan a local predictions file with large reads into one reused buffer (the scanner copies what it keeps). */
-async function indexLocalFile(file: string, fileIndex: number, index: PredictionIndex): Promise<void> {
-  const fh = await fsp.open(file, 'r');
-  const scanner = new PredictionScanner(fileIndex, index);
-  try {
-    const buf = Buffer.allocUnsafe(SCAN_READ);
+  /**
+   * Write the lines at the cursor whose images are all answered. A line with a failed image
+   * waits for a retry's success unless `force` (the reorder buffer is full).
+   */
+  private async writeReadyLines(force: boolean): Promise<void> {
     for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) break;
-      scanner.push(buf.subarray(0, bytesRead));
+      const line = this.pending.get(this.cursor);
+      if (line === undefined || line.known < line.line.n || (line.failed > 0 && !force)) return;
+      this.pending.delete(this.cursor++);
+      await this.writeLine(line);
     }
-    scanner.end();
-  } finally {
-    await fh.close();
+  }
+
+  /** Move an image that waits in memory to the spill file. */
+  private async spillImage(p: Prediction): Promise<void> {
+    const pieces = p.pieces!;
+    this.buffered -= p.length;
+    p.pieces = null;
+    p.spilledAt = await this.spill.append(pieces, p.length);
+    this.stats.spilledImages++;
+    this.stats.spilledBytes += p.length;
+  }
+
+  /**
+   * After the last predictions file: every line not written yet, in order (unanswered images
+   * are missing), then the lines never read. Spilled images of the next line are read back
+   * while this one is written.
+   */
+  async finish(): Promise<void> {
+    this.slots.clear(); // no prediction comes any more: only the lines themselves are needed
+    let line = await this.takeNextLine();
+    if (line !== null) this.readBack(line);
+    while (line !== null) {
+      const next = await this.takeNextLine();
+      if (next !== null) this.readBack(next);
+      await this.writeLine(line);
+      line = next;
+    }
+  }
+
+  private async takeNextLine(): Promise<PendingLine | null> {
+    if (this.cursor === this.linesRead && (await this.readLine(false)) === null) return null;
+    const line = this.pending.get(this.cursor)!;
+    this.pending.delete(this.cursor++);
+    return line;
+  }
+
+  /** Start reading a line's spilled images back (the big ones are copied in pieces when written). */
+  private readBack(line: PendingLine): void {
+    for (const p of line.images) {
+      if (p === undefined || p.spilledAt < 0 || p.readBack !== null || p.length > READ_PIECE) continue;
+      p.readBack = this.spill.read(p.spilledAt, p.length);
+      // Taken when the line is written; until then a failure must not count as unhandled.
+      p.readBack.catch(() => {});
+    }
+  }
+
+  private async writeLine(pendingLine: PendingLine): Promise<void> {
+    const { line } = pendingLine;
+    const images: Prediction[] = [];
+    const failures: ImageFailure[] = [];
+    for (const p of pendingLine.images) {
+      if (p === undefined) failures.push(MISSING);
+      else if (p.failure !== null) failures.push(p.failure);
+      else images.push(p);
+    }
+    const id = this.opts.newRequestId();
+    this.counts.imagesSucceeded += images.length;
+    this.counts.imagesFailed += failures.length;
+    if (images.length > 0) await this.writeSuccessLine(id, line.customId, images);
+    if (failures.length === 0) {
+      this.counts.linesSucceeded++;
+    } else if (images.length > 0) {
+      this.counts.linesPartial++;
+      await write(this.opts.errorOutput, partialLine(id, line.customId, line.n, failures));
+    } else {
+      this.counts.linesFailed++;
+      await write(this.opts.errorOutput, failedLine(id, line.customId, line.n, failures));
+    }
+    this.opts.onLine?.(line, images.length);
+  }
+
+  /**
+   * The line's bytes are handed to `output` without waiting in between (they are in memory
+   * already, so its buffer holds nothing more than we do), then we wait for it to drain once.
+   */
+  private async writeSuccessLine(id: string, customId: string, images: Prediction[]): Promise<void> {
+    const out = this.opts.output;
+    const usage: LineUsage = { inputTokens: 0, outputTokens: 0, totalTokens: 0, textTokens: 0, imageTokens: 0 };
+    let created = 0;
+    for (const p of images) {
+      addUsage(usage, p.usage);
+      created = Math.max(created, p.created);
+    }
+    if (created === 0) created = Math.floor(Date.now() / 1000);
+    out.write(successLineHead(id, customId, created));
+    for (let i = 0; i < images.length; i++) {
+      if (i > 0) out.write(IMAGE_SEPARATOR);
+      await this.writeImage(images[i]);
+    }
+    out.write(successLineTail(usage));
+    await drained(out);
+  }
+
+  private async writeImage(p: Prediction): Promise<void> {
+    const out = this.opts.output;
+    this.buffered -= bufferedBytes(p);
+    if (p.inline !== null) {
+      out.write(p.inline);
+    } else if (p.pieces !== null) {
+      for (const piece of p.pieces) out.write(piece);
+    } else if (p.length <= READ_PIECE) {
+      out.write(await (p.readBack ?? this.spill.read(p.spilledAt, p.length)));
+    } else {
+      await drained(out);
+      await this.spill.copyInPieces(out, p.spilledAt, p.length);
+    }
   }
 }
 
-/** Copy one predictions stream to `localPath`, feeding every chunk to the scanner on the way. */
-async function copyAndIndex(source: Readable, localPath: string, file: number, index: PredictionIndex): Promise<void> {
-  const out = fs.createWriteStream(localPath, { highWaterMark: 1024 * 1024 });
-  const scanner = new PredictionScanner(file, index);
-  try {
-    for await (const chunk of source) {
-      const buf = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
-      if (!out.write(buf)) await once(out, 'drain');
-      scanner.push(buf);
-    }
-    scanner.end();
-  } finally {
-    out.end();
-    await once(out, 'close').catch(() => {});
-  }
-  if (out.errored) throw out.errored;
+const MISSING: ImageFailure = {
+  code: 'missing_prediction',
+  message: 'Vertex AI returned no prediction for this image (job cancelled, expired or failed)',
+  statusCode: null,
+};
+
+/** What an answered image adds to the reorder buffer while it waits in memory. */
+function bufferedBytes(p: Prediction): number {
+  if (p.pieces !== null) return p.length;
+  return p.inline?.length ?? 0;
 }
+
+function addUsage(sum: LineUsage, u: LineUsage): void {
+  sum.inputTokens += u.inputTokens;
+  sum.outputTokens += u.outputTokens;
+  sum.totalTokens += u.totalTokens;
+  sum.textTokens += u.textTokens;
+  sum.imageTokens += u.imageTokens;
+}
+
+/**
+ * Images that came too far ahead of their turn, appended to one local file. At most one append
+ * is in flight, so reading the input goes on while the previous image is written.
+ */
+class SpillFile {
+  private readonly path: string;
+  private handle: fsp.FileHandle | null = null;
+  private size = 0;
+  private lastAppend: Promise<void> = Promise.resolve();
+
+  constructor(filePath: string) {
+    this.path = filePath;
+  }
+
+  /** Queue `pieces` for writing at the end of the file; resolves to their offset once the previous append is done. */
+  async append(pieces: Buffer[], length: number): Promise<number> {
+    await this.lastAppend;
+    this.handle ??= await fsp.open(this.path, 'w+');
+    const at = this.size;
+    this.size += length;
+    this.lastAppend = writeAllAt(this.handle, pieces, at);
+    // Awaited by the next append, read or remove; until then not an unhandled rejection.
+    this.lastAppend.catch(() => {});
+    return at;
+  }
+
+  async read(at: number, length: number): Promise<Buffer> {
+    await this.lastAppend;
+    return readExactly(this.handle!, at, length);
+  }
+
+  async copyInPieces(out: Writable, at: number, length: number): Promise<void> {
+    let position = at;
+    let left = length;
+    while (left > 0) {
+      const buf = await this.read(position, Math.min(left, READ_PIECE));
+      await write(out, buf);
+      position += buf.length;
+      left -= buf.length;
+    }
+  }
+
+  async remove(): Promise<void> {
+    if (this.handle === null) return;
+    await this.lastAppend.catch(() => {});
+    await this.handle.close().catch(() => {});
+    await fsp.rm(this.path, { force: true });
+  }
+}
+
+/** Write all of `pieces` at `position` (writev may write less than asked). */
+async function writeAllAt(fh: fsp.FileHandle, pieces: Buffer[], position: number): Promise<void> {
+  let left = pieces;
+  let at = position;
+  while (left.length > 0) {
+    const { bytesWritten } = await fh.writev(left, at);
+    at += bytesWritten;
+    left = dropBytes(left, bytesWritten);
+  }
+}
+
+function dropBytes(pieces: Buffer[], count: number): Buffer[] {
+  let i = 0;
+  let rest = count;
+  while (i < pieces.length && rest >= pieces[i].length) rest -= pieces[i++].length;
+  const left = pieces.slice(i);
+  if (rest > 0) left[0] = left[0].subarray(rest);
+  return left;
+}
+
+/** `length` bytes at `position`, into a fresh buffer. */
+async function readExactly(fh: fsp.FileHandle, position: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  let filled = 0;
+  while (filled < length) {
+    const { bytesRead } = await fh.read(buf, filled, length - filled, position + filled);
+    if (bytesRead === 0) throw new Error(`spill file ends before offset ${position + filled}`);
+    filled += bytesRead;
+  }
+  return buf;
+}
+
+/** Write with backpressure: wait for 'drain' when the stream's buffer is full. */
+async function write(out: Writable, data: string | Buffer): Promise<void> {
+  if (out.write(data)) return;
+  await once(out, 'drain');
+}
+
+async function drained(out: Writable): Promise<void> {
+  if (out.writableNeedDrain) await once(out, 'drain');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scanning a predictions stream
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 const NEWLINE = 0x0a;
 /** Stands in for a long string in the parsed skeleton of a line: "\u0000" + its number. */
 const PLACEHOLDER_PREFIX = '\u0000';
+const QUOTE_BUFFER = Buffer.from('"');
+
+/** A long string of the current line: its bytes as subarrays of the input chunks. */
+interface LongString {
+  pieces: Buffer[];
+  length: number;
+}
 
 /**
  * Splits a predictions stream into lines and reduces each to a small JSON skeleton: strings
  * longer than SHORT_STRING (the base64 images, long prompts) are replaced by placeholders and
- * remembered as absolute byte ranges of the file. Strings are skipped with Buffer.indexOf (native
- * memchr), so the JS loop only visits the few structural bytes between strings.
+ * kept aside as subarrays of the chunks — not copies: a Readable hands its chunks over, nothing
+ * writes to them again. Strings are skipped with Buffer.indexOf (native memchr), so the JS loop
+ * only visits the few structural bytes between strings.
  */
 class PredictionScanner {
-  private readonly fileIndex: number;
-  private readonly index: PredictionIndex;
-  private offset = 0; // absolute offset of the current chunk
+  private scanned: Prediction[] = [];
+  private unreadable = 0;
   private inString = false;
   private skeleton: Buffer[] = [];
   private skeletonLength = 0;
-  private blobs: number[] = []; // [start, end) pairs of long strings of the current line
-  private stringStart = 0; // absolute offset of the current string's first content byte
+  private longStrings: LongString[] = [];
+  private stringPieces: Buffer[] = [];
   private stringLength = 0;
-  private stringPieces: Buffer[] | null = null; // while the string is still short
   private trailingBackslashes = 0; // of the current string at the end of the previous chunk
-
-  constructor(fileIndex: number, index: PredictionIndex) {
-    this.fileIndex = fileIndex;
-    this.index = index;
-  }
 
   push(chunk: Buffer): void {
     const len = chunk.length;
@@ -306,32 +529,43 @@ class PredictionScanner {
         if (c === QUOTE || c === NEWLINE) break;
         i++;
       }
-      // Copied: the chunk's buffer may be reused for the next read.
-      if (i > pos) this.addSkeleton(Buffer.from(chunk.subarray(pos, i)));
+      if (i > pos) this.addSkeleton(chunk.subarray(pos, i));
       if (i === len) break;
       if (chunk[i] === NEWLINE) {
         this.endLine();
       } else {
         this.inString = true;
-        this.stringStart = this.offset + i + 1;
-        this.stringLength = 0;
         this.stringPieces = [];
+        this.stringLength = 0;
         this.trailingBackslashes = 0;
       }
       pos = i + 1;
     }
-    this.offset += len;
   }
 
   end(): void {
     if (this.inString) {
       // Truncated last line: nothing usable.
       this.inString = false;
-      this.index.unreadable++;
+      this.unreadable++;
       this.resetLine();
     } else if (this.skeletonLength > 0) {
       this.endLine();
     }
+  }
+
+  /** The predictions of the lines completed since the last call, in stream order. */
+  takeScanned(): Prediction[] {
+    const scanned = this.scanned;
+    this.scanned = [];
+    return scanned;
+  }
+
+  /** How many lines since the last call could not be read as a labelled prediction. */
+  takeUnreadable(): number {
+    const count = this.unreadable;
+    this.unreadable = 0;
+    return count;
   }
 
   /** Look for the closing quote from `pos`; returns where the scan goes on. */
@@ -353,30 +587,27 @@ class PredictionScanner {
       return len;
     }
     this.addString(chunk, pos, q);
-    this.finishString(this.offset + q);
+    this.finishString();
     return q + 1;
   }
 
   private addString(chunk: Buffer, start: number, end: number): void {
     if (end <= start) return;
+    this.stringPieces.push(chunk.subarray(start, end));
     this.stringLength += end - start;
-    if (this.stringPieces === null) return;
-    if (this.stringLength > SHORT_STRING) this.stringPieces = null;
-    else this.stringPieces.push(Buffer.from(chunk.subarray(start, end)));
   }
 
-  private finishString(endOffset: number): void {
+  private finishString(): void {
     this.inString = false;
-    if (this.stringPieces !== null) {
+    if (this.stringLength <= SHORT_STRING) {
       this.addSkeleton(QUOTE_BUFFER);
       for (const p of this.stringPieces) this.addSkeleton(p);
       this.addSkeleton(QUOTE_BUFFER);
     } else {
-      const n = this.blobs.length / 2;
-      this.blobs.push(this.stringStart, endOffset);
-      this.addSkeleton(Buffer.from(`"\\u0000${n}"`));
+      this.addSkeleton(Buffer.from(`"\\u0000${this.longStrings.length}"`));
+      this.longStrings.push({ pieces: this.stringPieces, length: this.stringLength });
     }
-    this.stringPieces = null;
+    this.stringPieces = [];
   }
 
   private addSkeleton(piece: Buffer): void {
@@ -386,29 +617,27 @@ class PredictionScanner {
 
   private endLine(): void {
     const text = Buffer.concat(this.skeleton, this.skeletonLength).toString('utf8');
-    const blobs = this.blobs;
+    const longStrings = this.longStrings;
     this.resetLine();
     if (!/\S/.test(text)) return;
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
     } catch {
-      this.index.unreadable++;
+      this.unreadable++;
       return;
     }
-    const p = readPrediction(parsed, blobs, this.fileIndex);
-    if (p === null) this.index.unreadable++;
-    else this.index.add(p.key, p.prediction);
+    const p = readPrediction(parsed, longStrings);
+    if (p === null) this.unreadable++;
+    else this.scanned.push(p);
   }
 
   private resetLine(): void {
     this.skeleton = [];
     this.skeletonLength = 0;
-    this.blobs = [];
+    this.longStrings = [];
   }
 }
-
-const QUOTE_BUFFER = Buffer.from('"');
 
 /** Is the quote at `q` escaped, i.e. preceded by an odd run of backslashes? */
 function isEscaped(chunk: Buffer, from: number, q: number, carried: number): boolean {
@@ -454,37 +683,37 @@ interface PredictionLine {
   processed_time?: string;
 }
 
-function readPrediction(parsed: unknown, blobs: number[], file: number): { key: number; prediction: ScannedPrediction } | null {
+function readPrediction(parsed: unknown, longStrings: LongString[]): Prediction | null {
   if (typeof parsed !== 'object' || parsed === null) return null;
   const line = parsed as PredictionLine;
   const labels = line.request?.labels;
   const lineIndex = toIndex(labels?.[LINE_LABEL]);
   const img = toIndex(labels?.[IMAGE_LABEL]);
   if (lineIndex === null || img === null || img >= IMAGES_PER_LINE_KEY) return null;
-  const prediction: ScannedPrediction = {
-    outcome: OUTCOME_FAILED,
-    file,
-    start: 0,
-    length: 0,
+  const prediction: Prediction = {
+    lineIndex,
+    img,
+    failure: null,
     inline: null,
+    pieces: null,
+    length: 0,
+    spilledAt: -1,
+    readBack: null,
     created: toUnixSeconds(line.processed_time),
     usage: readUsage(line),
-    failure: null,
   };
   const image = line.status ? undefined : findImage(line);
   if (image === undefined) {
     prediction.failure = describeFailure(line);
   } else if (image.startsWith(PLACEHOLDER_PREFIX)) {
-    const b = Number(image.slice(1)) * 2;
-    prediction.outcome = OUTCOME_IMAGE;
-    prediction.start = blobs[b];
-    prediction.length = blobs[b + 1] - blobs[b];
+    const { pieces, length } = longStrings[Number(image.slice(1))];
+    prediction.pieces = pieces;
+    prediction.length = length;
   } else {
-    prediction.outcome = OUTCOME_INLINE;
     // Short enough to keep; re-escaped for the output's JSON string (base64 needs none).
     prediction.inline = JSON.stringify(image).slice(1, -1);
   }
-  return { key: lineIndex * IMAGES_PER_LINE_KEY + img, prediction };
+  return prediction;
 }
 
 function toIndex(v: unknown): number | null {
@@ -544,173 +773,4 @@ function describeFailure(line: PredictionLine): ImageFailure {
   const text = candidate?.content?.parts?.find((p) => typeof p.text === 'string' && !p.text.startsWith(PLACEHOLDER_PREFIX))?.text;
   const why = [reason && `finishReason ${reason}`, text && `model said: ${text.slice(0, 200)}`].filter(Boolean).join('; ');
   return { code: 'image_generation_failed', message: `no image in the response${why ? ` (${why})` : ''}`, statusCode: 500 };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Pass 2: lines in input order
-
-/** A shard line with its predictions taken from the index. */
-interface LinePlan {
-  line: ShardLine;
-  images: number[];
-  failures: ImageFailure[];
-}
-
-function planLine(line: ShardLine, index: PredictionIndex): LinePlan {
-  if (line.n > IMAGES_PER_LINE_KEY) throw new Error(`line ${line.lineIndex}: n = ${line.n} exceeds ${IMAGES_PER_LINE_KEY}`);
-  const images: number[] = [];
-  const failures: ImageFailure[] = [];
-  for (let k = 0; k < line.n; k++) {
-    const slot = index.take(line.lineIndex, k);
-    if (slot === undefined) {
-      failures.push({ code: 'missing_prediction', message: 'Vertex AI returned no prediction for this image (job cancelled, expired or failed)', statusCode: null });
-    } else if (index.isImage(slot)) {
-      images.push(slot);
-    } else {
-      failures.push(index.failure(slot));
-    }
-  }
-  return { line, images, failures };
-}
-
-async function writeLines(opts: StitchOptions, index: PredictionIndex, handles: fsp.FileHandle[]): Promise<StitchCounts> {
-  const counts: StitchCounts = {
-    linesSucceeded: 0, linesPartial: 0, linesFailed: 0, imagesSucceeded: 0, imagesFailed: 0,
-    predictionsIgnored: 0, predictionsDuplicate: 0,
-  };
-  const reader = new ImageReader(index, handles);
-  const lines = opts.lines[Symbol.asyncIterator]();
-  const nextPlan = async () => {
-    const r = await lines.next();
-    return r.done ? null : planLine(r.value, index);
-  };
-  // One line of lookahead, so the next line's first image is read while this line is written.
-  let plan = await nextPlan();
-  while (plan !== null) {
-    const upcoming = await nextPlan();
-    const { line, images, failures } = plan;
-    const id = opts.newRequestId();
-    counts.imagesSucceeded += images.length;
-    counts.imagesFailed += failures.length;
-    if (images.length > 0) await writeSuccessLine(opts.output, id, line.customId, images, index, reader, upcoming?.images[0]);
-    else if (upcoming && upcoming.images.length > 0) reader.prefetch(upcoming.images[0]);
-    if (failures.length === 0) {
-      counts.linesSucceeded++;
-    } else if (images.length > 0) {
-      counts.linesPartial++;
-      await write(opts.errorOutput, partialLine(id, line.customId, line.n, failures));
-    } else {
-      counts.linesFailed++;
-      await write(opts.errorOutput, failedLine(id, line.customId, line.n, failures));
-    }
-    opts.onLine?.(line, images.length);
-    plan = upcoming;
-  }
-  await reader.settle();
-  return counts;
-}
-
-async function writeSuccessLine(
-  out: Writable, id: string, customId: string, images: number[], index: PredictionIndex, reader: ImageReader,
-  after: number | undefined,
-): Promise<void> {
-  const usage: LineUsage = { inputTokens: 0, outputTokens: 0, totalTokens: 0, textTokens: 0, imageTokens: 0 };
-  let created = 0;
-  for (const slot of images) {
-    index.addUsage(slot, usage);
-    created = Math.max(created, index.createdOf(slot));
-  }
-  if (created === 0) created = Math.floor(Date.now() / 1000);
-  reader.prefetch(images[0]);
-  await write(out, successLineHead(id, customId, created));
-  for (let i = 0; i < images.length; i++) {
-    if (i > 0) await write(out, IMAGE_SEPARATOR);
-    const slot = images[i];
-    const inline = index.inlineData(slot);
-    if (inline !== undefined) {
-      await write(out, inline);
-      continue;
-    }
-    const whole = reader.take(slot);
-    // Start reading the next image before this one is written: reading and writing overlap.
-    const next = i + 1 < images.length ? images[i + 1] : after;
-    if (next !== undefined) reader.prefetch(next);
-    if (whole) await write(out, await whole);
-    else await reader.copyInPieces(out, slot);
-  }
-  await write(out, successLineTail(usage));
-}
-
-/**
- * Reads images' base64 back from the predictions files, at most one read ahead of the writer
- * (so at most two images in memory). Images larger than READ_PIECE are copied in pieces instead.
- */
-class ImageReader {
-  private readonly index: PredictionIndex;
-  private readonly handles: fsp.FileHandle[];
-  private ahead: { slot: number; read: Promise<Buffer> } | null = null;
-
-  constructor(index: PredictionIndex, handles: fsp.FileHandle[]) {
-    this.index = index;
-    this.handles = handles;
-  }
-
-  prefetch(slot: number): void {
-    if (this.ahead?.slot === slot || this.index.inlineData(slot) !== undefined) return;
-    const { file, start, length } = this.index.location(slot);
-    if (length > READ_PIECE) return;
-    // A read nobody takes (never expected) must not surface as an unhandled rejection.
-    this.ahead?.read.catch(() => {});
-    const read = readExactly(this.handles[file], start, length);
-    read.catch(() => {});
-    this.ahead = { slot, read };
-  }
-
-  /** The whole image if it is small enough to read at once, else null (use copyInPieces). */
-  take(slot: number): Promise<Buffer> | null {
-    if (this.ahead?.slot === slot) {
-      const read = this.ahead.read;
-      this.ahead = null;
-      return read;
-    }
-    const { file, start, length } = this.index.location(slot);
-    return length > READ_PIECE ? null : readExactly(this.handles[file], start, length);
-  }
-
-  /** Copy a large image's bytes as they are (no decoding), one piece at a time. */
-  async copyInPieces(out: Writable, slot: number): Promise<void> {
-    const { file, start, length } = this.index.location(slot);
-    let position = start;
-    let left = length;
-    while (left > 0) {
-      const buf = await readExactly(this.handles[file], position, Math.min(left, READ_PIECE));
-      await write(out, buf);
-      position += buf.length;
-      left -= buf.length;
-    }
-  }
-
-  /** Let a read still in flight finish before the file handles close. */
-  async settle(): Promise<void> {
-    await this.ahead?.read.catch(() => {});
-    this.ahead = null;
-  }
-}
-
-/** `length` bytes at `position`, into a fresh buffer (the stream may still hold the previous one). */
-async function readExactly(fh: fsp.FileHandle, position: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
-  let filled = 0;
-  while (filled < length) {
-    const { bytesRead } = await fh.read(buf, filled, length - filled, position + filled);
-    if (bytesRead === 0) throw new Error(`predictions file ends before offset ${position + filled}`);
-    filled += bytesRead;
-  }
-  return buf;
-}
-
-/** Write with backpressure: wait for 'drain' when the stream's buffer is full. */
-async function write(out: Writable, data: string | Buffer): Promise<void> {
-  if (out.write(data)) return;
-  await once(out, 'drain');
 }
