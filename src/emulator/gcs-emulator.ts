@@ -55,8 +55,8 @@ export async function startGcsEmulator(opts: GcsEmulatorOptions): Promise<Runnin
     handler.handle(req, res).catch((err: unknown) => {
       const httpErr = err instanceof HttpError ? err : new HttpError(500, (err as Error)?.message ?? String(err));
       // A client that hangs up mid-request (an aborted upload) is routine, not a fault.
-      if (req.destroyed || (err as { code?: string })?.code === 'ECONNRESET') return;
-      if (!(err instanceof HttpError)) console.error('[gcs-emulator]', err);
+      const hungUp = (err as { code?: string })?.code === 'ECONNRESET' || res.socket?.destroyed === true;
+      if (!(err instanceof HttpError) && !hungUp) console.error('[gcs-emulator]', err);
       sendError(res, httpErr, reasonFor(httpErr.httpStatus));
       // An unread request body would poison the keep-alive connection.
       if (!req.complete) req.resume();
