@@ -7,8 +7,19 @@ import path from 'node:path';
 export type Role = 'all' | 'api' | 'worker';
 export type JobFault = 'none' | 'fail' | 'stuck';
 
+/** Vertex methods whose Nth call the emulator can answer with a transport fault. */
+export const VERTEX_METHODS = [
+  'CreateBatchPredictionJob',
+  'GetBatchPredictionJob',
+  'ListBatchPredictionJobs',
+  'CancelBatchPredictionJob',
+  'DeleteBatchPredictionJob',
+  'GetOperation',
+] as const;
+
 export interface TransportFault {
   method: string;
+  /** 1-based: the Nth call of that method. */
   call: number;
   status: 429 | 500 | 503;
 }
@@ -161,8 +172,8 @@ export function parseTransportFaults(spec: string | undefined, problems: string[
   const faults: TransportFault[] = [];
   for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
     const m = /^([A-Za-z]+):(\d+):(429|500|503)$/.exec(part);
-    if (!m) {
-      problems.push(`VERTEX_EMULATOR_FAULTS entries look like Method:N:429|500|503 (got '${part}')`);
+    if (!m || !(VERTEX_METHODS as readonly string[]).includes(m[1]) || Number(m[2]) < 1) {
+      problems.push(`VERTEX_EMULATOR_FAULTS entries look like Method:N:429|500|503 with N ≥ 1 and Method one of ${VERTEX_METHODS.join(', ')} (got '${part}')`);
       continue;
     }
     faults.push({ method: m[1], call: Number(m[2]), status: Number(m[3]) as TransportFault['status'] });

@@ -12,8 +12,6 @@ export { startGcsEmulator } from './gcs-emulator.ts';
 export type { GcsEmulatorOptions, RunningEmulator } from './gcs-emulator.ts';
 export { startVertexEmulator } from './vertex-emulator.ts';
 export type { RunningVertexEmulator, TransportFault, VertexEmulatorOptions } from './vertex-emulator.ts';
-export { emulatorSettingsFromEnv, parseTransportFaults, EMULATOR_DEFAULTS } from './settings.ts';
-export type { EmulatorSettings } from './settings.ts';
 
 export interface StartEmulatorsOptions {
   dataDir: string;

@@ -3,6 +3,7 @@
  * (create, get, list, cancel, delete) that `@google-cloud/aiplatform`'s
  * JobServiceClient uses with `fallback: true, protocol: 'http'`.
  */
+import { VERTEX_METHODS, type TransportFault } from '../config.ts';
 import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Storage } from '@google-cloud/storage';
@@ -15,12 +16,6 @@ import type { JobRecord, JobResource, JobState } from './vertex-jobs.ts';
 import { validateBatchJob } from './vertex-validation.ts';
 import type { RunningEmulator } from './gcs-emulator.ts';
 
-export interface TransportFault {
-  method: string;
-  /** 1-based: the Nth call of that method (counted since start or the last setFaults with transportFaults). */
-  call: number;
-  status: 429 | 500 | 503;
-}
 
 export interface VertexEmulatorOptions {
   host?: string;
@@ -40,14 +35,8 @@ export type RunningVertexEmulator = RunningEmulator & {
   setFaults(f: { jobFault?: VertexEmulatorOptions['jobFault']; transportFaults?: TransportFault[] }): void;
 };
 
-export const VERTEX_METHODS = [
-  'CreateBatchPredictionJob',
-  'GetBatchPredictionJob',
-  'ListBatchPredictionJobs',
-  'CancelBatchPredictionJob',
-  'DeleteBatchPredictionJob',
-  'GetOperation',
-] as const;
+
+export { VERTEX_METHODS, type TransportFault };
 
 type Method = (typeof VERTEX_METHODS)[number];
 

@@ -6,7 +6,8 @@ import { PNG } from 'pngjs';
 import { CRC32C, Storage } from '@google-cloud/storage';
 import { randomBytes } from 'node:crypto';
 import { Crc32c } from '../../src/emulator/crc32c.ts';
-import { emulatorSettingsFromEnv, parseTransportFaults, startEmulators } from '../../src/emulator/index.ts';
+import { loadEmulatorConfig, parseTransportFaults } from '../../src/config.ts';
+import { startEmulators } from '../../src/emulator/index.ts';
 import { validateBatchJob } from '../../src/emulator/vertex-validation.ts';
 import { compileFilter } from '../../src/emulator/vertex-emulator.ts';
 import type { JobResource } from '../../src/emulator/vertex-jobs.ts';
@@ -14,21 +15,14 @@ import { generatePng, imageDimensions } from '../../src/emulator/image-generator
 
 describe('emulator settings', () => {
   it('has documented defaults', () => {
-    expect(emulatorSettingsFromEnv({})).toEqual({
-      dataDir: './data',
-      gcsPort: 4443,
-      vertexPort: 8090,
-      queueMs: 2000,
-      lineMs: 20,
-      slowMs: 2000,
-      imagePadBytes: 0,
-      jobFault: 'none',
-      transportFaults: [],
+    expect(loadEmulatorConfig({})).toEqual({
+      dataDir: path.resolve('./data'),
+      emulator: { gcsPort: 4443, vertexPort: 8090, queueMs: 2000, lineMs: 20, slowMs: 2000, imagePadBytes: 0, jobFault: 'none', transportFaults: [] },
     });
   });
 
   it('reads every variable and rejects bad values', () => {
-    const s = emulatorSettingsFromEnv({
+    const s = loadEmulatorConfig({
       DATA_DIR: '/tmp/x',
       GCS_EMULATOR_PORT: '0',
       VERTEX_EMULATOR_PORT: '9999',
@@ -39,22 +33,27 @@ describe('emulator settings', () => {
       VERTEX_EMULATOR_JOB_FAULT: 'stuck',
       VERTEX_EMULATOR_FAULTS: 'GetBatchPredictionJob:3:503, CreateBatchPredictionJob:1:429',
     });
-    expect(s).toMatchObject({ dataDir: '/tmp/x', gcsPort: 0, vertexPort: 9999, queueMs: 10, lineMs: 1, slowMs: 5, imagePadBytes: 1_000_000, jobFault: 'stuck' });
-    expect(s.transportFaults).toEqual([
+    expect(s.dataDir).toBe('/tmp/x');
+    expect(s.emulator).toMatchObject({ gcsPort: 0, vertexPort: 9999, queueMs: 10, lineMs: 1, slowMs: 5, imagePadBytes: 1_000_000, jobFault: 'stuck' });
+    expect(s.emulator.transportFaults).toEqual([
       { method: 'GetBatchPredictionJob', call: 3, status: 503 },
       { method: 'CreateBatchPredictionJob', call: 1, status: 429 },
     ]);
-    expect(() => emulatorSettingsFromEnv({ VERTEX_EMULATOR_LINE_MS: '-1' })).toThrow(/VERTEX_EMULATOR_LINE_MS/);
-    expect(() => emulatorSettingsFromEnv({ GCS_EMULATOR_PORT: '70000' })).toThrow(/GCS_EMULATOR_PORT/);
-    expect(() => emulatorSettingsFromEnv({ VERTEX_EMULATOR_JOB_FAULT: 'boom' })).toThrow(/JOB_FAULT/);
+    expect(() => loadEmulatorConfig({ VERTEX_EMULATOR_LINE_MS: '-1' })).toThrow(/VERTEX_EMULATOR_LINE_MS/);
+    expect(() => loadEmulatorConfig({ GCS_EMULATOR_PORT: '70000' })).toThrow(/GCS_EMULATOR_PORT/);
+    expect(() => loadEmulatorConfig({ VERTEX_EMULATOR_JOB_FAULT: 'boom' })).toThrow(/JOB_FAULT/);
   });
 
   it('parses transport fault specs strictly', () => {
-    expect(parseTransportFaults('')).toEqual([]);
-    expect(parseTransportFaults('ListBatchPredictionJobs:2:500')).toEqual([{ method: 'ListBatchPredictionJobs', call: 2, status: 500 }]);
-    expect(() => parseTransportFaults('GetJob:1:503')).toThrow(/Invalid transport fault/);
-    expect(() => parseTransportFaults('GetBatchPredictionJob:0:503')).toThrow(/Invalid transport fault/);
-    expect(() => parseTransportFaults('GetBatchPredictionJob:1:404')).toThrow(/Invalid transport fault/);
+    const problems: string[] = [];
+    expect(parseTransportFaults('', problems)).toEqual([]);
+    expect(parseTransportFaults('ListBatchPredictionJobs:2:500', problems)).toEqual([{ method: 'ListBatchPredictionJobs', call: 2, status: 500 }]);
+    expect(problems).toEqual([]);
+    for (const bad of ['GetJob:1:503', 'GetBatchPredictionJob:0:503', 'GetBatchPredictionJob:1:404']) {
+      const found: string[] = [];
+      expect(parseTransportFaults(bad, found)).toEqual([]);
+      expect(found).toHaveLength(1);
+    }
   });
 });
 
