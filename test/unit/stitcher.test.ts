@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
-import { stitchShard, type ShardLine, type StitchCounts } from '../../src/pipeline/stitcher.ts';
+import { stitchShard, type ReorderStats, type ShardLine, type StitchCounts } from '../../src/pipeline/stitcher.ts';
 
 /** A Writable collecting what it is given; a small highWaterMark exercises backpressure. */
 class Collector extends Writable {
@@ -243,5 +243,165 @@ describe('stitchShard', () => {
   it('removes its scratch files', async () => {
     await stitch([{ lineIndex: 0, customId: 'a', n: 1 }], [[okPrediction(0, 0)]]);
     expect(fs.readdirSync(workDir)).toEqual([]);
+  });
+});
+
+/** A shard of `count` lines (n = 1..4) with failed, blocked, partial and never-answered images, and its predictions in input order. */
+function shard(count: number): { lines: ShardLine[]; predictions: string[] } {
+  const lines: ShardLine[] = [];
+  const predictions: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const n = 1 + ((i * 7) % 4);
+    lines.push({ lineIndex: 100 + i, customId: `req-${i}`, n });
+    for (let k = 0; k < n; k++) {
+      if (i % 9 === 4 && k === n - 1) continue; // never answered
+      if (i % 11 === 2) predictions.push(failedPrediction(100 + i, k, 'Internal error: 500 boom'));
+      else if (i % 6 === 1 && k === 0) predictions.push(blockedPrediction(100 + i, k));
+      else predictions.push(okPrediction(100 + i, k));
+    }
+  }
+  return { lines, predictions };
+}
+
+/** A deterministic shuffle (LCG), so a failure reproduces. */
+function shuffled<T>(items: T[], seed: number): T[] {
+  const out = [...items];
+  let s = seed;
+  for (let i = out.length - 1; i > 0; i--) {
+    s = (s * 1103515245 + 12345) % 2 ** 31;
+    const j = s % (i + 1);
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
+
+/** Round-robin over `count` files. */
+function deal(predictions: string[], count: number): string[][] {
+  const files: string[][] = Array.from({ length: count }, () => []);
+  predictions.forEach((p, i) => files[i % count].push(p));
+  return files;
+}
+
+interface RawRun {
+  counts: StitchCounts;
+  stats: ReorderStats;
+  output: string;
+  errors: string;
+  seen: Array<[number, number]>;
+}
+
+/** Stitch and return the output files as text (to compare byte for byte) and the reorder stats. */
+async function stitchRaw(lines: ShardLine[], files: string[][], options: { chunkSize?: number; reorderBufferBytes?: number } = {}): Promise<RawRun> {
+  const output = new Collector();
+  const errorOutput = new Collector();
+  const seen: Array<[number, number]> = [];
+  let stats: ReorderStats | null = null;
+  let next = 0;
+  const counts = await stitchShard({
+    lines: shardLines(lines),
+    predictionFiles: files.map((f) => streamOf(f.map((l) => l + '\n').join(''), options.chunkSize ?? 1000)),
+    workDir,
+    output,
+    errorOutput,
+    newRequestId: () => `batch_req_${next++}`,
+    onLine: (l, ok) => seen.push([l.lineIndex, ok]),
+    reorderBufferBytes: options.reorderBufferBytes,
+    onReorderStats: (s) => (stats = s),
+  });
+  const text = (c: Collector) => Buffer.concat(c.chunks).toString('utf8');
+  return { counts, stats: stats!, output: text(output), errors: text(errorOutput), seen };
+}
+
+/** Base64 bytes of one test image (imageFor's default size). */
+const IMAGE_B64 = imageFor(0, 0).length;
+
+describe('stitchShard reordering', () => {
+  const { lines, predictions } = shard(40);
+
+  it('writes predictions that arrive in input order straight through: nothing waits beyond its line', async () => {
+    const okOnly = lines.flatMap((l) => Array.from({ length: l.n }, (_, k) => okPrediction(l.lineIndex, k)));
+    const run = await stitchRaw(lines, [okOnly]);
+    expect(run.stats.spilledImages).toBe(0);
+    expect(run.stats.spilledBytes).toBe(0);
+    // At most the first n-1 images of a line wait for its last one.
+    expect(run.stats.peakBufferedBytes).toBeLessThanOrEqual(3 * IMAGE_B64);
+    expect(run.counts.linesSucceeded).toBe(lines.length);
+    expect(fs.readdirSync(workDir)).toEqual([]);
+  });
+
+  it('gives the same bytes for shuffled predictions over two files as for predictions in order', async () => {
+    const inOrder = await stitchRaw(lines, [predictions]);
+    expect(inOrder.stats.spilledImages).toBe(0);
+    expect(inOrder.counts).toMatchObject({ linesPartial: expect.any(Number), predictionsIgnored: 0, predictionsDuplicate: 0 });
+    expect(inOrder.counts.linesPartial).toBeGreaterThan(0);
+    expect(inOrder.counts.linesFailed).toBeGreaterThan(0);
+    for (const seed of [1, 2, 3]) {
+      const run = await stitchRaw(lines, deal(shuffled(predictions, seed), 2), { chunkSize: 777 });
+      expect(run.output).toBe(inOrder.output);
+      expect(run.errors).toBe(inOrder.errors);
+      expect(run.counts).toEqual(inOrder.counts);
+      expect(run.seen).toEqual(inOrder.seen);
+      expect(run.stats.spilledImages).toBe(0); // the default buffer holds this small shard
+    }
+  });
+
+  it('spills to workDir when the reorder buffer is full, with the same bytes and the buffer bound kept', async () => {
+    const inOrder = await stitchRaw(lines, [predictions]);
+    for (const budget of [0, 5 * IMAGE_B64, 20 * IMAGE_B64]) {
+      const run = await stitchRaw(lines, deal(shuffled(predictions, 7), 2), { reorderBufferBytes: budget, chunkSize: 4096 });
+      expect(run.output).toBe(inOrder.output);
+      expect(run.errors).toBe(inOrder.errors);
+      expect(run.counts).toEqual(inOrder.counts);
+      expect(run.stats.spilledImages).toBeGreaterThan(0);
+      expect(run.stats.spilledBytes).toBe(run.stats.spilledImages * IMAGE_B64);
+      expect(run.stats.peakBufferedBytes).toBeLessThanOrEqual(budget);
+      expect(fs.readdirSync(workDir)).toEqual([]);
+    }
+  });
+
+  it('reads spilled images bigger than a read piece back in pieces', async () => {
+    const big = imageFor(1, 0, 4_000_000); // 5.3 MB of base64
+    const file = [okPrediction(1, 0, big), okPrediction(0, 1), okPrediction(0, 0)];
+    const run = await stitchRaw([{ lineIndex: 0, customId: 'a', n: 2 }, { lineIndex: 1, customId: 'b', n: 1 }], [file], { reorderBufferBytes: 0, chunkSize: 65536 });
+    expect(run.stats.spilledBytes).toBe(big.length + IMAGE_B64);
+    const out = run.output.trimEnd().split('\n').map((l) => JSON.parse(l));
+    expect(out.map((l) => l.custom_id)).toEqual(['a', 'b']);
+    expect(out[1].response.body.data[0].b64_json).toBe(big);
+  });
+
+  it('lets a line with a failed image wait for a retry until the buffer is full, then writes the failure', async () => {
+    const two: ShardLine[] = [{ lineIndex: 0, customId: 'a', n: 1 }, { lineIndex: 1, customId: 'b', n: 1 }, { lineIndex: 2, customId: 'c', n: 1 }];
+    const file = [failedPrediction(0, 0, 'transient'), okPrediction(1, 0), okPrediction(2, 0), okPrediction(0, 0)];
+    const roomy = await stitchRaw(two, [file]);
+    expect(roomy.counts).toMatchObject({ linesSucceeded: 3, linesFailed: 0, predictionsDuplicate: 1 });
+    // Two images fill this buffer: line 0 is written failed before its retry comes, which then counts as a duplicate.
+    const tight = await stitchRaw(two, [file], { reorderBufferBytes: IMAGE_B64 });
+    expect(tight.counts).toMatchObject({ linesSucceeded: 2, linesFailed: 1, predictionsDuplicate: 1 });
+    expect(tight.seen).toEqual([[0, 0], [1, 1], [2, 1]]);
+    expect(tight.stats.spilledImages).toBe(0);
+  });
+
+  it('reads the shard lines only as far ahead as the predictions need', async () => {
+    let pulled = 0;
+    const pulledAtLine: number[] = [];
+    const ones = lines.map((l) => ({ ...l, n: 1 }));
+    async function* counted(): AsyncIterable<ShardLine> {
+      for (const l of ones) {
+        pulled++;
+        yield l;
+      }
+    }
+    await stitchShard({
+      lines: counted(),
+      predictionFiles: [streamOf(ones.slice(0, 5).map((l) => okPrediction(l.lineIndex, 0) + '\n').join(''), 1000)],
+      workDir,
+      output: new Collector(),
+      errorOutput: new Collector(),
+      newRequestId: () => 'id',
+      onLine: () => pulledAtLine.push(pulled),
+    });
+    // Line k is written once its prediction came, with lines up to k read (not all 40).
+    expect(pulledAtLine.slice(0, 5)).toEqual([1, 2, 3, 4, 5]);
+    expect(pulledAtLine).toHaveLength(40);
   });
 });
