@@ -1,3 +1,5 @@
+import type { Db } from '../db/pool.ts';
+
 /** What the service knows about one image model: capabilities (checked at validation) and prices. */
 export interface ModelInfo {
   /** The name clients send in `body.model`, e.g. `gemini-2.5-flash-image`. */
@@ -18,21 +20,12 @@ export interface ModelInfo {
   enabled: boolean;
 }
 
-import type { Db } from '../db/pool.ts';
-
-interface ModelRow {
-  id: string;
-  publisherModel: string;
-  aspectRatios: string[];
-  imageSizes: string[];
-  defaultImageSize: string;
-  maxPromptChars: number;
-  maxReferenceImages: number;
+/** A models row: prices as stored (base × multiplier; decimals as text, to stay exact). */
+type ModelRow = Omit<ModelInfo, 'unitPrices' | 'batchRatio'> & {
   basePrices: Record<string, number>;
   priceMultiplier: string;
   batchRatio: string;
-  enabled: boolean;
-}
+};
 
 const modelColumns = `id, publisher_model AS "publisherModel", aspect_ratios AS "aspectRatios", image_sizes AS "imageSizes",
   default_image_size AS "defaultImageSize", max_prompt_chars AS "maxPromptChars",

@@ -45,6 +45,9 @@ describe('authentication', () => {
     expect((await svc.admin('DELETE', `/admin/users/${u.id}/keys/${keyId}`)).status).toBe(200);
     const a = await call(`${svc.url}/v1/models`, { key: u.apiKey });
     expect(a.status).toBe(401);
+    const fresh = await svc.admin('POST', `/admin/users/${u.id}/keys`);
+    expect(fresh.status).toBe(201);
+    expect((await call(`${svc.url}/v1/models`, { key: fresh.body.api_key })).status).toBe(200);
   });
   it('stores keys hashed only', async () => {
     const { rows } = await db.query('SELECT key_hash FROM api_keys');
