@@ -13,6 +13,8 @@ import { listShards, type ShardRow } from './shard-queries.ts';
 import { finish, shardKeys, type ManifestLine } from './stage.ts';
 import { stitchShard, type ShardLine } from './stitcher.ts';
 
+const VERTEX_FAILED = new Set(['JOB_STATE_FAILED', 'JOB_STATE_EXPIRED']);
+
 interface Tally {
   linesCompleted: number;
   linesFailed: number;
@@ -35,7 +37,8 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
   const keys = { output: `${prefix}output.jsonl`, errors: `${prefix}errors.jsonl` };
   const tally = await stitchAll(s, batch, shards, keys);
 
-  const outcome = batch.outcome ?? (shards.length && shards.every((x) => x.vertexState === 'JOB_STATE_FAILED') ? 'failed' : 'completed');
+  // Every Vertex job failed (or expired unstarted in Vertex's queue): the batch failed; anything less is a completed batch with failures.
+  const outcome = batch.outcome ?? (shards.length && shards.every((x) => VERTEX_FAILED.has(x.vertexState ?? '')) ? 'failed' : 'completed');
   // Priced as it was charged: a price or ratio changed meanwhile cannot skew the refund.
   const settled = Math.min(batch.preDeducted, batchPrice(batch.pricing!, tally.succeededBySize));
   const refund = batch.preDeducted - settled;
@@ -48,8 +51,11 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
       (await insertFile(tx, { id: newId('file'), userId: batch.userId, purpose, filename: `${batchId}_${name}.jsonl`, bytes, mimeType: 'application/jsonl', objectKey: key })).id;
     const outputFileId = tally.linesCompleted > 0 ? await file('batch_output', keys.output, outputBytes, 'output') : null;
     const errorFileId = errorBytes > 0 ? await file('batch_error', keys.errors, errorBytes, 'errors') : null;
-    const failures = shards.filter((x) => x.error).map((x) => ({
-      code: 'vertex_job_failed', message: `Vertex job for requests ${x.firstLine}–${x.firstLine + x.requestCount - 1} failed: ${x.error!.message}`, param: null, line: null,
+    const failures = shards.filter((x) => VERTEX_FAILED.has(x.vertexState ?? '')).map((x) => ({
+      code: x.vertexState === 'JOB_STATE_EXPIRED' ? 'vertex_job_expired' : 'vertex_job_failed',
+      message: `The Vertex job for requests ${x.firstLine + 1}–${x.firstLine + x.requestCount} ${x.vertexState === 'JOB_STATE_EXPIRED' ? 'expired in the queue' : 'failed'}${x.error ? `: ${x.error.message}` : ''}`,
+      param: null,
+      line: null,
     }));
     await batches.transition(tx, batchId, ['finalizing'], outcome, {
       outputFileId,
