@@ -46,8 +46,7 @@ export class JobQueue {
     boss.on('error', (err) => log.warn('job queue error', { err }));
     await boss.start();
     for (const name of Object.values(JOBS)) {
-      await boss.createQueue(name, {
-        policy: 'stately',
+      const options = {
         retryLimit: 8,
         retryDelay: 2,
         retryBackoff: true,
@@ -55,7 +54,10 @@ export class JobQueue {
         heartbeatSeconds: opts.heartbeatSeconds,
         // Streaming steps over a 200,000-line batch can take long; heartbeats catch dead workers.
         expireInSeconds: LONG_STEPS.has(name) ? 6 * 3600 : 15 * 60,
-      });
+      };
+      await boss.createQueue(name, { policy: 'stately', ...options });
+      // createQueue keeps an existing queue as it was: apply today's settings to it too.
+      await boss.updateQueue(name, options);
     }
     return new JobQueue(boss);
   }
