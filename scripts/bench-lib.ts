@@ -110,3 +110,46 @@ export function summary(c: Comparison): string {
     '='.repeat(c.title.length + 10),
   ].join('\n');
 }
+
+export interface Contender {
+  name: string;
+  runs: RunReport[];
+  /** Throughput as a share of the baseline's that counts as a pass; none: reported only. */
+  ratioTarget?: number;
+}
+
+export interface MultiComparison {
+  title: string;
+  notes: string[];
+  baseline: Contender;
+  subjects: Contender[];
+  rssTargetMb: number;
+}
+
+/** The block to paste into a report: medians of every contender against one baseline. */
+export function multiSummary(c: MultiComparison): string {
+  const base = median(c.baseline.runs.map(mbPerSecond));
+  const width = Math.max(...[c.baseline, ...c.subjects].map((x) => x.name.length)) + 2;
+  const row = (x: Contender) => {
+    const mbps = x.runs.map(mbPerSecond);
+    const rss = x.runs.map((r) => r.peakRssMb);
+    return `${x.name.padEnd(width)} median ${median(mbps).toFixed(1).padStart(6)} MB/s (${mbps.map((v) => v.toFixed(0)).join(', ')})` +
+      `  ratio ${(median(mbps) / base).toFixed(2)}  peak RSS median ${median(rss).toFixed(0)} MB, max ${Math.max(...rss).toFixed(0)} MB`;
+  };
+  const pass = (ok: boolean) => (ok ? 'PASS' : 'FAIL');
+  const verdicts = c.subjects.map((x) => {
+    const ratio = median(x.runs.map(mbPerSecond)) / base;
+    const rss = Math.max(...x.runs.map((r) => r.peakRssMb));
+    const target = x.ratioTarget === undefined ? '(no target)' : `(target ≥ ${x.ratioTarget}) ${pass(ratio >= x.ratioTarget)}`;
+    return `${x.name}: ratio ${ratio.toFixed(2)} ${target}; peak RSS ${rss.toFixed(0)} MB (target < ${c.rssTargetMb} MB) ${pass(rss < c.rssTargetMb)}`;
+  });
+  return [
+    `==== ${c.title} ====`,
+    `node ${process.version}, ${os.cpus().length} cpus, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${c.baseline.runs.length} rounds (alternating, fresh process each)`,
+    ...c.notes,
+    row(c.baseline),
+    ...c.subjects.map(row),
+    ...verdicts,
+    '='.repeat(c.title.length + 10),
+  ].join('\n');
+}

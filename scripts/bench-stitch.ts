@@ -1,24 +1,32 @@
 /**
- * Throughput and memory of the shard stitcher against a plain byte copy of the same
- * predictions files (node streams `pipeline`, same disk). Predictions: 2,000 images of ~1 MB
- * (1,000,000 random bytes → 1.33 MB of base64; not a real PNG — the stitcher never decodes),
- * n = 1..4 per line, a few failed or blocked lines and a few partial ones, shuffled over 2 files.
- * Each round runs in a fresh process; rounds alternate.
+ * Throughput and memory of the shard stitcher on the production path — predictions arriving as
+ * generic streams (as from Cloud Storage), output to a generic stream — against a plain byte
+ * copy of the same bytes through the same kind of streams to the same disk.
+ *
+ * Input: 2,000 images of ~1 MB (1,000,000 random bytes → 1.33 MB of base64; not a real PNG — the
+ * stitcher never decodes), n = 1..4 per line, a few failed lines and a few partial (blocked)
+ * ones, every request answered (as a job that completed writes it). Written twice: in input order
+ * in one file (as one Vertex file usually comes), and shuffled over 2 files. Both give the same
+ * output, byte for byte (checked in the first round).
+ *
+ * Each round runs (a) the copy, (b) stitch in order, (c) stitch shuffled, each in a fresh process
+ * after `sync`; rounds alternate.
  *
  *   node_modules/.bin/node scripts/bench-stitch.ts [rounds=3] [images=2000]
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
-import { PassThrough } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
-import { stitchShard, type ShardLine } from '../src/pipeline/stitcher.ts';
-import { closeStream, makeTempDir, prng, report, runChild, summary, writeAll, type RunReport } from './bench-lib.ts';
+import { stitchShard, type ReorderStats, type ShardLine } from '../src/pipeline/stitcher.ts';
+import { closeStream, makeTempDir, multiSummary, prng, report, runChild, writeAll, type RunReport } from './bench-lib.ts';
 
 const IMAGE_BYTES = 1_000_000;
-/** Distinct random payloads, reused round-robin: generating 2 GB of randomness adds nothing. */
+/** Distinct random payloads, reused: generating 2 GB of randomness adds nothing. */
 const PAYLOADS = 8;
 
 interface Prediction {
@@ -27,7 +35,14 @@ interface Prediction {
   kind: 'ok' | 'failed' | 'blocked';
 }
 
-async function generate(dir: string, images: number): Promise<{ files: string[]; linesFile: string; bytes: number }> {
+interface Inputs {
+  inOrder: string[];
+  shuffled: string[];
+  linesFile: string;
+  bytes: number;
+}
+
+function plan(images: number): { lines: ShardLine[]; predictions: Prediction[] } {
   const rand = prng(7);
   const lines: ShardLine[] = [];
   const predictions: Prediction[] = [];
@@ -40,79 +55,122 @@ async function generate(dir: string, images: number): Promise<{ files: string[];
       let kind: Prediction['kind'] = 'ok';
       if (lineFails) kind = 'failed';
       else if (i % 40 === 5 && k === 0) kind = 'blocked'; // some partial lines (or blocked n=1 lines)
-      if (!(i % 97 === 11 && k === n - 1)) predictions.push({ line: i, img: k, kind }); // a few never answered
+      predictions.push({ line: i, img: k, kind });
       count++;
     }
   }
-  for (let i = predictions.length - 1; i > 0; i--) {
+  return { lines, predictions };
+}
+
+function shuffle<T>(items: T[], rand: () => number): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1));
-    [predictions[i], predictions[j]] = [predictions[j], predictions[i]];
+    [out[i], out[j]] = [out[j], out[i]];
   }
-  const payloads = Array.from({ length: PAYLOADS }, () => Buffer.from(randomBytes(IMAGE_BYTES).toString('base64')));
-  const files = [path.join(dir, 'predictions-0.jsonl'), path.join(dir, 'predictions-1.jsonl')];
+  return out;
+}
+
+/** Write predictions round-robin over `files`. Everything depends on (line, img) only, not on the position. */
+async function writePredictions(files: string[], predictions: Prediction[], payloads: Buffer[]): Promise<void> {
   const streams = files.map((f) => fs.createWriteStream(f, { highWaterMark: 1 << 20 }));
   for (let p = 0; p < predictions.length; p++) {
     const { line, img, kind } = predictions[p];
-    const ws = streams[p % 2];
+    const ws = streams[p % streams.length];
     const request = `{"request":{"contents":[{"role":"user","parts":[{"text":"a cinematic photo of a harbour at dawn, request ${line}"}]}],` +
       `"generationConfig":{"responseModalities":["IMAGE"],"imageConfig":{"aspectRatio":"1:1","imageSize":"1K"}},` +
       `"labels":{"ibg_line":"${line}","ibg_img":"${img}"}}`;
-    const time = `"processed_time":"2026-11-21T10:${String(p % 60).padStart(2, '0')}:00.000Z"`;
+    const time = `"processed_time":"2026-11-21T10:${String(line % 60).padStart(2, '0')}:00.000Z"`;
     if (kind === 'failed') {
       await writeAll(ws, `${request},"status":"Internal error: 500 image generation failed",${time}}\n`);
     } else if (kind === 'blocked') {
       await writeAll(ws, `${request},"status":"","response":{"promptFeedback":{"blockReason":"PROHIBITED_CONTENT"},"usageMetadata":{"promptTokenCount":12,"totalTokenCount":12}},${time}}\n`);
     } else {
       await writeAll(ws, `${request},"status":"","response":{"candidates":[{"content":{"role":"model","parts":[{"inlineData":{"mimeType":"image/png","data":"`);
-      await writeAll(ws, payloads[p % PAYLOADS]);
+      await writeAll(ws, payloads[(line * 4 + img) % PAYLOADS]);
       await writeAll(ws, `"}}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":12,"candidatesTokenCount":1290,"totalTokenCount":1302},"modelVersion":"gemini-2.5-flash-image"},${time}}\n`);
     }
   }
   await Promise.all(streams.map((s) => closeStream(s)));
+}
+
+async function generate(dir: string, images: number): Promise<Inputs> {
+  const { lines, predictions } = plan(images);
+  const payloads = Array.from({ length: PAYLOADS }, () => Buffer.from(randomBytes(IMAGE_BYTES).toString('base64')));
+  const inOrder = [path.join(dir, 'in-order.jsonl')];
+  const shuffled = [path.join(dir, 'shuffled-0.jsonl'), path.join(dir, 'shuffled-1.jsonl')];
+  await writePredictions(inOrder, predictions, payloads);
+  await writePredictions(shuffled, shuffle(predictions, prng(11)), payloads);
   const linesFile = path.join(dir, 'lines.json');
   fs.writeFileSync(linesFile, JSON.stringify(lines));
-  const bytes = files.reduce((sum, f) => sum + fs.statSync(f).size, 0);
-  return { files, linesFile, bytes };
+  return { inOrder, shuffled, linesFile, bytes: inputBytes(inOrder) };
 }
 
 function inputBytes(files: string[]): number {
   return files.reduce((sum, f) => sum + fs.statSync(f).size, 0);
 }
 
+/** A file read through a PassThrough: an opaque stream, as a GCS read stream is. */
+function genericReader(file: string): Readable {
+  return fs.createReadStream(file).pipe(new PassThrough());
+}
+
+/** A PassThrough into a file: an opaque writable, as a GCS write stream is; `done` when the file is closed. */
+function genericWriter(file: string): { stream: PassThrough; done: Promise<void> } {
+  const stream = new PassThrough();
+  return { stream, done: pipeline(stream, fs.createWriteStream(file)) };
+}
+
 async function childCopy(outDir: string, files: string[]): Promise<void> {
   const start = process.hrtime.bigint();
   for (let i = 0; i < files.length; i++) {
-    await pipeline(fs.createReadStream(files[i]), fs.createWriteStream(path.join(outDir, `copy-${i}.jsonl`)));
+    await pipeline(fs.createReadStream(files[i]), new PassThrough(), fs.createWriteStream(path.join(outDir, `copy-${i}.jsonl`)));
   }
   report(start, inputBytes(files));
 }
 
-/**
- * `local`: the stitcher gets fs.ReadStreams of whole files and reads them in place.
- * `streamed`: it gets opaque streams (as from GCS) and must copy them to its work dir first.
- */
-async function childStitch(variant: string, outDir: string, linesFile: string, files: string[]): Promise<void> {
+async function childStitch(outDir: string, verify: boolean, linesFile: string, files: string[]): Promise<void> {
   const lines = JSON.parse(fs.readFileSync(linesFile, 'utf8')) as ShardLine[];
   const workDir = path.join(outDir, 'work');
   fs.mkdirSync(workDir);
+  const outputFile = path.join(outDir, 'output.jsonl');
+  const errorFile = path.join(outDir, 'errors.jsonl');
   const start = process.hrtime.bigint();
-  const output = fs.createWriteStream(path.join(outDir, 'output.jsonl'));
-  const errorOutput = fs.createWriteStream(path.join(outDir, 'errors.jsonl'));
+  const output = genericWriter(outputFile);
+  const errorOutput = genericWriter(errorFile);
   let next = 0;
   async function* shardLines() {
     yield* lines;
   }
+  let reorder: ReorderStats | null = null;
   const counts = await stitchShard({
     lines: shardLines(),
-    predictionFiles: files.map((f) => () =>
-      variant === 'local' ? fs.createReadStream(f) : fs.createReadStream(f).pipe(new PassThrough())),
+    predictionFiles: files.map((f) => () => genericReader(f)),
     workDir,
-    output,
-    errorOutput,
+    output: output.stream,
+    errorOutput: errorOutput.stream,
     newRequestId: () => `batch_req_${(next++).toString(36).padStart(8, '0')}`,
+    onReorderStats: (s) => (reorder = s),
   });
-  await Promise.all([closeStream(output), closeStream(errorOutput)]);
-  report(start, inputBytes(files), { ...counts, outputMb: Math.round(fs.statSync(path.join(outDir, 'output.jsonl')).size / 1e6) });
+  output.stream.end();
+  errorOutput.stream.end();
+  await Promise.all([output.done, errorOutput.done]);
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  // Not timed: proof that in-order and shuffled input give the same bytes.
+  const digest = verify ? { output: await sha256(outputFile), errors: await sha256(errorFile) } : undefined;
+  report(start, inputBytes(files), { seconds, counts, reorder, outputMb: Math.round(fs.statSync(outputFile).size / 1e6), digest });
+}
+
+async function sha256(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest('hex').slice(0, 16);
+}
+
+/** The stitch child's own timing (report() runs after the untimed digest). */
+function timed(r: RunReport): RunReport {
+  const d = r.detail as { seconds: number };
+  return { ...r, seconds: d.seconds };
 }
 
 async function main(): Promise<void> {
@@ -120,7 +178,7 @@ async function main(): Promise<void> {
   if (mode === 'child') {
     const [which, outDir, ...more] = rest;
     if (which === 'copy') await childCopy(outDir, more);
-    else await childStitch(which === 'stitch-local' ? 'local' : 'streamed', outDir, more[0], more.slice(1));
+    else await childStitch(outDir, which === 'stitch-verify', more[0], more.slice(1));
     return;
   }
   const rounds = Number(mode ?? 3);
@@ -129,57 +187,57 @@ async function main(): Promise<void> {
   const dir = makeTempDir('ibg-bench-stitch-');
   try {
     const t0 = Date.now();
-    const { files, linesFile, bytes } = await generate(dir, images);
-    console.log(`generated ${images} images over ${files.length} files, ${(bytes / 1e6).toFixed(0)} MB in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    const baseline: RunReport[] = [];
-    const subject: RunReport[] = [];
-    const streamed: RunReport[] = [];
+    const input = await generate(dir, images);
+    console.log(`generated ${images} images, ${(input.bytes / 1e6).toFixed(0)} MB, in order (1 file) and shuffled (2 files), in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    const copy: RunReport[] = [];
+    const inOrder: RunReport[] = [];
+    const shuffled: RunReport[] = [];
     const outDir = path.join(dir, 'out');
     const fresh = () => {
       fs.rmSync(outDir, { recursive: true, force: true });
       fs.mkdirSync(outDir);
-      // Flush the previous round's dirty pages first: otherwise their writeback throttles
+      // Flush the previous run's dirty pages first: otherwise their writeback throttles
       // whichever run comes next, and the ratio measures the order of the runs.
       execFileSync('sync');
     };
+    const fmt = (x: RunReport) =>
+      `${(x.bytes / 1e6 / x.seconds).toFixed(0)} MB/s ${x.seconds.toFixed(1)} s (cpu ${x.cpuUser.toFixed(1)}u+${x.cpuSys.toFixed(1)}s) ${x.peakRssMb.toFixed(0)} MB`;
     for (let r = 0; r < rounds; r++) {
+      const stitchMode = r === 0 ? 'stitch-verify' : 'stitch';
       fresh();
-      const b = await runChild(script, ['copy', outDir, ...files]);
+      const a = await runChild(script, ['copy', outDir, ...input.inOrder]);
       fresh();
-      const s = await runChild(script, ['stitch-local', outDir, linesFile, ...files]);
+      const b = timed(await runChild(script, [stitchMode, outDir, input.linesFile, ...input.inOrder]));
       fresh();
-      const t = await runChild(script, ['stitch-streamed', outDir, linesFile, ...files]);
-      baseline.push(b);
-      subject.push(s);
-      streamed.push(t);
-      const fmt = (x: RunReport) =>
-        `${(x.bytes / 1e6 / x.seconds).toFixed(0)} MB/s ${x.seconds.toFixed(1)} s (cpu ${x.cpuUser.toFixed(1)}u+${x.cpuSys.toFixed(1)}s) ${x.peakRssMb.toFixed(0)} MB`;
-      console.log(`round ${r + 1}: copy ${fmt(b)} | stitch local ${fmt(s)} | stitch streamed ${fmt(t)}`);
-      if (r === 0) console.log(`  counts: ${JSON.stringify(t.detail)}`);
+      const c = timed(await runChild(script, [stitchMode, outDir, input.linesFile, ...input.shuffled]));
+      copy.push(a);
+      inOrder.push(b);
+      shuffled.push(c);
+      console.log(`round ${r + 1}: (a) copy ${fmt(a)} | (b) in order ${fmt(b)} | (c) shuffled ${fmt(c)}`);
+      if (r === 0) {
+        const [db, dc] = [b.detail, c.detail] as Array<{ digest: unknown; counts: unknown; reorder: unknown }>;
+        console.log(`  counts: ${JSON.stringify(db.counts)}`);
+        console.log(`  reorder (b): ${JSON.stringify(db.reorder)}  (c): ${JSON.stringify(dc.reorder)}`);
+        const same = JSON.stringify(db.digest) === JSON.stringify(dc.digest) && JSON.stringify(db.counts) === JSON.stringify(dc.counts);
+        console.log(`  output + errors sha256 (b) ${JSON.stringify(db.digest)} (c) ${JSON.stringify(dc.digest)}: ${same ? 'identical' : 'DIFFERENT'}`);
+        if (!same) throw new Error('in-order and shuffled predictions gave different output');
+      }
     }
     fresh();
-    const common = {
-      baselineName: 'byte copy',
-      baseline,
-      ratioTarget: 0.5,
-      rssTargetMb: 250,
-    };
-    console.log(summary({
-      ...common,
-      title: 'bench-stitch (local prediction files, read in place)',
-      subjectName: 'stitchShard',
-      subject,
+    console.log(multiSummary({
+      title: 'bench-stitch (predictions and output as generic streams, as with GCS)',
       notes: [
-        `input: ${images} images (1,000,000 random bytes each → 1.33 MB base64, ${PAYLOADS} distinct payloads reused; not real PNGs), n = 1..4, shuffled over 2 files, ${(bytes / 1e6).toFixed(0)} MB`,
-        'MB/s = predictions input bytes / wall time; output + error files written to the same disk as the copy; `sync` before every run (not timed)',
+        `input: ${images} images (1,000,000 random bytes each → 1.33 MB base64, ${PAYLOADS} distinct payloads reused; not real PNGs), n = 1..4, ~2 % failed lines, a few partial, every request answered, ${(input.bytes / 1e6).toFixed(0)} MB`,
+        '(a) byte copy: fs.createReadStream → PassThrough → fs.createWriteStream, same disk',
+        '(b) stitch, predictions in input order in 1 file; (c) stitch, predictions shuffled over 2 files; both read as fs.createReadStream(f).pipe(PassThrough), output and errors written through a PassThrough into files on the same disk',
+        'MB/s = predictions bytes / wall time; ratio = median MB/s ÷ median MB/s of (a); `sync` before every run (not timed)',
       ],
-    }));
-    console.log(summary({
-      ...common,
-      title: 'bench-stitch (opaque streams, e.g. GCS: copied to workDir first)',
-      subjectName: 'stitchShard',
-      subject: streamed,
-      notes: ['same input; each file arrives as fs.createReadStream(f).pipe(new PassThrough()), so the stitcher copies it to workDir (same disk) while indexing'],
+      baseline: { name: '(a) byte copy', runs: copy },
+      subjects: [
+        { name: '(b) stitch in order', runs: inOrder, ratioTarget: 0.5 },
+        { name: '(c) stitch shuffled', runs: shuffled },
+      ],
+      rssTargetMb: 250,
     }));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
