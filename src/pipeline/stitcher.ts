@@ -59,7 +59,7 @@ export interface StitchOptions {
   newRequestId(): string;
   /** Told each line's outcome, in order (e.g. to bill successful images by size tier). */
   onLine?(line: ShardLine, imagesSucceeded: number): void;
-  /** Image bytes that may wait in memory for their line's turn before going to workDir. Default 64 MiB. */
+  /** Image bytes that may wait in memory for their line's turn before going to workDir. Default 32 MiB. */
   reorderBufferBytes?: number;
   /** Told at the end how much reordering it took (for tests and benchmarks). */
   onReorderStats?(stats: ReorderStats): void;
@@ -71,7 +71,9 @@ const BLOCK_REASONS = new Set([
   'MODEL_ARMOR', 'JAILBREAK', 'RECITATION', 'IMAGE_RECITATION',
 ]);
 
-const DEFAULT_REORDER_BUFFER = 64 * 1024 * 1024;
+const DEFAULT_REORDER_BUFFER = 32 * 1024 * 1024;
+/** Image bytes handed to `output` ahead of what it has taken: enough for reading and writing to overlap. */
+const OUTPUT_AHEAD = 16 * 1024 * 1024;
 /** Spilled images read back in one piece up to this size; bigger ones in pieces of this size. */
 const READ_PIECE = 4 * 1024 * 1024;
 /** JSON strings longer than this are kept as the stream's own chunks, never parsed or copied. */
@@ -164,8 +166,9 @@ class Stitcher {
   private buffered = 0;
   /** Labels that match no (line, image) of the shard: seen once (ignored), again (duplicate). */
   private readonly strangers = new Set<number>();
-  /** Settles when `output` has taken the last success line written (see writeSuccessLine). */
-  private lastLineTaken: Promise<void> = Promise.resolve();
+  /** Success lines handed to `output` that it has not taken yet, oldest first (see writeSuccessLine). */
+  private readonly untaken: Array<{ taken: Promise<void>; bytes: number }> = [];
+  private untakenBytes = 0;
 
   constructor(opts: StitchOptions, spill: SpillFile) {
     this.opts = opts;
@@ -289,7 +292,7 @@ class Stitcher {
       await this.writeLine(line);
       line = next;
     }
-    await this.lastLineTaken;
+    while (this.untaken.length > 0) await this.takeOldest();
   }
 
   private async takeNextLine(): Promise<PendingLine | null> {
@@ -344,9 +347,11 @@ class Stitcher {
     const out = this.opts.output;
     const usage: LineUsage = { inputTokens: 0, outputTokens: 0, totalTokens: 0, textTokens: 0, imageTokens: 0 };
     let created = 0;
+    let bytes = 0;
     for (const p of images) {
       addUsage(usage, p.usage);
       created = Math.max(created, p.created);
+      bytes += p.length;
     }
     if (created === 0) created = Math.floor(Date.now() / 1000);
     out.write(successLineHead(id, customId, created));
@@ -357,10 +362,17 @@ class Stitcher {
     const taken = new Promise<void>((resolve, reject) => {
       out.write(successLineTail(usage), (err) => (err ? reject(err) : resolve()));
     });
-    // Awaited with the next line or at the end; until then not an unhandled rejection.
+    // Awaited with a later line or at the end; until then not an unhandled rejection.
     taken.catch(() => {});
-    await this.lastLineTaken;
-    this.lastLineTaken = taken;
+    this.untaken.push({ taken, bytes });
+    this.untakenBytes += bytes;
+    while (this.untakenBytes > OUTPUT_AHEAD && this.untaken.length > 1) await this.takeOldest();
+  }
+
+  private async takeOldest(): Promise<void> {
+    const { taken, bytes } = this.untaken.shift()!;
+    await taken;
+    this.untakenBytes -= bytes;
   }
 
   private async writeImage(p: Prediction): Promise<void> {
