@@ -76,6 +76,8 @@ const DEFAULT_REORDER_BUFFER = 32 * 1024 * 1024;
 const OUTPUT_AHEAD = 16 * 1024 * 1024;
 /** Spilled images read back in one piece up to this size; bigger ones in pieces of this size. */
 const READ_PIECE = 4 * 1024 * 1024;
+/** An image waiting in memory may keep this much of its input chunks alive beyond its own bytes, per piece. */
+const CHUNK_SLACK = 64 * 1024;
 /** JSON strings longer than this are kept as the stream's own chunks, never parsed or copied. */
 const SHORT_STRING = 256;
 /** `n` is at most 10: (line, image) → one number key. */
@@ -99,8 +101,9 @@ const IMAGES_PER_LINE_KEY = 16;
  * image is not written as soon as it is complete but only when the reorder buffer is full or
  * the input ends: a success that comes later still than that is counted as a duplicate.
  *
- * Memory: the reorder buffer, the prediction being scanned, the small records of the lines read
- * so far and of their predictions, and, at the end, the spilled images of two lines.
+ * Memory: the reorder buffer, the prediction being scanned, up to OUTPUT_AHEAD of lines that
+ * `output` has not taken yet, the small records of the lines read so far and of their
+ * predictions, and, at the end, the spilled images of two lines.
  */
 export async function stitchShard(opts: StitchOptions): Promise<StitchCounts> {
   const spill = new SpillFile(path.join(opts.workDir, `spill-${randomBytes(4).toString('hex')}.b64`));
@@ -217,7 +220,10 @@ class Stitcher {
     this.buffered += bufferedBytes(p);
     await this.writeReadyLines(false);
     if (this.buffered > this.budget) await this.writeReadyLines(true);
-    if (this.buffered > this.budget && p.pieces !== null && slot.ordinal >= this.cursor) await this.spillImage(p);
+    if (slot.ordinal >= this.cursor && p.pieces !== null) {
+      if (this.buffered > this.budget) await this.spillImage(p);
+      else p.pieces = ownBytes(p.pieces);
+    }
     this.stats.peakBufferedBytes = Math.max(this.stats.peakBufferedBytes, this.buffered);
   }
 
@@ -396,6 +402,14 @@ const MISSING: ImageFailure = {
   message: 'Vertex AI returned no prediction for this image (job cancelled, expired or failed)',
   statusCode: null,
 };
+
+/**
+ * The pieces of an image, copied where a piece is a small part of a big chunk: an image that
+ * waits must keep only its own bytes alive, whatever chunk size the input stream uses.
+ */
+function ownBytes(pieces: Buffer[]): Buffer[] {
+  return pieces.map((piece) => (piece.buffer.byteLength - piece.length > CHUNK_SLACK ? Buffer.from(piece) : piece));
+}
 
 /** What an answered image adds to the reorder buffer while it waits in memory. */
 function bufferedBytes(p: Prediction): number {

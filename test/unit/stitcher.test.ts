@@ -210,7 +210,7 @@ describe('stitchShard', () => {
     }
   });
 
-  it('reads local prediction files in place, leaving them (and no scratch files) behind', async () => {
+  it('reads local prediction files (as streams), leaving them and no scratch files behind', async () => {
     const srcDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ibg-stitch-src-'));
     try {
       const files = [path.join(srcDir, 'p0.jsonl'), path.join(srcDir, 'p1.jsonl')];
