@@ -76,8 +76,9 @@ CREATE TABLE batches (
   request_failed     integer NOT NULL DEFAULT 0,
   image_total        integer NOT NULL DEFAULT 0,
   image_succeeded    integer NOT NULL DEFAULT 0,
-  -- the unit prices and batch ratio the batch was charged at, so settlement uses the same ones
-  pricing            jsonb,
+  -- the model as it was when the batch was charged (prices, ratio, sizes, Vertex model): staging,
+  -- submission and settlement use this copy, so an admin edit mid-batch cannot change them
+  model_snapshot     jsonb,
   pre_deducted       bigint NOT NULL DEFAULT 0,
   settled            bigint,
   refunded           bigint,

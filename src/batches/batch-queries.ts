@@ -1,3 +1,4 @@
+import type { ModelInfo } from '../billing/model-catalog.ts';
 import type { Db } from '../db/pool.ts';
 
 export type BatchStatus =
@@ -7,9 +8,6 @@ export type BatchOutcome = 'completed' | 'failed' | 'cancelled' | 'expired';
 export const FINISHED: BatchStatus[] = ['completed', 'failed', 'expired', 'cancelled'];
 
 export interface BatchError { code: string; message: string; param: string | null; line: number | null }
-
-/** The prices a batch was charged at. */
-export interface BatchPricing { unitPrices: Record<string, number>; batchRatio: number }
 
 export interface BatchRow {
   id: string;
@@ -28,7 +26,7 @@ export interface BatchRow {
   requestFailed: number;
   imageTotal: number;
   imageSucceeded: number;
-  pricing: BatchPricing | null;
+  modelSnapshot: ModelInfo | null;
   preDeducted: number;
   settled: number | null;
   refunded: number | null;
@@ -55,7 +53,7 @@ const settable = {
   requestFailed: 'request_failed',
   imageTotal: 'image_total',
   imageSucceeded: 'image_succeeded',
-  pricing: 'pricing',
+  modelSnapshot: 'model_snapshot',
   preDeducted: 'pre_deducted',
   settled: 'settled',
   refunded: 'refunded',
@@ -65,7 +63,7 @@ export type BatchChanges = Partial<Pick<BatchRow, keyof typeof settable>>;
 const batchColumns = `id, user_id AS "userId", status, outcome, endpoint, input_file_id AS "inputFileId",
   output_file_id AS "outputFileId", error_file_id AS "errorFileId", model, errors, metadata,
   request_total AS "requestTotal", request_completed AS "requestCompleted", request_failed AS "requestFailed",
-  image_total AS "imageTotal", image_succeeded AS "imageSucceeded", pricing, pre_deducted AS "preDeducted", settled, refunded,
+  image_total AS "imageTotal", image_succeeded AS "imageSucceeded", model_snapshot AS "modelSnapshot", pre_deducted AS "preDeducted", settled, refunded,
   created_at AS "createdAt", in_progress_at AS "inProgressAt", finalizing_at AS "finalizingAt",
   completed_at AS "completedAt", failed_at AS "failedAt", expired_at AS "expiredAt",
   cancelling_at AS "cancellingAt", cancelled_at AS "cancelledAt", expires_at AS "expiresAt"`;
@@ -143,8 +141,9 @@ export async function transition(
   for (const [key, value] of Object.entries(changes)) {
     const column = settable[key as keyof typeof settable];
     if (!column) throw new Error(`batch column ${key} cannot be set`);
-    values.push(key === 'errors' || key === 'pricing' ? JSON.stringify(value) : value);
-    sets.push(`${column} = $${values.length}`);
+    values.push(key === 'errors' || key === 'modelSnapshot' ? JSON.stringify(value) : value);
+    // An outcome, once decided (e.g. expired), is kept: a later cancel cannot rewrite it.
+    sets.push(key === 'outcome' ? `outcome = coalesce(outcome, $${values.length})` : `${column} = $${values.length}`);
   }
   const { rows } = await db.query<BatchRow>(
     `UPDATE batches SET ${sets.join(', ')} WHERE id = $1 AND status = ANY($2::text[]) AND deleted_at IS NULL

@@ -50,7 +50,9 @@ export class BillingService {
   ): Promise<void> {
     if (refund.amount === 0) return;
     await lockUser(tx, refund.userId);
-    await q.moveQuota(tx, refund.userId, refund.amount, -refund.amount);
+    if (refund.amount < 0 || !(await q.moveQuota(tx, refund.userId, refund.amount, -refund.amount))) {
+      throw new Error(`refund of ${refund.amount} for batch ${refund.batchId} cannot be applied`);
+    }
     await q.insertLog(tx, { ...refund, type: 'difference', quotaDelta: refund.amount });
   }
 

@@ -2,7 +2,7 @@ import * as batches from '../batches/batch-queries.ts';
 import { withTransaction } from '../db/pool.ts';
 import type { Services } from '../services.ts';
 import { finalizeWhenAllDone } from './poll.ts';
-import { listShards, markDone } from './shard-queries.ts';
+import { listShards, markNeverSubmitted } from './shard-queries.ts';
 import { schedulePoll } from './submit.ts';
 
 /**
@@ -15,12 +15,12 @@ export async function cancelBatch(s: Services, batchId: string): Promise<void> {
   if (!batch || !(batch.status === 'cancelling' || (batch.status === 'in_progress' && batch.outcome === 'expired'))) return;
   const running = await withTransaction(s.pool, async (tx) => {
     await batches.findBatch(tx, batchId, { forUpdate: true });
-    const shards = await listShards(tx, batchId);
-    for (const shard of shards.filter((x) => x.status === 'staged')) {
-      await markDone(tx, shard.id, { state: 'NOT_SUBMITTED', outputDir: null, error: null, succeeded: 0, failed: 0 });
+    for (const shard of await listShards(tx, batchId)) {
+      if (shard.status === 'staged') await markNeverSubmitted(tx, shard.id);
     }
     await finalizeWhenAllDone(s, tx, batchId);
-    return shards.filter((x) => x.status === 'submitted');
+    // Read again: a submission that was committing meanwhile has a job to cancel now.
+    return (await listShards(tx, batchId)).filter((x) => x.status === 'submitted');
   });
   for (const shard of running) {
     await s.vertex.cancel(shard.vertexJob!);

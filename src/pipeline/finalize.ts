@@ -40,7 +40,7 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
   // Every Vertex job failed (or expired unstarted in Vertex's queue): the batch failed; anything less is a completed batch with failures.
   const outcome = batch.outcome ?? (shards.length && shards.every((x) => VERTEX_FAILED.has(x.vertexState ?? '')) ? 'failed' : 'completed');
   // Priced as it was charged: a price or ratio changed meanwhile cannot skew the refund.
-  const settled = Math.min(batch.preDeducted, batchPrice(batch.pricing!, tally.succeededBySize));
+  const settled = Math.min(batch.preDeducted, batchPrice(batch.modelSnapshot!, tally.succeededBySize));
   const refund = batch.preDeducted - settled;
   const [outputBytes, errorBytes] = await Promise.all([s.store.size(keys.output), s.store.size(keys.errors)]);
 

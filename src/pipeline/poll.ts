@@ -5,6 +5,7 @@ import type { Services } from '../services.ts';
 import { JOBS } from './job-queue.ts';
 import { findShard, listShards, markDone, recordProgress, shardTotals } from './shard-queries.ts';
 import { schedulePoll } from './submit.ts';
+import { isNotFound, type JobSnapshot } from '../vertex/batch-jobs.ts';
 
 /**
  * Step 4: look at a shard's job once, record its progress (live request counts on the
@@ -14,7 +15,7 @@ import { schedulePoll } from './submit.ts';
 export async function pollShard(s: Services, shardId: string, attempt: number): Promise<void> {
   const shard = await findShard(s.pool, shardId);
   if (!shard || shard.status !== 'submitted' || !shard.vertexJob) return;
-  const job = await s.vertex.get(shard.vertexJob);
+  const job = await lookAt(s, shard.vertexJob);
   if (!job.terminal) {
     await recordProgress(s.pool, shardId, { state: job.state, succeeded: job.succeeded, failed: job.failed });
     await refreshCounts(s, shard.batchId);
@@ -27,6 +28,19 @@ export async function pollShard(s: Services, shardId: string, attempt: number): 
     await finalizeWhenAllDone(s, tx, shard.batchId);
   });
   await refreshCounts(s, shard.batchId);
+}
+
+/**
+ * The job's state. A job that no longer exists (deleted outside the service) has ended:
+ * treated as failed, so the batch settles and refunds instead of waiting forever.
+ */
+async function lookAt(s: Services, name: string): Promise<JobSnapshot> {
+  try {
+    return await s.vertex.get(name);
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    return { name, state: 'JOB_STATE_FAILED', terminal: true, succeeded: 0, failed: 0, outputDir: null, error: { code: 5, message: `The Vertex job ${name} no longer exists.` } };
+  }
 }
 
 /** With the batch row locked: if every shard has ended, move on to stitching and settling. */

@@ -65,6 +65,15 @@ export async function recordProgress(db: Db, id: string, p: { state: string; suc
   );
 }
 
+/** staged → done: a shard cancelled before it was submitted (never one that has a job). */
+export async function markNeverSubmitted(db: Db, id: string): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE shards SET status = 'done', vertex_state = 'NOT_SUBMITTED', updated_at = now() WHERE id = $1 AND status = 'staged'`,
+    [id],
+  );
+  return rowCount === 1;
+}
+
 /** submitted|staged → done, once, with where its output is (null when it never ran). */
 export async function markDone(
   db: Db,

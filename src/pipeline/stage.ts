@@ -3,7 +3,7 @@ import type { Writable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import * as batches from '../batches/batch-queries.ts';
 import { batchPrefix } from '../batches/batch-service.ts';
-import { findModel, type ModelInfo } from '../billing/model-catalog.ts';
+import type { ModelInfo } from '../billing/model-catalog.ts';
 import { withTransaction } from '../db/pool.ts';
 import { findOwnedVisionFiles, findUserFile } from '../files/file-queries.ts';
 import type { Services } from '../services.ts';
@@ -49,7 +49,7 @@ export async function stageBatch(s: Services, batchId: string): Promise<void> {
     }
     return;
   }
-  const model = (await findModel(s.pool, batch.model!, s.config.billing.batchRatio))!;
+  const model = batch.modelSnapshot!;
   const input = (await findUserFile(s.pool, batch.userId, batch.inputFileId))!;
   const shards = await writeShards(s, batch, model, input.objectKey);
 
@@ -70,16 +70,19 @@ async function writeShards(s: Services, batch: batches.BatchRow, model: ModelInf
   let current: OpenShard | null = null;
 
   for await (const { index, value } of readJsonLines<{ custom_id: string; body: ImageRequestBody }>(s.store.readStream(inputKey))) {
-    if (current && (current.shard.requestCount >= shardMaxRequests || current.bytes >= shardMaxBytes)) {
+    const body = value.body;
+    const refs = await resolveReferences(s, batch.userId, referencedFileIds(body), references);
+    let text = '';
+    for (const line of toGeminiLines(body, { lineIndex: index, model, references: refs })) text += JSON.stringify(line) + '\n';
+    const bytes = Buffer.byteLength(text);
+    // A request never straddles two shards; a shard closes before it would exceed either bound.
+    if (current && (current.shard.requestCount >= shardMaxRequests || current.bytes + bytes > shardMaxBytes)) {
       shards.push(await current.close());
       current = null;
     }
     current ??= openShard(s, batch, model, shards.length, index);
-    const body = value.body;
-    const refs = await resolveReferences(s, batch.userId, referencedFileIds(body), references);
-    const lines = toGeminiLines(body, { lineIndex: index, model, references: refs });
-    const manifest: ManifestLine = { i: index, c: value.custom_id, n: lines.length, t: sizeTier(body, model) };
-    await current.write(lines, manifest);
+    const n = body.n ?? 1;
+    await current.write(text, bytes, n, { i: index, c: value.custom_id, n, t: sizeTier(body, model) });
   }
   if (current) shards.push(await current.close());
   return shards;
@@ -88,7 +91,7 @@ async function writeShards(s: Services, batch: batches.BatchRow, model: ModelInf
 interface OpenShard {
   shard: NewShard;
   bytes: number;
-  write(lines: object[], manifest: ManifestLine): Promise<void>;
+  write(text: string, bytes: number, images: number, manifest: ManifestLine): Promise<void>;
   close(): Promise<NewShard>;
 }
 
@@ -110,12 +113,10 @@ function openShard(s: Services, batch: batches.BatchRow, model: ModelInfo, seq: 
   const open: OpenShard = {
     shard,
     bytes: 0,
-    async write(lines, m) {
-      let text = '';
-      for (const line of lines) text += JSON.stringify(line) + '\n';
-      open.bytes += Buffer.byteLength(text);
+    async write(text, bytes, images, m) {
+      open.bytes += bytes;
       shard.requestCount++;
-      shard.imageCount += lines.length;
+      shard.imageCount += images;
       await writeWithBackpressure(input, text);
       await writeWithBackpressure(manifest, JSON.stringify(m) + '\n');
     },

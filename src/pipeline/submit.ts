@@ -1,44 +1,61 @@
 import * as batches from '../batches/batch-queries.ts';
-import { findModel } from '../billing/model-catalog.ts';
 import { withTransaction } from '../db/pool.ts';
 import type { Services } from '../services.ts';
+import { isTransient, type JobSnapshot } from '../vertex/batch-jobs.ts';
 import { JOBS } from './job-queue.ts';
-import { findShard, markSubmitted } from './shard-queries.ts';
+import { finalizeWhenAllDone } from './poll.ts';
+import { findShard, markDone, markSubmitted } from './shard-queries.ts';
 import { isLive } from './stage.ts';
 
 export const SHARD_LABEL = 'ibg_shard';
 export const BATCH_LABEL = 'ibg_batch';
 
 /**
- * Step 3: one BatchPredictionJob per shard. Before creating, the shard's job is looked up by
- * label, so a crash between create and commit never makes a second job; a job created for a
- * shard that was cancelled meanwhile is cancelled again.
+ * Step 3: one BatchPredictionJob per shard. Submissions of one shard are serialised by an
+ * advisory lock held for the whole step, and the shard's job is looked up by label before one
+ * is created, so neither a retry nor a crash between create and commit makes a second job. A
+ * job created for a shard that was cancelled meanwhile is cancelled again. Vertex refusing the
+ * job for good (not a 429/503) ends the shard as failed, so the batch settles and refunds.
  */
 export async function submitShard(s: Services, shardId: string): Promise<void> {
-  const shard = await findShard(s.pool, shardId);
-  if (!shard) return;
-  if (shard.status === 'submitted') return schedulePoll(s, shardId, 0);
-  if (shard.status !== 'staged') return;
-  const batch = await batches.findBatch(s.pool, shard.batchId);
-  if (!batch || !isLive(batch)) return;
+  let orphan: string | null = null;
+  const next = await withTransaction(s.pool, async (tx) => {
+    await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`submit:${shardId}`]);
+    const shard = await findShard(tx, shardId);
+    if (!shard || shard.status !== 'staged') return shard?.status === 'submitted' ? 'poll' : null;
+    const batch = await batches.findBatch(tx, shard.batchId);
+    if (!batch || !isLive(batch)) return null;
 
-  const model = (await findModel(s.pool, shard.model, null))!;
-  const job =
-    (await s.vertex.findByLabel(SHARD_LABEL, shard.id)) ??
-    (await s.vertex.create({
-      displayName: `${batch.id}-${shard.seq}`,
-      model: model.publisherModel,
-      inputUri: shard.inputUri,
-      outputPrefix: shard.outputPrefix,
-      labels: { [BATCH_LABEL]: batch.id.toLowerCase(), [SHARD_LABEL]: shard.id },
-    }));
-  const recorded = await withTransaction(s.pool, async (tx) => {
+    let job: JobSnapshot;
+    try {
+      job =
+        (await s.vertex.findByLabel(SHARD_LABEL, shard.id)) ??
+        (await s.vertex.create({
+          displayName: `${batch.id}-${shard.seq}`,
+          model: batch.modelSnapshot!.publisherModel,
+          inputUri: shard.inputUri,
+          outputPrefix: shard.outputPrefix,
+          labels: { [BATCH_LABEL]: batch.id.toLowerCase(), [SHARD_LABEL]: shard.id },
+        }));
+    } catch (err) {
+      if (isTransient(err)) throw err;
+      // Lock order as everywhere: the batch row, then its shards.
+      await batches.findBatch(tx, shard.batchId, { forUpdate: true });
+      const message = `Vertex refused the job: ${(err as Error).message}`;
+      await markDone(tx, shardId, { state: 'JOB_STATE_FAILED', outputDir: null, error: { code: Number((err as { code?: number }).code ?? 2), message }, succeeded: 0, failed: 0 });
+      await finalizeWhenAllDone(s, tx, shard.batchId);
+      return null;
+    }
     await batches.findBatch(tx, shard.batchId, { forUpdate: true });
-    const ok = await markSubmitted(tx, shardId, job.name);
-    if (ok) await s.queue.send(JOBS.poll, { shardId, attempt: 0 }, { tx, key: shardId, delayMs: s.config.pipeline.pollIntervalMs });
-    return ok;
+    if (await markSubmitted(tx, shardId, job.name)) {
+      await s.queue.send(JOBS.poll, { shardId, attempt: 0 }, { tx, key: shardId, delayMs: s.config.pipeline.pollIntervalMs });
+    } else {
+      orphan = job.name; // the shard was cancelled while we created its job
+    }
+    return null;
   });
-  if (!recorded) await s.vertex.cancel(job.name);
+  if (orphan) await s.vertex.cancel(orphan);
+  if (next === 'poll') await schedulePoll(s, shardId, 0);
 }
 
 export async function schedulePoll(s: Services, shardId: string, attempt: number): Promise<void> {

@@ -59,7 +59,7 @@ export async function validateBatch(s: Services, batchId: string): Promise<void>
       requestTotal: result.requestCount,
       imageTotal: result.imageCount,
       preDeducted: price,
-      pricing: { unitPrices: model.unitPrices, batchRatio: model.batchRatio },
+      modelSnapshot: model,
     });
     await s.queue.send(JOBS.stage, { batchId }, { tx, key: batchId });
   });

@@ -70,7 +70,8 @@ export class BatchJobs {
     try {
       await this.client.cancelBatchPredictionJob({ name });
     } catch (err) {
-      if ((err as { code?: number }).code !== 9) throw err; // FAILED_PRECONDITION: already finished
+      // FAILED_PRECONDITION: already finished; NOT_FOUND: gone. Either way there is nothing to stop.
+      if ((err as { code?: number }).code !== 9 && !isNotFound(err)) throw err;
     }
   }
 }
@@ -90,6 +91,8 @@ function snapshot(job: RawJob): JobSnapshot {
     error: job.error?.message ? { code: Number(job.error.code ?? 2), message: job.error.message } : null,
   };
 }
+
+export const isNotFound = (err: unknown) => (err as { code?: number }).code === 5;
 
 /**
  * Errors worth retrying with backoff rather than failing the batch: quota (429 /
