@@ -22,7 +22,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
-import { stitchShard, type ReorderStats, type ShardLine } from '../src/pipeline/stitcher.ts';
+import type { ReorderStats, ShardLine } from '../src/pipeline/stitcher.ts';
 import { closeStream, makeTempDir, multiSummary, prng, report, runChild, writeAll, type RunReport } from './bench-lib.ts';
 
 const IMAGE_BYTES = 1_000_000;
@@ -130,6 +130,8 @@ async function childCopy(outDir: string, files: string[]): Promise<void> {
 }
 
 async function childStitch(outDir: string, verify: boolean, linesFile: string, files: string[]): Promise<void> {
+  // Imported here, not at the top: the copy's process must not carry the gateway's modules in its RSS.
+  const { stitchShard } = await import('../src/pipeline/stitcher.ts');
   const lines = JSON.parse(fs.readFileSync(linesFile, 'utf8')) as ShardLine[];
   const workDir = path.join(outDir, 'work');
   fs.mkdirSync(workDir);

@@ -346,8 +346,8 @@ class Stitcher {
   /**
    * The line's bytes are handed to `output` without waiting in between: they are in memory
    * already, so its buffer holds nothing more than we do. Then we wait only until it has taken
-   * the previous line, not this one: while it writes this line, the input is read on.
-   * Waiting for 'drain' instead would stop reading during every write (half the speed).
+   * all but the last OUTPUT_AHEAD bytes (at least the previous line): while it writes those,
+   * the input is read on. Waiting for 'drain' instead stops reading during every write.
    */
   private async writeSuccessLine(id: string, customId: string, images: Prediction[]): Promise<void> {
     const out = this.opts.output;
