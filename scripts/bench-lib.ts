@@ -137,11 +137,14 @@ export function multiSummary(c: MultiComparison): string {
       `  ratio ${(median(mbps) / base).toFixed(2)}  peak RSS median ${median(rss).toFixed(0)} MB, max ${Math.max(...rss).toFixed(0)} MB`;
   };
   const pass = (ok: boolean) => (ok ? 'PASS' : 'FAIL');
+  // The disk's speed drifts between rounds: the ratio within each round shows how much.
+  const paired = (x: Contender) => x.runs.map((r, i) => mbPerSecond(r) / mbPerSecond(c.baseline.runs[i]));
   const verdicts = c.subjects.map((x) => {
     const ratio = median(x.runs.map(mbPerSecond)) / base;
+    const rounds = paired(x);
     const rss = Math.max(...x.runs.map((r) => r.peakRssMb));
     const target = x.ratioTarget === undefined ? '(no target)' : `(target ≥ ${x.ratioTarget}) ${pass(ratio >= x.ratioTarget)}`;
-    return `${x.name}: ratio ${ratio.toFixed(2)} ${target}; peak RSS ${rss.toFixed(0)} MB (target < ${c.rssTargetMb} MB) ${pass(rss < c.rssTargetMb)}`;
+    return `${x.name}: ratio ${ratio.toFixed(2)} ${target} (per round ${rounds.map((v) => v.toFixed(2)).join(', ')}; median ${median(rounds).toFixed(2)}); peak RSS ${rss.toFixed(0)} MB (target < ${c.rssTargetMb} MB) ${pass(rss < c.rssTargetMb)}`;
   });
   return [
     `==== ${c.title} ====`,

@@ -12,7 +12,7 @@
  * Each round runs (a) the copy, (b) stitch in order, (c) stitch shuffled, each in a fresh process
  * after `sync`; rounds alternate.
  *
- *   node_modules/.bin/node scripts/bench-stitch.ts [rounds=3] [images=2000]
+ *   node_modules/.bin/node scripts/bench-stitch.ts [rounds=5] [images=2000]
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -183,7 +183,7 @@ async function main(): Promise<void> {
     else await childStitch(outDir, which === 'stitch-verify', more[0], more.slice(1));
     return;
   }
-  const rounds = Number(mode ?? 3);
+  const rounds = Number(mode ?? 5);
   const images = Number(rest[0] ?? 2000);
   const script = fileURLToPath(import.meta.url);
   const dir = makeTempDir('ibg-bench-stitch-');
