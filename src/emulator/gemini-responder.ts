@@ -6,7 +6,8 @@
  */
 import { createHash } from 'node:crypto';
 import type { Storage } from '@google-cloud/storage';
-import { generatePng, imageDimensions } from './image-generator.ts';
+import { IMAGE_MIME_TYPES, generateImage, imageDimensions } from './image-generator.ts';
+import type { ImageMimeType } from './image-generator.ts';
 import type { KnownModel } from './models.ts';
 
 export type Directive = 'fail' | 'block' | 'slow';
@@ -36,7 +37,12 @@ interface GenerateContentRequest {
     responseModalities?: string[];
     responseMimeType?: string;
     seed?: number;
-    imageConfig?: { aspectRatio?: string; imageSize?: string; outputMimeType?: string; imageOutputOptions?: { mimeType?: string } };
+    imageConfig?: {
+      aspectRatio?: string;
+      imageSize?: string;
+      outputMimeType?: string;
+      imageOutputOptions?: { mimeType?: string; compressionQuality?: number };
+    };
   };
   labels?: Record<string, string>;
 }
@@ -137,6 +143,7 @@ async function imageResponse(request: GenerateContentRequest, prompt: string, ct
   } catch (err) {
     throw new LineError(400, 'INVALID_ARGUMENT', (err as Error).message);
   }
+  const output = outputFormat(request);
   const references = await referenceDigests(request, ctx.storage);
   const modalities = (config.responseModalities ?? ['TEXT', 'IMAGE']).map((m) => String(m).toUpperCase());
   const wantsImage = modalities.includes('IMAGE');
@@ -148,9 +155,8 @@ async function imageResponse(request: GenerateContentRequest, prompt: string, ct
   }
   let candidatesTokens = wantsText ? 20 : 0;
   if (wantsImage) {
-    // The emulator only encodes PNG; asking for JPEG/WebP still answers PNG, labelled as such.
-    const png = generatePng({ ...dims, seed, padToBytes: ctx.imagePadBytes || undefined });
-    parts.push(`{"inlineData":{"mimeType":"image/png","data":"${png.toString('base64')}"}}`);
+    const image = await generateImage({ ...dims, seed, ...output, padToBytes: ctx.imagePadBytes || undefined });
+    parts.push(`{"inlineData":{"mimeType":"${image.mimeType}","data":"${image.data.toString('base64')}"}}`);
     candidatesTokens += ctx.model.imageTokens(imageConfig.imageSize);
   }
   const promptCount = promptTokens(prompt, references.length);
@@ -163,6 +169,27 @@ async function imageResponse(request: GenerateContentRequest, prompt: string, ct
   };
   const responseId = createHash('sha256').update(seed).digest('base64url').slice(0, 22);
   return `{"candidates":[{"content":{"role":"model","parts":[${parts.join(',')}]},"finishReason":"STOP","index":0}],"usageMetadata":${JSON.stringify(usage)},"modelVersion":${JSON.stringify(ctx.model.id)},"createTime":${JSON.stringify(new Date().toISOString())},"responseId":${JSON.stringify(responseId)}}`;
+}
+
+/**
+ * The image format asked for: `imageOutputOptions` (what the service sends,
+ * the v1 protos' field), else the older `outputMimeType`, else an `image/*`
+ * `responseMimeType`; PNG when none. A format or quality the model cannot
+ * produce fails the line, as a bad request.
+ */
+function outputFormat(request: GenerateContentRequest): { mimeType: ImageMimeType; quality?: number } {
+  const config = request.generationConfig ?? {};
+  const options = config.imageConfig?.imageOutputOptions ?? {};
+  const responseImageType = typeof config.responseMimeType === 'string' && config.responseMimeType.startsWith('image/') ? config.responseMimeType : undefined;
+  const asked = options.mimeType ?? config.imageConfig?.outputMimeType ?? responseImageType ?? 'image/png';
+  if (!(IMAGE_MIME_TYPES as readonly unknown[]).includes(asked)) {
+    throw new LineError(400, 'INVALID_ARGUMENT', `Unsupported image output mimeType ${JSON.stringify(asked)}: use one of ${IMAGE_MIME_TYPES.join(', ')}.`);
+  }
+  const quality = options.compressionQuality;
+  if (quality !== undefined && !(Number.isInteger(quality) && quality >= 0 && quality <= 100)) {
+    throw new LineError(400, 'INVALID_ARGUMENT', `imageOutputOptions.compressionQuality must be a whole number from 0 to 100, got ${JSON.stringify(quality)}.`);
+  }
+  return { mimeType: asked as ImageMimeType, quality };
 }
 
 /**
