@@ -49,6 +49,8 @@ export interface Config {
     gcsPort: number;
     vertexPort: number;
     queueMs: number;
+    /** A job still QUEUED this long after creation ends JOB_STATE_EXPIRED (Vertex: 72 h). */
+    queueExpireMs: number;
     lineMs: number;
     slowMs: number;
     imagePadBytes: number;
@@ -187,6 +189,7 @@ export function readEmulatorSettings(r: EnvReader, standalone: boolean): Config[
     gcsPort: r.int('GCS_EMULATOR_PORT', standalone ? 4443 : 0, 0, 65535),
     vertexPort: r.int('VERTEX_EMULATOR_PORT', standalone ? 8090 : 0, 0, 65535),
     queueMs: r.duration('VERTEX_EMULATOR_QUEUE_MS', 2000),
+    queueExpireMs: r.duration('VERTEX_EMULATOR_QUEUE_EXPIRE_MS', 72 * 3_600_000),
     lineMs: r.duration('VERTEX_EMULATOR_LINE_MS', 20),
     slowMs: r.duration('VERTEX_EMULATOR_SLOW_MS', 2000),
     imagePadBytes: r.bytes('VERTEX_EMULATOR_IMAGE_PAD_BYTES', 0),

@@ -15,6 +15,8 @@ import type { JobRecord, JobState, RpcStatus } from './vertex-jobs.ts';
 
 export interface RunnerSettings {
   queueMs: number;
+  /** A job still QUEUED this long after its creation ends EXPIRED (Vertex: 72 h). */
+  queueExpireMs: number;
   lineMs: number;
   slowMs: number;
   imagePadBytes: number;
@@ -40,6 +42,10 @@ class JobFailure extends Error {
 }
 
 const STATS_SAVE_INTERVAL_MS = 200;
+/** setTimeout's longest delay; longer waits are taken in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** How often a 'stuck' job looks whether the fault was lifted (setFaults works at run time). */
+const STUCK_POLL_MS = 50;
 
 /** Resolves true after `ms`, or false as soon as the signal aborts. */
 async function pause(ms: number, signal: AbortSignal): Promise<boolean> {
@@ -96,12 +102,9 @@ export class JobRunner {
   private async run(): Promise<void> {
     try {
       if (this.job.state === 'JOB_STATE_QUEUED') {
-        const waitMs = Date.parse(this.job.createTime) + this.deps.settings().queueMs - Date.now();
-        if (!(await pause(waitMs, this.signal))) return this.stopped();
-        // 'stuck' jobs stay QUEUED until cancelled (or the fault is lifted).
-        while (this.deps.settings().jobFault === 'stuck') {
-          if (!(await pause(50, this.signal))) return this.stopped();
-        }
+        const left = await this.waitInQueue();
+        if (left === 'stopped') return this.stopped();
+        if (left === 'expired') return this.expire();
       }
       if (this.job.state === 'JOB_STATE_QUEUED' || this.job.state === 'JOB_STATE_PENDING') {
         await this.setState('JOB_STATE_PENDING');
@@ -117,6 +120,34 @@ export class JobRunner {
       const status = err instanceof JobFailure ? err.status : { code: 13, message: `Internal error: ${(err as Error).message}` };
       await this.setState('JOB_STATE_FAILED', { error: status });
     }
+  }
+
+  /**
+   * Waits out the queue time from the job's creation (so a restart keeps the
+   * deadline). 'stuck' jobs stay queued until the fault is lifted; any job
+   * still queued at its expiry deadline expires, as on Vertex.
+   */
+  private async waitInQueue(): Promise<'dequeued' | 'expired' | 'stopped'> {
+    const created = Date.parse(this.job.createTime);
+    for (;;) {
+      const { queueMs, queueExpireMs, jobFault } = this.deps.settings();
+      const now = Date.now();
+      const expireAt = created + queueExpireMs;
+      const leaveAt = created + queueMs;
+      if (now >= expireAt) return 'expired';
+      const stuck = jobFault === 'stuck';
+      if (now >= leaveAt && !stuck) return 'dequeued';
+      const until = stuck ? Math.min(now + STUCK_POLL_MS, expireAt) : Math.min(leaveAt, expireAt);
+      if (!(await pause(Math.min(until - now, MAX_TIMER_MS), this.signal))) return 'stopped';
+    }
+  }
+
+  /** EXPIRED, like Vertex after 72 h in the queue: an error, no output (nothing ran). */
+  private expire(): Promise<void> {
+    const limit = describeDuration(this.deps.settings().queueExpireMs);
+    return this.setState('JOB_STATE_EXPIRED', {
+      error: { code: 4, message: `The batch prediction job expired: it stayed queued for ${limit} without starting.` },
+    });
   }
 
   /** The runner stopped waiting: a cancel ends the job; a shutdown leaves it for the next start. */
@@ -237,6 +268,13 @@ export class JobRunner {
       void this.deps.save(this.record);
     }
   }
+}
+
+/** "72 hours", "1.5 seconds", "300 ms": for messages only. */
+function describeDuration(ms: number): string {
+  if (ms >= 3_600_000) return `${+(ms / 3_600_000).toFixed(2)} hours`;
+  if (ms >= 1000) return `${+(ms / 1000).toFixed(2)} seconds`;
+  return `${ms} ms`;
 }
 
 async function writeLine(out: Writable, text: string): Promise<void> {

@@ -21,6 +21,7 @@ const emulators = await startEmulators({
   vertexPort: emulator.vertexPort,
   vertex: {
     queueMs: emulator.queueMs,
+    queueExpireMs: emulator.queueExpireMs,
     lineMs: emulator.lineMs,
     slowMs: emulator.slowMs,
     imagePadBytes: emulator.imagePadBytes,

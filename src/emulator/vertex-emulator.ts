@@ -24,6 +24,8 @@ export interface VertexEmulatorOptions {
   gcsEndpoint: string;
   projectId?: string;
   queueMs: number;
+  /** A job still QUEUED this long after creation ends JOB_STATE_EXPIRED; default 72 h, as on Vertex. */
+  queueExpireMs?: number;
   lineMs: number;
   slowMs: number;
   imagePadBytes: number;
@@ -37,6 +39,9 @@ export type RunningVertexEmulator = RunningEmulator & {
 
 
 export { VERTEX_METHODS, type TransportFault };
+
+/** Vertex expires a batch job that has not left the queue after 72 hours. */
+export const DEFAULT_QUEUE_EXPIRE_MS = 72 * 3_600_000;
 
 type Method = (typeof VERTEX_METHODS)[number];
 
@@ -104,8 +109,8 @@ class VertexEmulator {
   }
 
   settings(): RunnerSettings {
-    const { queueMs, lineMs, slowMs, imagePadBytes } = this.opts;
-    return { queueMs, lineMs, slowMs, imagePadBytes, jobFault: this.jobFault };
+    const { queueMs, queueExpireMs = DEFAULT_QUEUE_EXPIRE_MS, lineMs, slowMs, imagePadBytes } = this.opts;
+    return { queueMs, queueExpireMs, lineMs, slowMs, imagePadBytes, jobFault: this.jobFault };
   }
 
   setFaults(f: { jobFault?: VertexEmulatorOptions['jobFault']; transportFaults?: TransportFault[] }): void {

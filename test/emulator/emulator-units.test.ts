@@ -11,13 +11,14 @@ import { startEmulators } from '../../src/emulator/index.ts';
 import { validateBatchJob } from '../../src/emulator/vertex-validation.ts';
 import { compileFilter } from '../../src/emulator/vertex-emulator.ts';
 import type { JobResource } from '../../src/emulator/vertex-jobs.ts';
-import { generatePng, imageDimensions } from '../../src/emulator/image-generator.ts';
+import { generateImage, generatePng, imageDimensions } from '../../src/emulator/image-generator.ts';
+import { decodeImage, meanDifference } from './image-decoders.ts';
 
 describe('emulator settings', () => {
   it('has documented defaults', () => {
     expect(loadEmulatorConfig({})).toEqual({
       dataDir: path.resolve('./data'),
-      emulator: { gcsPort: 4443, vertexPort: 8090, queueMs: 2000, lineMs: 20, slowMs: 2000, imagePadBytes: 0, jobFault: 'none', transportFaults: [] },
+      emulator: { gcsPort: 4443, vertexPort: 8090, queueMs: 2000, queueExpireMs: 72 * 3_600_000, lineMs: 20, slowMs: 2000, imagePadBytes: 0, jobFault: 'none', transportFaults: [] },
     });
   });
 
@@ -27,6 +28,7 @@ describe('emulator settings', () => {
       GCS_EMULATOR_PORT: '0',
       VERTEX_EMULATOR_PORT: '9999',
       VERTEX_EMULATOR_QUEUE_MS: '10',
+      VERTEX_EMULATOR_QUEUE_EXPIRE_MS: '90s',
       VERTEX_EMULATOR_LINE_MS: '1',
       VERTEX_EMULATOR_SLOW_MS: '5',
       VERTEX_EMULATOR_IMAGE_PAD_BYTES: '1000000',
@@ -34,7 +36,7 @@ describe('emulator settings', () => {
       VERTEX_EMULATOR_FAULTS: 'GetBatchPredictionJob:3:503, CreateBatchPredictionJob:1:429',
     });
     expect(s.dataDir).toBe('/tmp/x');
-    expect(s.emulator).toMatchObject({ gcsPort: 0, vertexPort: 9999, queueMs: 10, lineMs: 1, slowMs: 5, imagePadBytes: 1_000_000, jobFault: 'stuck' });
+    expect(s.emulator).toMatchObject({ gcsPort: 0, vertexPort: 9999, queueMs: 10, queueExpireMs: 90_000, lineMs: 1, slowMs: 5, imagePadBytes: 1_000_000, jobFault: 'stuck' });
     expect(s.emulator.transportFaults).toEqual([
       { method: 'GetBatchPredictionJob', call: 3, status: 503 },
       { method: 'CreateBatchPredictionJob', call: 1, status: 429 },
@@ -42,6 +44,7 @@ describe('emulator settings', () => {
     expect(() => loadEmulatorConfig({ VERTEX_EMULATOR_LINE_MS: '-1' })).toThrow(/VERTEX_EMULATOR_LINE_MS/);
     expect(() => loadEmulatorConfig({ GCS_EMULATOR_PORT: '70000' })).toThrow(/GCS_EMULATOR_PORT/);
     expect(() => loadEmulatorConfig({ VERTEX_EMULATOR_JOB_FAULT: 'boom' })).toThrow(/JOB_FAULT/);
+    expect(() => loadEmulatorConfig({ VERTEX_EMULATOR_QUEUE_EXPIRE_MS: 'soon' })).toThrow(/QUEUE_EXPIRE_MS/);
   });
 
   it('parses transport fault specs strictly', () => {
@@ -129,6 +132,52 @@ describe('placeholder images', () => {
     const png = generatePng({ ...dims, seed: 'big' });
     expect(performance.now() - started).toBeLessThan(1500);
     expect(PNG.sync.read(png).width).toBe(5376);
+  });
+
+  it('encodes JPEG and WebP with the PNG\'s pixels, deterministically', async () => {
+    const spec = { width: 640, height: 360, seed: 'formats' };
+    const png = await decodeImage('image/png', generatePng(spec));
+    for (const mimeType of ['image/jpeg', 'image/webp'] as const) {
+      const image = await generateImage({ ...spec, mimeType, quality: 90 });
+      expect(image.mimeType).toBe(mimeType);
+      const decoded = await decodeImage(mimeType, image.data);
+      expect([decoded.width, decoded.height]).toEqual([640, 360]);
+      // Lossy, but the same picture: a few levels of difference at most on average.
+      expect(meanDifference(decoded, png)).toBeLessThan(4);
+      expect((await generateImage({ ...spec, mimeType, quality: 90 })).data.equals(image.data)).toBe(true);
+      expect((await generateImage({ ...spec, mimeType, quality: 30 })).data.equals(image.data)).toBe(false);
+    }
+    expect(generatePng(spec).equals((await generateImage(spec)).data)).toBe(true); // PNG stays the default
+  });
+
+  it('pads JPEG and WebP to the requested size and they stay decodable', async () => {
+    for (const mimeType of ['image/jpeg', 'image/webp'] as const) {
+      for (const padToBytes of [300_000, 1_000_001]) {
+        const image = await generateImage({ width: 512, height: 512, seed: 'pad', mimeType, padToBytes });
+        expect(image.data.length).toBeGreaterThanOrEqual(padToBytes - 1);
+        expect(image.data.length).toBeLessThanOrEqual(padToBytes);
+        const decoded = await decodeImage(mimeType, image.data);
+        expect([decoded.width, decoded.height]).toEqual([512, 512]);
+        const plain = await decodeImage(mimeType, (await generateImage({ width: 512, height: 512, seed: 'pad', mimeType })).data);
+        expect(Buffer.from(decoded.data).equals(Buffer.from(plain.data))).toBe(true); // padding changes no pixel
+      }
+    }
+    const webp = (await generateImage({ width: 64, height: 48, seed: 'pad', mimeType: 'image/webp', padToBytes: 10_000 })).data;
+    expect(webp.toString('latin1', 12, 16)).toBe('VP8X'); // unknown chunks need the extended format
+    expect(webp.readUInt32LE(4)).toBe(webp.length - 8); // RIFF size rewritten
+  });
+
+  it('encodes 4K JPEG and WebP within a second of CPU time', async () => {
+    const dims = imageDimensions('1:1', '4K');
+    await generateImage({ width: 64, height: 64, seed: 'warm-up', mimeType: 'image/webp' }); // compiles the codec
+    for (const mimeType of ['image/jpeg', 'image/webp'] as const) {
+      // CPU time, not wall time: other processes on a busy test machine do not count (about 0.4 s idle).
+      const before = process.cpuUsage();
+      const image = await generateImage({ ...dims, seed: 'big', mimeType });
+      const used = process.cpuUsage(before);
+      expect((used.user + used.system) / 1000).toBeLessThan(1000);
+      expect(image.data.length).toBeGreaterThan(10_000);
+    }
   });
 
   it('knows the aspect ratios and sizes', () => {

@@ -6,6 +6,7 @@ import { Storage } from '@google-cloud/storage';
 import { v1, protos } from '@google-cloud/aiplatform';
 import { GoogleAuth, PassThroughClient } from 'google-auth-library';
 import { PNG } from 'pngjs';
+import { decodeImage } from './image-decoders.ts';
 import { startGcsEmulator } from '../../src/emulator/gcs-emulator.ts';
 import type { RunningEmulator } from '../../src/emulator/gcs-emulator.ts';
 import { startVertexEmulator } from '../../src/emulator/vertex-emulator.ts';
@@ -41,6 +42,8 @@ interface LineSpec {
   aspectRatio?: string;
   imageSize?: string;
   reference?: string;
+  /** imageConfig.imageOutputOptions, as the service sends it. */
+  output?: { mimeType: string; compressionQuality?: number };
 }
 
 function inputLine(spec: LineSpec): string {
@@ -49,7 +52,10 @@ function inputLine(spec: LineSpec): string {
   return JSON.stringify({
     request: {
       contents: [{ role: 'user', parts }],
-      generationConfig: { responseModalities: ['IMAGE'], imageConfig: { aspectRatio: spec.aspectRatio ?? '16:9', imageSize: spec.imageSize ?? '1K' } },
+      generationConfig: {
+        responseModalities: ['IMAGE'],
+        imageConfig: { aspectRatio: spec.aspectRatio ?? '16:9', imageSize: spec.imageSize ?? '1K', ...(spec.output ? { imageOutputOptions: spec.output } : {}) },
+      },
       labels: { ibg_line: String(spec.line), ibg_img: '0' },
     },
   });
@@ -180,6 +186,36 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
     expect(imageOf(lines[0]).equals(imageOf(lines[1]))).toBe(true); // same prompt, same bytes
     expect(imageOf(lines[0]).equals(imageOf(lines[2]))).toBe(false); // other prompt
     expect(imageOf(lines[0]).equals(imageOf(lines[3]))).toBe(false); // derived from the reference
+  });
+
+  it('answers JPEG and WebP when the request asks for them: decodable, right size and mimeType, deterministic', async () => {
+    const uri = await writeInput('in/formats.jsonl', [
+      inputLine({ prompt: 'a lighthouse', line: 0, output: { mimeType: 'image/jpeg' } }),
+      inputLine({ prompt: 'a lighthouse', line: 1, output: { mimeType: 'image/jpeg' } }),
+      inputLine({ prompt: 'a lighthouse', line: 2, output: { mimeType: 'image/webp', compressionQuality: 80 } }),
+      inputLine({ prompt: 'a lighthouse', line: 3, output: { mimeType: 'image/webp', compressionQuality: 80 } }),
+      inputLine({ prompt: 'a lighthouse', line: 4, output: { mimeType: 'image/jpeg', compressionQuality: 20 }, aspectRatio: '3:4' }),
+      inputLine({ prompt: 'a lighthouse', line: 5, output: { mimeType: 'image/png' } }),
+      inputLine({ prompt: 'a lighthouse', line: 6, output: { mimeType: 'image/gif' } }),
+    ]);
+    const done = await waitFor((await createJob(uri, { shard: 'formats' })).name!, (job) => TERMINAL.has(stateOf(job)));
+    expect(stateOf(done)).toBe(JobState.JOB_STATE_PARTIALLY_SUCCEEDED);
+    expect(done.completionStats).toMatchObject({ successfulCount: '6', failedCount: '1' });
+    const lines = await readPredictions(done);
+    const mimeTypes = lines.slice(0, 6).map((l) => l.response.candidates[0].content.parts[0].inlineData.mimeType);
+    expect(mimeTypes).toEqual(['image/jpeg', 'image/jpeg', 'image/webp', 'image/webp', 'image/jpeg', 'image/png']);
+    const sizes = [];
+    for (const [i, mimeType] of mimeTypes.entries()) {
+      const decoded = await decodeImage(mimeType, imageOf(lines[i]));
+      sizes.push([decoded.width, decoded.height]);
+    }
+    expect(sizes).toEqual([[1344, 768], [1344, 768], [1344, 768], [1344, 768], [864, 1184], [1344, 768]]);
+    expect(imageOf(lines[0]).equals(imageOf(lines[1]))).toBe(true); // same prompt, same bytes
+    expect(imageOf(lines[2]).equals(imageOf(lines[3]))).toBe(true);
+    expect(imageOf(lines[0]).subarray(0, 3).toString('hex')).toBe('ffd8ff');
+    expect(imageOf(lines[2]).toString('latin1', 8, 12)).toBe('WEBP');
+    expect(lines[6].response).toBeUndefined();
+    expect(lines[6].status).toMatch(/image\/gif.*INVALID_ARGUMENT/);
   });
 
   it('ends PARTIALLY_SUCCEEDED when lines fail, and answers blocked prompts with promptFeedback', async () => {
@@ -319,6 +355,28 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
       await ownClient.cancelBatchPredictionJob({ name: created.name });
       const done = await waitFor(created.name!, (job) => TERMINAL.has(stateOf(job)), 10_000, ownClient);
       expect(stateOf(done)).toBe(JobState.JOB_STATE_CANCELLED);
+    });
+
+    it("a job still QUEUED after queueExpireMs ends EXPIRED, with an error and no output", async () => {
+      const expiring = await startVertexEmulator({ ...options(path.join(dataDir, 'vertex-expiry'), gcs.url), jobFault: 'stuck', queueExpireMs: 300 });
+      const expiringClient = jobClient(expiring.port);
+      try {
+        const input = await writeInput('in/expire.jsonl', [inputLine({ prompt: 'q', line: 0 })]);
+        const created = await createJob(input, { shard: 'expire' }, expiringClient);
+        expect(stateOf(created)).toBe(JobState.JOB_STATE_QUEUED);
+        const done = await waitFor(created.name!, (job) => TERMINAL.has(stateOf(job)), 10_000, expiringClient);
+        expect(stateOf(done)).toBe(JobState.JOB_STATE_EXPIRED);
+        expect(done.error?.code).toBe(4);
+        expect(done.error?.message).toMatch(/expired/);
+        expect(done.endTime).toBeTruthy();
+        expect(done.startTime).toBeFalsy();
+        expect(done.outputInfo?.gcsOutputDirectory).toBeFalsy();
+        const [written] = await storage.bucket(BUCKET).getFiles({ prefix: 'out/expire' });
+        expect(written).toEqual([]);
+      } finally {
+        await expiringClient.close();
+        await expiring.close();
+      }
     });
 
     it('resumes unfinished jobs after a restart', async () => {
