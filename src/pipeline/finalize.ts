@@ -6,7 +6,7 @@ import { batchPrefix } from '../batches/batch-service.ts';
 import { batchPrice } from '../billing/pricing.ts';
 import { withTransaction } from '../db/pool.ts';
 import { findUserFile, insertFile } from '../files/file-queries.ts';
-import { newId } from '../ids.ts';
+import { newId, randomToken } from '../ids.ts';
 import type { Services } from '../services.ts';
 import { readJsonLines } from './json-lines.ts';
 import { listShards, type ShardRow } from './shard-queries.ts';
@@ -34,7 +34,10 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
   if (!batch || batch.status !== 'finalizing') return;
   const shards = await listShards(s.pool, batchId);
   const prefix = batchPrefix(batch.userId, batchId);
-  const keys = { output: `${prefix}output.jsonl`, errors: `${prefix}errors.jsonl` };
+  // Keys of this run's own: a second run (a redelivered job) never overwrites the files the
+  // first one settled with; whichever commits first wins, and the other deletes its copies.
+  const run = randomToken(8).toLowerCase();
+  const keys = { output: `${prefix}output-${run}.jsonl`, errors: `${prefix}errors-${run}.jsonl` };
   const tally = await stitchAll(s, batch, shards, keys);
 
   // Every Vertex job failed (or expired unstarted in Vertex's queue): the batch failed; anything less is a completed batch with failures.
@@ -44,19 +47,14 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
   const refund = batch.preDeducted - settled;
   const [outputBytes, errorBytes] = await Promise.all([s.store.size(keys.output), s.store.size(keys.errors)]);
 
-  const settledNow = await withTransaction(s.pool, async (tx) => {
+  const files = await withTransaction(s.pool, async (tx) => {
     const locked = await batches.findBatch(tx, batchId, { forUpdate: true });
-    if (!locked || locked.status !== 'finalizing') return false;
+    if (!locked || locked.status !== 'finalizing') return null;
     const file = async (purpose: 'batch_output' | 'batch_error', key: string, bytes: number, name: string) =>
       (await insertFile(tx, { id: newId('file'), userId: batch.userId, purpose, filename: `${batchId}_${name}.jsonl`, bytes, mimeType: 'application/jsonl', objectKey: key })).id;
     const outputFileId = tally.linesCompleted > 0 ? await file('batch_output', keys.output, outputBytes, 'output') : null;
     const errorFileId = errorBytes > 0 ? await file('batch_error', keys.errors, errorBytes, 'errors') : null;
-    const failures = shards.filter((x) => VERTEX_FAILED.has(x.vertexState ?? '')).map((x) => ({
-      code: x.vertexState === 'JOB_STATE_EXPIRED' ? 'vertex_job_expired' : 'vertex_job_failed',
-      message: `The Vertex job for requests ${x.firstLine + 1}–${x.firstLine + x.requestCount} ${x.vertexState === 'JOB_STATE_EXPIRED' ? 'expired in the queue' : 'failed'}${x.error ? `: ${x.error.message}` : ''}`,
-      param: null,
-      line: null,
-    }));
+    const failures = vertexFailures(shards);
     await batches.transition(tx, batchId, ['finalizing'], outcome, {
       outputFileId,
       errorFileId,
@@ -74,11 +72,29 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
       amount: refund,
       content: `batch ${batchId} ${outcome}: ${tally.imagesSucceeded} of ${batch.imageTotal} image(s) generated; settled ${settled} of ${batch.preDeducted}, refunded ${refund}`,
     });
-    return true;
+    return { outputFileId, errorFileId };
   });
-  if (!settledNow) return;
-  // The output file holds every image now: staging inputs and Vertex's copies can go.
-  for (const shard of shards) await s.store.deletePrefix(shardKeys(batch.userId, batchId, shard.seq).input.replace(/input\.jsonl$/, '')).catch(() => {});
+  // Objects no file record points at (empty, or another run's win) go now; so, once settled, do
+  // the staging inputs and Vertex's copies: the output file holds every image.
+  if (!files?.outputFileId) await s.store.delete(keys.output);
+  if (!files?.errorFileId) await s.store.delete(keys.errors);
+  if (files) for (const shard of shards) await s.store.deletePrefix(shardKeys(batch.userId, batchId, shard.seq).dir);
+}
+
+/** One batch error per shard whose Vertex job failed or expired. */
+function vertexFailures(shards: ShardRow[]): batches.BatchError[] {
+  return shards
+    .filter((x) => VERTEX_FAILED.has(x.vertexState ?? ''))
+    .map((x) => {
+      const expired = x.vertexState === 'JOB_STATE_EXPIRED';
+      const what = expired ? 'expired in the queue' : 'failed';
+      return {
+        code: expired ? 'vertex_job_expired' : 'vertex_job_failed',
+        message: `The Vertex job for requests ${x.firstLine + 1}–${x.firstLine + x.requestCount} ${what}${x.error ? `: ${x.error.message}` : ''}`,
+        param: null,
+        line: null,
+      };
+    });
 }
 
 async function stitchAll(s: Services, batch: batches.BatchRow, shards: ShardRow[], keys: { output: string; errors: string }): Promise<Tally> {

@@ -27,7 +27,7 @@ export function shardId(batchId: string, seq: number): string {
 
 export const shardKeys = (userId: number, batchId: string, seq: number) => {
   const base = `${batchPrefix(userId, batchId)}shards/${String(seq).padStart(4, '0')}/`;
-  return { input: `${base}input.jsonl`, manifest: `${base}manifest.jsonl`, output: `${base}output` };
+  return { dir: base, input: `${base}input.jsonl`, manifest: `${base}manifest.jsonl`, output: `${base}output` };
 };
 
 /** A batch that is still meant to run: in progress and not expiring. */

@@ -51,6 +51,9 @@ describe('the batch pipeline', () => {
     expect(wide.width).toBeGreaterThan(wide.height);
     expect(out[0].response.body.data[0].b64_json).not.toBe(out[4].response.body.data[0].b64_json);
 
+    // staging inputs and Vertex's outputs are gone; the batch's own files are all that is left
+    const left = await svc.runtime.services.store.list(`tenants/${user.id}/batches/${done.id}/`);
+    expect(left).toHaveLength(1);
     const l = await ledger(svc, user.id);
     expect(l.logs.map((x) => x.type)).toEqual(['topup', 'pre_deduction']);
     expect(l.quota).toBe(100_000 - 6 * PER_IMAGE);
