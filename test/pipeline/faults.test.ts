@@ -76,3 +76,25 @@ describe('expiry', () => {
     expect(l.sum).toBe(l.quota);
   });
 });
+
+describe("Vertex's own queue expiry", () => {
+  let svc: TestService;
+  beforeAll(async () => {
+    svc = await startTestService({ VERTEX_EMULATOR_JOB_FAULT: 'stuck', VERTEX_EMULATOR_QUEUE_EXPIRE_MS: '500ms' });
+  });
+  afterAll(async () => {
+    await svc?.stop();
+  });
+
+  it('fails a batch whose Vertex job expired in the queue, refunding everything', async () => {
+    const user = await svc.createUser(100_000);
+    const created = await uploadBatch(svc, user.apiKey, [imageLine('a'), imageLine('b')]);
+    const done = await waitForBatch(svc, user.apiKey, created.body.id);
+    expect(done.status).toBe('failed');
+    expect(done.errors.data.map((e: { code: string }) => e.code)).toEqual(['vertex_job_expired']);
+    expect(done.billing).toEqual({ pre_deducted: 2 * PER_IMAGE, settled: 0, refunded: 2 * PER_IMAGE });
+    const l = await ledger(svc, user.id);
+    expect(l.quota).toBe(100_000);
+    expect(l.sum).toBe(l.quota);
+  });
+});

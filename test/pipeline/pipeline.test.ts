@@ -26,18 +26,20 @@ describe('the batch pipeline', () => {
       imageLine('third', 'a cat in the style of the reference', { image_file_id: ref.body.id }),
       imageLine('fourth', 'a wide landscape', { image_config: { aspect_ratio: '16:9', image_size: '1K' } }),
       imageLine('fifth', 'a green pyramid'),
+      imageLine('sixth', 'a jpeg please', { output_format: 'jpeg', output_compression: 80 }),
     ];
     const created = await uploadBatch(svc, user.apiKey, lines);
     expect(created.status).toBe(200);
     const done = await waitForBatch(svc, user.apiKey, created.body.id);
     expect(done.status).toBe('completed');
-    expect(done.request_counts).toEqual({ total: 5, completed: 5, failed: 0 });
-    expect(done.billing).toEqual({ pre_deducted: 6 * PER_IMAGE, settled: 6 * PER_IMAGE, refunded: 0 });
+    expect(done.request_counts).toEqual({ total: 6, completed: 6, failed: 0 });
+    expect(done.billing).toEqual({ pre_deducted: 7 * PER_IMAGE, settled: 7 * PER_IMAGE, refunded: 0 });
     expect(done.error_file_id).toBeNull();
     for (const k of ['in_progress_at', 'finalizing_at', 'completed_at']) expect(done[k]).not.toBeNull();
 
     const out = await download(svc, user.apiKey, done.output_file_id);
-    expect(out.map((l) => l.custom_id)).toEqual(['first', 'second', 'third', 'fourth', 'fifth']);
+    expect(out.map((l) => l.custom_id)).toEqual(['first', 'second', 'third', 'fourth', 'fifth', 'sixth']);
+    expect(Buffer.from(out[5].response.body.data[0].b64_json, 'base64').subarray(0, 3)).toEqual(Buffer.from([0xff, 0xd8, 0xff]));
     for (const l of out) {
       expect(l.id).toMatch(/^batch_req_/);
       expect(l.error).toBeNull();
@@ -56,7 +58,7 @@ describe('the batch pipeline', () => {
     expect(left).toHaveLength(1);
     const l = await ledger(svc, user.id);
     expect(l.logs.map((x) => x.type)).toEqual(['topup', 'pre_deduction']);
-    expect(l.quota).toBe(100_000 - 6 * PER_IMAGE);
+    expect(l.quota).toBe(100_000 - 7 * PER_IMAGE);
     expect(l.sum).toBe(l.quota);
   });
 
