@@ -19,7 +19,9 @@ export async function cancelBatch(s: Services, batchId: string): Promise<void> {
       if (shard.status === 'staged') await markNeverSubmitted(tx, shard.id);
     }
     await finalizeWhenAllDone(s, tx, batchId);
-    // Read again: a submission that was committing meanwhile has a job to cancel now.
+    // The shards that have a Vertex job: a submission racing with this one either committed
+    // before the batch lock was taken (its job is cancelled below) or will find its shard done
+    // and cancel the job it made itself.
     return (await listShards(tx, batchId)).filter((x) => x.status === 'submitted');
   });
   for (const shard of running) {
