@@ -4,6 +4,7 @@
  * uploads, media downloads with Range, metadata, listing, delete), over plain
  * HTTP on loopback. Bytes go to and from files on disk as streams.
  */
+import { parseRange } from '../files/byte-range.ts';
 import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -444,24 +445,6 @@ function parseContentRange(header: string | undefined): { start?: number; end?: 
   const total = m[4] === '*' ? undefined : Number(m[4]);
   if (m[1] === '*') return { total };
   return { start: Number(m[2]), end: m[3] === '*' ? undefined : Number(m[3]), total };
-}
-
-function parseRange(header: string | undefined, size: number): { start: number; end: number } | 'unsatisfiable' | undefined {
-  if (!header) return undefined;
-  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
-  if (!m || (m[1] === '' && m[2] === '')) return undefined;
-  let start: number;
-  let end: number;
-  if (m[1] === '') {
-    // bytes=-N: the last N bytes
-    start = Math.max(size - Number(m[2]), 0);
-    end = size - 1;
-  } else {
-    start = Number(m[1]);
-    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
-  }
-  if (start >= size || end < start) return size === 0 && start === 0 ? undefined : 'unsatisfiable';
-  return { start, end };
 }
 
 function checkGeneration(meta: ObjectMeta, q: URLSearchParams): void {

@@ -3,6 +3,7 @@ import type { Pool } from '../db/pool.ts';
 import { ApiError, notFound } from '../errors.ts';
 import { looksLikeId } from '../ids.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
+import { parseRange } from './byte-range.ts';
 import * as q from './file-queries.ts';
 
 export type FileRow = q.FileRow;
@@ -75,27 +76,3 @@ export class FileService {
 }
 
 const emptyStream = () => Readable.from([]);
-
-/**
- * One byte range, or null to send the whole file. Multiple ranges are answered with the whole
- * file (allowed by RFC 9110); a syntactically broken header is ignored the same way.
- */
-export function parseRange(header: string | undefined, size: number): { start: number; end: number } | null | 'unsatisfiable' {
-  if (!header) return null;
-  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
-  if (!m || (m[1] === '' && m[2] === '')) return null;
-  let start: number;
-  let end: number;
-  if (m[1] === '') {
-    const suffix = Number(m[2]);
-    if (suffix === 0) return 'unsatisfiable';
-    start = Math.max(0, size - suffix);
-    end = size - 1;
-  } else {
-    start = Number(m[1]);
-    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
-    if (m[2] !== '' && Number(m[2]) < start) return null;
-  }
-  if (start >= size) return 'unsatisfiable';
-  return { start, end };
-}
