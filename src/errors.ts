@@ -31,6 +31,8 @@ export class ApiError extends Error {
   readonly code: string;
   readonly param: string | null;
   readonly type: ErrorType;
+  /** Headers the answer must carry, e.g. `Content-Range` on a 416. */
+  headers: Record<string, string> = {};
 
   constructor(status: number, code: string, message: string, param: string | null = null, type?: ErrorType) {
     super(message);
@@ -39,6 +41,11 @@ export class ApiError extends Error {
     this.code = code;
     this.param = param;
     this.type = type ?? typeByStatus[status] ?? (status >= 500 ? 'server_error' : 'invalid_request_error');
+  }
+
+  withHeaders(headers: Record<string, string>): this {
+    this.headers = { ...this.headers, ...headers };
+    return this;
   }
 
   toBody() {

@@ -53,12 +53,10 @@ export class FileService {
     };
     const range = parseRange(rangeHeader, file.bytes);
     if (range === 'unsatisfiable') {
-      throw Object.assign(
-        new ApiError(416, 'range_not_satisfiable', `The range '${rangeHeader}' is outside the file's ${file.bytes} bytes.`, 'Range'),
-        { headers: { 'Content-Range': `bytes */${file.bytes}` } },
-      );
+      throw new ApiError(416, 'range_not_satisfiable', `The range '${rangeHeader}' is outside the file's ${file.bytes} bytes.`, 'Range')
+        .withHeaders({ 'Content-Range': `bytes */${file.bytes}` });
     }
-    if (!range || file.bytes === 0) {
+    if (!range) {
       const body = file.bytes === 0 ? emptyStream() : this.store.readStream(file.objectKey);
       return { file, status: 200, headers: { ...base, 'Content-Length': String(file.bytes) }, body };
     }

@@ -43,13 +43,11 @@ const multerCodes: Record<string, [number, string, string]> = {
 export function errorHandler(err: unknown, req: Request, res: Response, _next: NextFunction) {
   const apiError = toApiError(err);
   if (apiError.status >= 500) log.error('request failed', { err, method: req.method, path: req.path });
-  const headers = (err as { headers?: Record<string, string> }).headers;
-  if (headers) res.set(headers);
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  res.status(apiError.status).json(apiError.toBody());
+  res.status(apiError.status).set(apiError.headers).json(apiError.toBody());
 }
 
 function toApiError(err: unknown): ApiError {
