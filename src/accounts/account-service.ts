@@ -61,6 +61,15 @@ export class AccountService {
     return user;
   }
 
+  /** Batch uploads need the privacy policy accepted first (403 otherwise, before anything is stored). */
+  async requirePrivacy(userId: number): Promise<void> {
+    const user = await this.getUser(userId);
+    if (!user.privacyAcceptedAt) {
+      throw new ApiError(403, 'privacy_not_accepted',
+        'Accept the image batch privacy policy first: PUT /api/image-batch-privacy {"accept": true}.', 'purpose');
+    }
+  }
+
   async acceptPrivacy(userId: number, body: unknown): Promise<Date> {
     const accept = (body as { accept?: unknown } | null)?.accept;
     if (accept !== true) {

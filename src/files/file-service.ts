@@ -37,6 +37,11 @@ export class FileService {
     this.store = deps.store;
   }
 
+  /** Records an uploaded reference image (already in the store, its type checked). */
+  recordVision(file: Omit<FileRow, 'createdAt' | 'purpose'>): Promise<FileRow> {
+    return q.insertFile(this.pool, { ...file, purpose: 'vision' });
+  }
+
   async get(userId: number, id: string): Promise<FileRow> {
     const file = looksLikeId('file', id) ? await q.findUserFile(this.pool, userId, id) : null;
     if (!file) throw notFound('file', id, 'file_id');

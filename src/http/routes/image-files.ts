@@ -1,9 +1,8 @@
-import { Router, type Request } from 'express';
+import { Router } from 'express';
 import multer from 'multer';
 import type { Services } from '../../services.ts';
 import { batchView } from '../../batches/batch-view.ts';
 import { fileView } from '../../files/file-service.ts';
-import { insertFile } from '../../files/file-queries.ts';
 import type { StoredUpload } from '../../files/upload-engine.ts';
 import { objectStoreEngine } from '../../files/upload-engine.ts';
 import { ApiError, badRequest } from '../../errors.ts';
@@ -18,13 +17,6 @@ const PURPOSES = ['vision', 'image_batch'];
  */
 export function imageFileRoutes(s: Services): Router {
   const { limits } = s.config;
-  const requirePrivacy = async (req: Request) => {
-    const user = await s.accounts.getUser(userId(req));
-    if (!user.privacyAcceptedAt) {
-      throw new ApiError(403, 'privacy_not_accepted',
-        'Accept the image batch privacy policy first: PUT /api/image-batch-privacy {"accept": true}.', 'purpose');
-    }
-  };
   const upload = multer({
     storage: objectStoreEngine({
       store: s.store,
@@ -34,7 +26,7 @@ export function imageFileRoutes(s: Services): Router {
             : Math.max(limits.visionMaxBytes, limits.batchUploadMaxBytes),
       precheck: async (req, purpose) => {
         if (purpose !== undefined && !PURPOSES.includes(purpose)) throw invalidPurpose(purpose);
-        if (purpose === 'image_batch') await requirePrivacy(req);
+        if (purpose === 'image_batch') await s.accounts.requirePrivacy(userId(req));
       },
     }),
     limits: { files: 1, fields: 8, fieldSize: 64 * 1024, parts: 10, fileSize: Math.max(limits.visionMaxBytes, limits.batchUploadMaxBytes) + 1 },
@@ -65,10 +57,9 @@ export function imageFileRoutes(s: Services): Router {
         // The purpose may have come after the file, when its limit and type were not yet known.
         if (stored.size > limits.visionMaxBytes) throw tooLarge(limits.visionMaxBytes);
         if (!stored.sniffedType) throw badRequest('invalid_image', 'A vision file must be a PNG, JPEG or WebP image.', 'file');
-        const file = await insertFile(s.pool, { ...base, purpose: 'vision', mimeType: stored.sniffedType });
-        return void res.json(fileView(file));
+        return void res.json(fileView(await s.files.recordVision({ ...base, mimeType: stored.sniffedType })));
       }
-      await requirePrivacy(req);
+      await s.accounts.requirePrivacy(base.userId);
       const metadata = parseMetadata(req.body?.metadata);
       const batch = await s.batches.create({ ...base, mimeType: 'application/jsonl' }, metadata);
       res.json(batchView(batch));
