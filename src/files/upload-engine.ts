@@ -43,9 +43,7 @@ class UploadGuard extends Transform {
 
   _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
     this.size += chunk.length;
-    if (this.size > this.limit) {
-      return done(new ApiError(413, 'file_too_large', `The file is larger than the limit of ${this.limit} bytes.`, 'file'));
-    }
+    if (this.size > this.limit) return done(fileTooLarge(this.limit));
     if (this.head.length < 12) {
       this.head = Buffer.concat([this.head, chunk.subarray(0, 12 - this.head.length)]);
       if (this.head.length >= 12 || this.mustBeImage) this.sniffedType = sniffImageType(this.head);
@@ -61,8 +59,11 @@ class UploadGuard extends Transform {
   }
 }
 
-const notAnImage = () =>
+export const notAnImage = () =>
   new ApiError(400, 'invalid_image', 'A vision file must be a PNG, JPEG or WebP image.', 'file');
+
+export const fileTooLarge = (limit: number) =>
+  new ApiError(413, 'file_too_large', `The file is larger than the limit of ${limit} bytes.`, 'file');
 
 export interface UploadEngineOptions {
   store: ObjectStore;

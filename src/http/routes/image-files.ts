@@ -4,7 +4,7 @@ import type { Services } from '../../services.ts';
 import { batchView } from '../../batches/batch-view.ts';
 import { fileView } from '../../files/file-service.ts';
 import type { StoredUpload } from '../../files/upload-engine.ts';
-import { objectStoreEngine } from '../../files/upload-engine.ts';
+import { fileTooLarge, notAnImage, objectStoreEngine } from '../../files/upload-engine.ts';
 import { ApiError, badRequest } from '../../errors.ts';
 import { userId } from '../middleware.ts';
 
@@ -55,8 +55,8 @@ export function imageFileRoutes(s: Services): Router {
       };
       if (purpose === 'vision') {
         // The purpose may have come after the file, when its limit and type were not yet known.
-        if (stored.size > limits.visionMaxBytes) throw tooLarge(limits.visionMaxBytes);
-        if (!stored.sniffedType) throw badRequest('invalid_image', 'A vision file must be a PNG, JPEG or WebP image.', 'file');
+        if (stored.size > limits.visionMaxBytes) throw fileTooLarge(limits.visionMaxBytes);
+        if (!stored.sniffedType) throw notAnImage();
         return void res.json(fileView(await s.files.recordVision({ ...base, mimeType: stored.sniffedType })));
       }
       await s.accounts.requirePrivacy(base.userId);
@@ -73,9 +73,6 @@ export function imageFileRoutes(s: Services): Router {
 
 const invalidPurpose = (purpose: string) =>
   badRequest('invalid_purpose', `purpose must be 'vision' or 'image_batch' (got '${purpose.slice(0, 40)}').`, 'purpose');
-
-const tooLarge = (limit: number) =>
-  new ApiError(413, 'file_too_large', `The file is larger than the limit of ${limit} bytes.`, 'file');
 
 function cleanFilename(name: string | undefined): string {
   const cleaned = (name ?? '').replace(/[\u0000-\u001f\u007f]/g, '').slice(0, 255);
