@@ -2,7 +2,8 @@
 const levels = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 } as const;
 export type LogLevel = keyof typeof levels;
 
-let threshold: number = levels[(process.env.LOG_LEVEL as LogLevel) ?? 'info'] ?? levels.info;
+/** `info` until the process has read its configuration (LOG_LEVEL) and called setLogLevel. */
+let threshold: number = levels.info;
 
 export function setLogLevel(level: LogLevel) {
   threshold = levels[level];
