@@ -22,7 +22,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
-import type { ReorderStats, ShardLine } from '../src/pipeline/stitcher.ts';
+import type { ByteRange, ReorderStats, ShardLine } from '../src/pipeline/stitcher.ts';
 import { closeStream, makeTempDir, multiSummary, prng, report, runChild, writeAll, type RunReport } from './bench-lib.ts';
 
 const IMAGE_BYTES = 1_000_000;
@@ -110,9 +110,9 @@ function inputBytes(files: string[]): number {
   return files.reduce((sum, f) => sum + fs.statSync(f).size, 0);
 }
 
-/** A file read through a PassThrough: an opaque stream, as a GCS read stream is. */
-function genericReader(file: string): Readable {
-  return fs.createReadStream(file).pipe(new PassThrough());
+/** A file, or a byte range of it, read through a PassThrough: an opaque stream, as a GCS read stream is. */
+function genericReader(file: string, range?: ByteRange): Readable {
+  return fs.createReadStream(file, range ? { start: range.start, end: range.end } : {}).pipe(new PassThrough());
 }
 
 /** A PassThrough into a file: an opaque writable, as a GCS write stream is; `done` when the file is closed. */
@@ -147,7 +147,8 @@ async function childStitch(outDir: string, verify: boolean, linesFile: string, f
   let reorder: ReorderStats | null = null;
   const counts = await stitchShard({
     lines: shardLines(),
-    predictionFiles: files.map((f) => () => genericReader(f)),
+    // Range-capable, as finalize passes them: images dropped from the reorder buffer are read again by range.
+    predictionFiles: files.map((f) => (range?: ByteRange) => genericReader(f, range)),
     workDir,
     output: output.stream,
     errorOutput: errorOutput.stream,
@@ -231,13 +232,13 @@ async function main(): Promise<void> {
       notes: [
         `input: ${images} images (1,000,000 random bytes each → 1.33 MB base64, ${PAYLOADS} distinct payloads reused; not real PNGs), n = 1..4, ~2 % failed lines, a few partial, every request answered, ${(input.bytes / 1e6).toFixed(0)} MB`,
         '(a) byte copy: fs.createReadStream → PassThrough → fs.createWriteStream, same disk',
-        '(b) stitch, predictions in input order in 1 file; (c) stitch, predictions shuffled over 2 files; both read as fs.createReadStream(f).pipe(PassThrough), output and errors written through a PassThrough into files on the same disk',
+        '(b) stitch, predictions in input order in 1 file; (c) stitch, predictions shuffled over 2 files; both read as fs.createReadStream(f, range?).pipe(PassThrough) (range-capable: images dropped from the reorder buffer are read again by range), output and errors written through a PassThrough into files on the same disk',
         'MB/s = predictions bytes / wall time; ratio = median MB/s ÷ median MB/s of (a); `sync` before every run (not timed)',
       ],
       baseline: { name: '(a) byte copy', runs: copy },
       subjects: [
         { name: '(b) stitch in order', runs: inOrder, ratioTarget: 0.5 },
-        { name: '(c) stitch shuffled', runs: shuffled },
+        { name: '(c) stitch shuffled', runs: shuffled, ratioTarget: 0.5 },
       ],
       rssTargetMb: 250,
     }));

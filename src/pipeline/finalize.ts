@@ -112,7 +112,7 @@ async function stitchAll(s: Services, batch: batches.BatchRow, shards: ShardRow[
     }
     await stitchShard({
       lines: shardLines(),
-      predictionFiles: predictionKeys.map((key) => () => s.store.readStream(key)),
+      predictionFiles: predictionKeys.map((key) => (range?: { start: number; end: number }) => s.store.readStream(key, range)),
       workDir,
       output,
       errorOutput,

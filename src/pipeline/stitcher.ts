@@ -36,21 +36,39 @@ export interface StitchCounts {
   predictionsDuplicate: number;
 }
 
-/** How far out of order the predictions came: what waited in memory and what waited on disk. */
+/** How far out of order the predictions came: what waited in memory and what was read twice. */
 export interface ReorderStats {
   /** Most image bytes (base64) held in memory at once while their line waited for its turn. */
   peakBufferedBytes: number;
-  /** Images written to workDir because the reorder buffer was full, and their bytes. */
+  /** Images dropped from the full reorder buffer and read again by range from their predictions file, and their bytes. */
+  rereadImages: number;
+  rereadBytes: number;
+  /** The same for files that cannot be opened by range: written to workDir and read back. */
   spilledImages: number;
   spilledBytes: number;
 }
 
+/** Bytes `start` to `end` of a predictions file, both inclusive (as Cloud Storage and fs read streams take them). */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+/**
+ * Opens a predictions file: all of it without an argument, or one byte range of it. A factory
+ * declared without a parameter (`open.length === 0`) is taken to read whole files only.
+ */
+export type PredictionFile = (range?: ByteRange) => Readable;
+
 export interface StitchOptions {
   /** Read only as far ahead as the predictions need (all of it when they come out of order). */
   lines: AsyncIterable<ShardLine>;
-  /** Every predictions file of the shard (e.g. GCS read streams); each is opened once, in turn. */
-  predictionFiles: Array<() => Readable>;
-  /** Local scratch directory for images that arrive too far ahead of their turn; removed after. */
+  /**
+   * Every predictions file of the shard (e.g. GCS read streams); each is read whole once, in turn.
+   * An image that arrives too far ahead of its turn is read again by range when its turn comes.
+   */
+  predictionFiles: PredictionFile[];
+  /** Local scratch directory for such images of files that cannot be opened by range; removed after. */
   workDir: string;
   /** Successes and partial successes. Not ended here: the caller ends it. */
   output: Writable;
@@ -59,7 +77,7 @@ export interface StitchOptions {
   newRequestId(): string;
   /** Told each line's outcome, in order (e.g. to bill successful images by size tier). */
   onLine?(line: ShardLine, imagesSucceeded: number): void;
-  /** Image bytes that may wait in memory for their line's turn before going to workDir. Default 32 MiB. */
+  /** Image bytes that may wait in memory for their line's turn before being dropped (to read again). Default 32 MiB. */
   reorderBufferBytes?: number;
   /** Told at the end how much reordering it took (for tests and benchmarks). */
   onReorderStats?(stats: ReorderStats): void;
@@ -74,8 +92,13 @@ const BLOCK_REASONS = new Set([
 const DEFAULT_REORDER_BUFFER = 32 * 1024 * 1024;
 /** Image bytes handed to `output` ahead of what it has taken: enough for reading and writing to overlap. */
 const OUTPUT_AHEAD = 16 * 1024 * 1024;
-/** Spilled images read back in one piece up to this size; bigger ones in pieces of this size. */
-const READ_PIECE = 4 * 1024 * 1024;
+/**
+ * Dropped images read again ahead of their turn: at most this many reads in flight, so that the
+ * latency of a remote store overlaps with writing, and at most this many bytes read and not yet
+ * written (beyond that, one image at a time: the next one needed).
+ */
+const READS_IN_FLIGHT = 4;
+const READ_AHEAD_BYTES = 16 * 1024 * 1024;
 /** An image waiting in memory may keep this much of its input chunks alive beyond its own bytes, per piece. */
 const CHUNK_SLACK = 64 * 1024;
 /** JSON strings longer than this are kept as the stream's own chunks, never parsed or copied. */
@@ -93,7 +116,10 @@ const IMAGES_PER_LINE_KEY = 16;
  * next output line is usually complete within a few predictions: it is written at once, its
  * image bytes going straight from the input chunks to `output`. Predictions that arrive ahead of
  * their turn wait in a reorder buffer (`reorderBufferBytes` of image bytes); past that they are
- * appended to a spill file in workDir and read back by offset when their line's turn comes.
+ * dropped, remembering where their base64 is in its predictions file, and that byte range is
+ * read again shortly before their line's turn (a few reads in flight, see READS_IN_FLIGHT), so
+ * nothing goes to local disk. Only for a file that cannot be opened by range are they appended to
+ * a spill file in workDir instead, and read back from there the same way.
  * After the last file, the remaining lines are written in order (a never-answered image is a
  * `missing_prediction`).
  *
@@ -103,17 +129,19 @@ const IMAGES_PER_LINE_KEY = 16;
  *
  * Memory: the reorder buffer, the prediction being scanned, up to OUTPUT_AHEAD of lines that
  * `output` has not taken yet, the small records of the lines read so far and of their
- * predictions, and, at the end, the spilled images of two lines.
+ * predictions, and READ_AHEAD_BYTES of images read again (or one image, if bigger).
  */
 export async function stitchShard(opts: StitchOptions): Promise<StitchCounts> {
   const spill = new SpillFile(path.join(opts.workDir, `spill-${randomBytes(4).toString('hex')}.b64`));
-  const stitcher = new Stitcher(opts, spill);
+  const reads = new ReadAhead(opts.predictionFiles, spill);
+  const stitcher = new Stitcher(opts, spill, reads);
   try {
-    for (const open of opts.predictionFiles) await stitcher.readPredictions(open());
+    for (let file = 0; file < opts.predictionFiles.length; file++) await stitcher.readPredictions(file);
     await stitcher.finish();
     opts.onReorderStats?.(stitcher.stats);
     return stitcher.counts;
   } finally {
+    reads.close();
     await spill.remove();
   }
 }
@@ -121,21 +149,26 @@ export async function stitchShard(opts: StitchOptions): Promise<StitchCounts> {
 // ---------------------------------------------------------------------------------------------
 // Reordering
 
-/** One answered (line, image): a failure, or an image in memory, inline, or spilled. */
+/** One answered (line, image): a failure, or an image inline, in memory, or dropped to be read again. */
 interface Prediction {
   lineIndex: number;
   img: number;
   failure: ImageFailure | null;
   /** A short image, re-escaped for a JSON string; else null. */
   inline: string | null;
-  /** The image's base64 as the input's chunks (never copied); null once spilled. */
+  /** The image's base64 as the input's chunks (never copied); null once dropped. */
   pieces: Buffer[] | null;
-  /** Bytes of the base64 in `pieces` or in the spill file. */
+  /** Bytes of the base64. */
   length: number;
+  /** Where the base64 is: predictions file (index in `predictionFiles`) and byte offset in it. */
+  file: number;
+  at: number;
+  /** Dropped from memory, to be read again from its predictions file or from the spill file; else null. */
+  dropped: 'source' | 'spill' | null;
   /** Offset in the spill file, or -1. */
   spilledAt: number;
-  /** The spilled image being read back ahead of its turn. */
-  readBack: Promise<Buffer> | null;
+  /** The dropped image being read again ahead of its turn. */
+  reading: Promise<Buffer[]> | null;
   created: number;
   usage: LineUsage;
 }
@@ -154,10 +187,17 @@ class Stitcher {
     linesSucceeded: 0, linesPartial: 0, linesFailed: 0, imagesSucceeded: 0, imagesFailed: 0,
     predictionsIgnored: 0, predictionsDuplicate: 0,
   };
-  readonly stats: ReorderStats = { peakBufferedBytes: 0, spilledImages: 0, spilledBytes: 0 };
+  readonly stats: ReorderStats = { peakBufferedBytes: 0, rereadImages: 0, rereadBytes: 0, spilledImages: 0, spilledBytes: 0 };
   private readonly opts: StitchOptions;
   private readonly budget: number;
   private readonly spill: SpillFile;
+  private readonly reads: ReadAhead;
+  /** No prediction comes any more: every line is complete as it is. */
+  private finishing = false;
+  /** The line whose dropped images are being read ahead, the ordinal after it, and the next image to look at. */
+  private readAheadLine: PendingLine | null = null;
+  private readAheadOrdinal = 0;
+  private readAheadImg = 0;
   private readonly source: AsyncIterator<ShardLine>;
   private sourceDone = false;
   /** Lines read so far, by lineIndex: ordinals 0, 1, … in input order; those below `cursor` are written. */
@@ -173,17 +213,19 @@ class Stitcher {
   private readonly untaken: Array<{ taken: Promise<void>; bytes: number }> = [];
   private untakenBytes = 0;
 
-  constructor(opts: StitchOptions, spill: SpillFile) {
+  constructor(opts: StitchOptions, spill: SpillFile, reads: ReadAhead) {
     this.opts = opts;
     this.budget = opts.reorderBufferBytes ?? DEFAULT_REORDER_BUFFER;
     this.spill = spill;
+    this.reads = reads;
+    reads.onRoom = () => this.readAhead();
     this.source = opts.lines[Symbol.asyncIterator]();
   }
 
-  /** Scan one predictions stream, placing each prediction as soon as its line has been read. */
-  async readPredictions(source: Readable): Promise<void> {
-    const scanner = new PredictionScanner();
-    for await (const chunk of source) {
+  /** Scan one predictions file, placing each prediction as soon as its line has been read. */
+  async readPredictions(file: number): Promise<void> {
+    const scanner = new PredictionScanner(file);
+    for await (const chunk of this.opts.predictionFiles[file]()) {
       scanner.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
       await this.placeAll(scanner);
     }
@@ -221,10 +263,11 @@ class Stitcher {
     await this.writeReadyLines(false);
     if (this.buffered > this.budget) await this.writeReadyLines(true);
     if (slot.ordinal >= this.cursor && p.pieces !== null) {
-      if (this.buffered > this.budget) await this.spillImage(p);
+      if (this.buffered > this.budget) await this.drop(p);
       else p.pieces = ownBytes(p.pieces);
     }
     this.stats.peakBufferedBytes = Math.max(this.stats.peakBufferedBytes, this.buffered);
+    this.readAhead(); // p may have completed the lines up to the next one to be written
   }
 
   private placeStranger(p: Prediction): void {
@@ -268,36 +311,68 @@ class Stitcher {
     for (;;) {
       const line = this.pending.get(this.cursor);
       if (line === undefined || line.known < line.line.n || (line.failed > 0 && !force)) return;
+      this.readAhead(); // this line's dropped images, and those of the complete lines after it
       this.pending.delete(this.cursor++);
       await this.writeLine(line);
     }
   }
 
-  /** Move an image that waits in memory to the spill file. */
-  private async spillImage(p: Prediction): Promise<void> {
+  /**
+   * Free the memory of an image that waits: it is read again from its predictions file when its
+   * turn comes, or, if that file cannot be opened by range, goes to the spill file.
+   */
+  private async drop(p: Prediction): Promise<void> {
     const pieces = p.pieces!;
     this.buffered -= p.length;
     p.pieces = null;
-    p.spilledAt = await this.spill.append(pieces, p.length);
-    this.stats.spilledImages++;
-    this.stats.spilledBytes += p.length;
+    if (this.reads.canReopen(p.file)) {
+      p.dropped = 'source';
+      this.stats.rereadImages++;
+      this.stats.rereadBytes += p.length;
+    } else {
+      p.dropped = 'spill';
+      p.spilledAt = await this.spill.append(pieces, p.length);
+      this.stats.spilledImages++;
+      this.stats.spilledBytes += p.length;
+    }
+  }
+
+  /**
+   * Start reading dropped images again, in output order, as far as ReadAhead has room: from the
+   * line at the cursor on, through the lines that are complete (so will be written next, and no
+   * image of theirs can still change; at the end, every line). An image this misses (dropped
+   * after its line was passed) is read when it is written.
+   */
+  private readAhead(): void {
+    for (;;) {
+      if (this.readAheadLine === null) {
+        const ordinal = Math.max(this.readAheadOrdinal, this.cursor);
+        const line = this.pending.get(ordinal);
+        if (line === undefined || (!this.finishing && line.known < line.line.n)) return;
+        this.readAheadLine = line;
+        this.readAheadOrdinal = ordinal + 1;
+        this.readAheadImg = 0;
+      }
+      const { images } = this.readAheadLine;
+      for (; this.readAheadImg < images.length; this.readAheadImg++) {
+        const p = images[this.readAheadImg];
+        if (p === undefined || p.dropped === null || p.reading !== null) continue;
+        if (!this.reads.hasRoom(p.length)) return;
+        this.reads.start(p);
+      }
+      this.readAheadLine = null;
+    }
   }
 
   /**
    * After the last predictions file: every line not written yet, in order (unanswered images
-   * are missing), then the lines never read. Spilled images of the next line are read back
-   * while this one is written.
+   * are missing), then the lines never read.
    */
   async finish(): Promise<void> {
     this.slots.clear(); // no prediction comes any more: only the lines themselves are needed
-    let line = await this.takeNextLine();
-    if (line !== null) this.readBack(line);
-    while (line !== null) {
-      const next = await this.takeNextLine();
-      if (next !== null) this.readBack(next);
-      await this.writeLine(line);
-      line = next;
-    }
+    this.finishing = true;
+    this.readAhead();
+    for (let line = await this.takeNextLine(); line !== null; line = await this.takeNextLine()) await this.writeLine(line);
     while (this.untaken.length > 0) await this.takeOldest();
   }
 
@@ -306,16 +381,6 @@ class Stitcher {
     const line = this.pending.get(this.cursor)!;
     this.pending.delete(this.cursor++);
     return line;
-  }
-
-  /** Start reading a line's spilled images back (the big ones are copied in pieces when written). */
-  private readBack(line: PendingLine): void {
-    for (const p of line.images) {
-      if (p === undefined || p.spilledAt < 0 || p.readBack !== null || p.length > READ_PIECE) continue;
-      p.readBack = this.spill.read(p.spilledAt, p.length);
-      // Taken when the line is written; until then a failure must not count as unhandled.
-      p.readBack.catch(() => {});
-    }
   }
 
   private async writeLine(pendingLine: PendingLine): Promise<void> {
@@ -388,11 +453,8 @@ class Stitcher {
       out.write(p.inline);
     } else if (p.pieces !== null) {
       for (const piece of p.pieces) out.write(piece);
-    } else if (p.length <= READ_PIECE) {
-      out.write(await (p.readBack ?? this.spill.read(p.spilledAt, p.length)));
     } else {
-      await drained(out);
-      await this.spill.copyInPieces(out, p.spilledAt, p.length);
+      for (const piece of await this.reads.take(p)) out.write(piece);
     }
   }
 }
@@ -456,22 +518,88 @@ class SpillFile {
     return readExactly(this.handle!, at, length);
   }
 
-  async copyInPieces(out: Writable, at: number, length: number): Promise<void> {
-    let position = at;
-    let left = length;
-    while (left > 0) {
-      const buf = await this.read(position, Math.min(left, READ_PIECE));
-      await write(out, buf);
-      position += buf.length;
-      left -= buf.length;
-    }
-  }
-
   async remove(): Promise<void> {
     if (this.handle === null) return;
     await this.lastAppend.catch(() => {});
     await this.handle.close().catch(() => {});
     await fsp.rm(this.path, { force: true });
+  }
+}
+
+/**
+ * Reads dropped images again: by range from their predictions file, or from the spill file.
+ * Reads are started ahead of their turn while there is room (READS_IN_FLIGHT, READ_AHEAD_BYTES)
+ * and taken in output order; `onRoom` is told when a read ends, so more can start.
+ */
+class ReadAhead {
+  onRoom: () => void = () => {};
+  private readonly files: PredictionFile[];
+  private readonly spill: SpillFile;
+  private inFlight = 0;
+  /** Bytes of the reads started and not taken yet. */
+  private bytes = 0;
+  private readonly open = new Set<Readable>();
+
+  constructor(files: PredictionFile[], spill: SpillFile) {
+    this.files = files;
+    this.spill = spill;
+  }
+
+  canReopen(file: number): boolean {
+    return this.files[file].length > 0;
+  }
+
+  /** Always room for one image, however big: the next one to be written may be waiting for it. */
+  hasRoom(length: number): boolean {
+    return this.inFlight < READS_IN_FLIGHT && (this.bytes === 0 || this.bytes + length <= READ_AHEAD_BYTES);
+  }
+
+  start(p: Prediction): void {
+    this.inFlight++;
+    this.bytes += p.length;
+    p.reading = p.dropped === 'source' ? this.readRange(p) : this.spill.read(p.spilledAt, p.length).then((buf) => [buf]);
+    // Taken when the line is written; until then a failure must not count as unhandled.
+    p.reading.catch(() => {});
+    p.reading.finally(() => {
+      this.inFlight--;
+      this.onRoom();
+    }).catch(() => {});
+  }
+
+  /** The image's bytes, read ahead or now: the next to be written must not wait for room. */
+  async take(p: Prediction): Promise<Buffer[]> {
+    if (p.reading === null) this.start(p);
+    try {
+      return await p.reading!;
+    } finally {
+      this.bytes -= p.length;
+      p.reading = null;
+      p.dropped = null;
+    }
+  }
+
+  /** Stop the reads still going (stitching failed): nothing takes them any more. */
+  close(): void {
+    for (const stream of this.open) stream.destroy();
+  }
+
+  private async readRange(p: Prediction): Promise<Buffer[]> {
+    const stream = this.files[p.file]({ start: p.at, end: p.at + p.length - 1 });
+    this.open.add(stream);
+    try {
+      const pieces: Buffer[] = [];
+      let got = 0;
+      for await (const chunk of stream) {
+        const piece = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
+        pieces.push(piece);
+        got += piece.length;
+      }
+      // The object changed under us, or the store ignored the range: never write wrong bytes.
+      if (got !== p.length) throw new Error(`predictions file ${p.file}: range ${p.at}+${p.length} read back as ${got} bytes`);
+      return pieces;
+    } finally {
+      this.open.delete(stream);
+    }
   }
 }
 
@@ -513,9 +641,6 @@ async function write(out: Writable, data: string | Buffer): Promise<void> {
   await once(out, 'drain');
 }
 
-async function drained(out: Writable): Promise<void> {
-  if (out.writableNeedDrain) await once(out, 'drain');
-}
 
 // ---------------------------------------------------------------------------------------------
 // Scanning a predictions stream
@@ -527,10 +652,11 @@ const NEWLINE = 0x0a;
 const PLACEHOLDER_PREFIX = '\u0000';
 const QUOTE_BUFFER = Buffer.from('"');
 
-/** A long string of the current line: its bytes as subarrays of the input chunks. */
+/** A long string of the current line: its bytes as subarrays of the input chunks, and where it starts in the stream. */
 interface LongString {
   pieces: Buffer[];
   length: number;
+  at: number;
 }
 
 /**
@@ -541,6 +667,9 @@ interface LongString {
  * only visits the few structural bytes between strings.
  */
 class PredictionScanner {
+  private readonly file: number;
+  /** Stream bytes before the current chunk. */
+  private offset = 0;
   private scanned: Prediction[] = [];
   private unreadable = 0;
   private inString = false;
@@ -549,10 +678,17 @@ class PredictionScanner {
   private longStrings: LongString[] = [];
   private stringPieces: Buffer[] = [];
   private stringLength = 0;
+  private stringAt = 0;
   private trailingBackslashes = 0; // of the current string at the end of the previous chunk
+
+  constructor(file: number) {
+    this.file = file;
+  }
 
   push(chunk: Buffer): void {
     const len = chunk.length;
+    const base = this.offset;
+    this.offset += len;
     let pos = 0;
     while (pos < len) {
       if (this.inString) {
@@ -573,6 +709,7 @@ class PredictionScanner {
         this.inString = true;
         this.stringPieces = [];
         this.stringLength = 0;
+        this.stringAt = base + i + 1;
         this.trailingBackslashes = 0;
       }
       pos = i + 1;
@@ -641,7 +778,7 @@ class PredictionScanner {
       this.addSkeleton(QUOTE_BUFFER);
     } else {
       this.addSkeleton(Buffer.from(`"\\u0000${this.longStrings.length}"`));
-      this.longStrings.push({ pieces: this.stringPieces, length: this.stringLength });
+      this.longStrings.push({ pieces: this.stringPieces, length: this.stringLength, at: this.stringAt });
     }
     this.stringPieces = [];
   }
@@ -663,7 +800,7 @@ class PredictionScanner {
       this.unreadable++;
       return;
     }
-    const p = readPrediction(parsed, longStrings);
+    const p = readPrediction(parsed, longStrings, this.file);
     if (p === null) this.unreadable++;
     else this.scanned.push(p);
   }
@@ -719,7 +856,7 @@ interface PredictionLine {
   processed_time?: string;
 }
 
-function readPrediction(parsed: unknown, longStrings: LongString[]): Prediction | null {
+function readPrediction(parsed: unknown, longStrings: LongString[], file: number): Prediction | null {
   if (typeof parsed !== 'object' || parsed === null) return null;
   const line = parsed as PredictionLine;
   const labels = line.request?.labels;
@@ -733,8 +870,11 @@ function readPrediction(parsed: unknown, longStrings: LongString[]): Prediction 
     inline: null,
     pieces: null,
     length: 0,
+    file,
+    at: -1,
+    dropped: null,
     spilledAt: -1,
-    readBack: null,
+    reading: null,
     created: toUnixSeconds(line.processed_time),
     usage: readUsage(line),
   };
@@ -742,9 +882,10 @@ function readPrediction(parsed: unknown, longStrings: LongString[]): Prediction 
   if (image === undefined) {
     prediction.failure = describeFailure(line);
   } else if (image.startsWith(PLACEHOLDER_PREFIX)) {
-    const { pieces, length } = longStrings[Number(image.slice(1))];
+    const { pieces, length, at } = longStrings[Number(image.slice(1))];
     prediction.pieces = pieces;
     prediction.length = length;
+    prediction.at = at;
   } else {
     // Short enough to keep; re-escaped for the output's JSON string (base64 needs none).
     prediction.inline = JSON.stringify(image).slice(1, -1);

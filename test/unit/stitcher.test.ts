@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
-import { stitchShard, type ReorderStats, type ShardLine, type StitchCounts } from '../../src/pipeline/stitcher.ts';
+import { stitchShard, type ByteRange, type PredictionFile, type ReorderStats, type ShardLine, type StitchCounts } from '../../src/pipeline/stitcher.ts';
 
 /** A Writable collecting what it is given; a small highWaterMark exercises backpressure. */
 class Collector extends Writable {
@@ -61,6 +61,49 @@ function streamOf(text: string, chunkSize: number): () => Readable {
     for (let i = 0; i < buf.length; i += chunkSize) chunks.push(buf.subarray(i, i + chunkSize));
     return Readable.from(chunks);
   };
+}
+
+/** What range-capable factories were asked for, and the most range reads open at once. */
+interface RangeLog {
+  wholeReads: number;
+  ranges: Array<{ file: number; range: ByteRange }>;
+  open: number;
+  maxOpen: number;
+}
+
+/**
+ * Predictions files that can be opened by range, as finalize's Cloud Storage factories can. A
+ * range read is open until its last chunk is taken; each chunk comes a turn later, as from a
+ * remote store, so reads that were started ahead overlap.
+ */
+function rangeFiles(files: string[][], chunkSize: number, log: RangeLog): PredictionFile[] {
+  return files.map((f, file) => {
+    const whole = streamOf(f.map((l) => l + '\n').join(''), chunkSize);
+    const bytes = Buffer.from(f.map((l) => l + '\n').join(''));
+    return (range?: ByteRange) => {
+      if (range === undefined) {
+        log.wholeReads++;
+        return whole();
+      }
+      log.ranges.push({ file, range });
+      log.maxOpen = Math.max(log.maxOpen, ++log.open);
+      async function* slowly() {
+        try {
+          for (let i = range!.start; i <= range!.end; i += chunkSize) {
+            await new Promise((resolve) => setImmediate(resolve));
+            yield bytes.subarray(i, Math.min(i + chunkSize, range!.end + 1));
+          }
+        } finally {
+          log.open--;
+        }
+      }
+      return Readable.from(slowly());
+    };
+  });
+}
+
+function newRangeLog(): RangeLog {
+  return { wholeReads: 0, ranges: [], open: 0, maxOpen: 0 };
 }
 
 async function* shardLines(lines: ShardLine[]): AsyncIterable<ShardLine> {
@@ -291,7 +334,11 @@ interface RawRun {
 }
 
 /** Stitch and return the output files as text (to compare byte for byte) and the reorder stats. */
-async function stitchRaw(lines: ShardLine[], files: string[][], options: { chunkSize?: number; reorderBufferBytes?: number } = {}): Promise<RawRun> {
+async function stitchRaw(
+  lines: ShardLine[],
+  files: string[][],
+  options: { chunkSize?: number; reorderBufferBytes?: number; ranges?: RangeLog } = {},
+): Promise<RawRun> {
   const output = new Collector();
   const errorOutput = new Collector();
   const seen: Array<[number, number]> = [];
@@ -299,7 +346,9 @@ async function stitchRaw(lines: ShardLine[], files: string[][], options: { chunk
   let next = 0;
   const counts = await stitchShard({
     lines: shardLines(lines),
-    predictionFiles: files.map((f) => streamOf(f.map((l) => l + '\n').join(''), options.chunkSize ?? 1000)),
+    predictionFiles: options.ranges
+      ? rangeFiles(files, options.chunkSize ?? 1000, options.ranges)
+      : files.map((f) => streamOf(f.map((l) => l + '\n').join(''), options.chunkSize ?? 1000)),
     workDir,
     output,
     errorOutput,
@@ -320,9 +369,10 @@ describe('stitchShard reordering', () => {
 
   it('writes predictions that arrive in input order straight through: nothing waits beyond its line', async () => {
     const okOnly = lines.flatMap((l) => Array.from({ length: l.n }, (_, k) => okPrediction(l.lineIndex, k)));
-    const run = await stitchRaw(lines, [okOnly]);
-    expect(run.stats.spilledImages).toBe(0);
-    expect(run.stats.spilledBytes).toBe(0);
+    const ranges = newRangeLog();
+    const run = await stitchRaw(lines, [okOnly], { ranges });
+    expect(run.stats).toMatchObject({ rereadImages: 0, rereadBytes: 0, spilledImages: 0, spilledBytes: 0 });
+    expect(ranges).toMatchObject({ wholeReads: 1, ranges: [] });
     // At most the first n-1 images of a line wait for its last one.
     expect(run.stats.peakBufferedBytes).toBeLessThanOrEqual(3 * IMAGE_B64);
     expect(run.counts.linesSucceeded).toBe(lines.length);
@@ -345,7 +395,79 @@ describe('stitchShard reordering', () => {
     }
   });
 
-  it('spills to workDir when the reorder buffer is full, with the same bytes and the buffer bound kept', async () => {
+  it('reads images dropped from a full reorder buffer again by range, with the same bytes and the buffer bound kept', async () => {
+    const inOrder = await stitchRaw(lines, [predictions]);
+    for (const budget of [0, 5 * IMAGE_B64, 20 * IMAGE_B64]) {
+      const ranges = newRangeLog();
+      const run = await stitchRaw(lines, deal(shuffled(predictions, 7), 2), { reorderBufferBytes: budget, chunkSize: 4096, ranges });
+      expect(run.output).toBe(inOrder.output);
+      expect(run.errors).toBe(inOrder.errors);
+      expect(run.counts).toEqual(inOrder.counts);
+      expect(run.seen).toEqual(inOrder.seen);
+      expect(run.stats).toMatchObject({ spilledImages: 0, spilledBytes: 0 });
+      expect(run.stats.rereadImages).toBeGreaterThan(0);
+      expect(run.stats.rereadBytes).toBe(run.stats.rereadImages * IMAGE_B64);
+      expect(run.stats.peakBufferedBytes).toBeLessThanOrEqual(budget);
+      expect(fs.readdirSync(workDir)).toEqual([]);
+    }
+  });
+
+  it('asks each file for exactly the bytes of the base64 of each dropped image, once', async () => {
+    const files = deal(shuffled(predictions, 3), 2);
+    const texts = files.map((f) => Buffer.from(f.map((l) => l + '\n').join('')));
+    const ranges = newRangeLog();
+    const run = await stitchRaw(lines, files, { reorderBufferBytes: 0, chunkSize: 500, ranges });
+    expect(ranges.wholeReads).toBe(2);
+    expect(ranges.ranges).toHaveLength(run.stats.rereadImages);
+    const images = new Set(lines.flatMap((l) => Array.from({ length: l.n }, (_, k) => imageFor(l.lineIndex, k))));
+    const asked = new Set<string>();
+    for (const { file, range } of ranges.ranges) {
+      const bytes = texts[file].subarray(range.start, range.end + 1).toString();
+      expect(images.has(bytes)).toBe(true);
+      expect(texts[file][range.start - 1]).toBe(0x22); // the string's opening quote
+      expect(texts[file][range.end + 1]).toBe(0x22); // and its closing one
+      asked.add(`${file}:${range.start}`);
+    }
+    expect(asked.size).toBe(ranges.ranges.length);
+  });
+
+  it('reads ahead at most 4 images at once, and fewer big ones', async () => {
+    const ranges = newRangeLog();
+    await stitchRaw(lines, [[...predictions].reverse()], { reorderBufferBytes: 0, chunkSize: 256, ranges });
+    expect(ranges.ranges.length).toBeGreaterThan(20);
+    expect(ranges.maxOpen).toBe(4);
+    // 5.3 MB of base64 each: three fit in the 16 MiB read ahead, a fourth does not.
+    const big = Array.from({ length: 6 }, (_, k) => imageFor(0, k, 4_000_000));
+    const bigRanges = newRangeLog();
+    const run = await stitchRaw([{ lineIndex: 0, customId: 'a', n: 6 }], [big.map((b, k) => okPrediction(0, k, b)).reverse()], {
+      reorderBufferBytes: 0,
+      chunkSize: 1 << 20,
+      ranges: bigRanges,
+    });
+    expect(bigRanges.maxOpen).toBe(3);
+    expect(JSON.parse(run.output).response.body.data.map((d: { b64_json: string }) => d.b64_json)).toEqual(big);
+  });
+
+  it('fails rather than write wrong bytes when a range reads back short', async () => {
+    const file = [okPrediction(1, 0), okPrediction(0, 0)].map((l) => l + '\n').join('');
+    const truncating: PredictionFile = (range?: ByteRange) => {
+      const bytes = Buffer.from(file);
+      return Readable.from([range ? bytes.subarray(range.start, range.end) : bytes]);
+    };
+    await expect(
+      stitchShard({
+        lines: shardLines([{ lineIndex: 0, customId: 'a', n: 1 }, { lineIndex: 1, customId: 'b', n: 1 }]),
+        predictionFiles: [truncating],
+        workDir,
+        output: new Collector(),
+        errorOutput: new Collector(),
+        newRequestId: () => 'id',
+        reorderBufferBytes: 0,
+      }),
+    ).rejects.toThrow(/read back as/);
+  });
+
+  it('spills to workDir instead when a file cannot be opened by range, with the same bytes and the buffer bound kept', async () => {
     const inOrder = await stitchRaw(lines, [predictions]);
     for (const budget of [0, 5 * IMAGE_B64, 20 * IMAGE_B64]) {
       const run = await stitchRaw(lines, deal(shuffled(predictions, 7), 2), { reorderBufferBytes: budget, chunkSize: 4096 });
@@ -354,12 +476,13 @@ describe('stitchShard reordering', () => {
       expect(run.counts).toEqual(inOrder.counts);
       expect(run.stats.spilledImages).toBeGreaterThan(0);
       expect(run.stats.spilledBytes).toBe(run.stats.spilledImages * IMAGE_B64);
+      expect(run.stats.rereadImages).toBe(0);
       expect(run.stats.peakBufferedBytes).toBeLessThanOrEqual(budget);
       expect(fs.readdirSync(workDir)).toEqual([]);
     }
   });
 
-  it('reads spilled images bigger than a read piece back in pieces', async () => {
+  it('reads spilled images of several MB back', async () => {
     const big = imageFor(1, 0, 4_000_000); // 5.3 MB of base64
     const file = [okPrediction(1, 0, big), okPrediction(0, 1), okPrediction(0, 0)];
     const run = await stitchRaw([{ lineIndex: 0, customId: 'a', n: 2 }, { lineIndex: 1, customId: 'b', n: 1 }], [file], { reorderBufferBytes: 0, chunkSize: 65536 });
