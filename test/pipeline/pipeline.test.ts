@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { startTestService, type TestService } from '../support/service.ts';
 import { call, expectEnvelope, form, imageLine, PNG_1x1 } from '../support/http.ts';
-import { decodePng, download, ledger, uploadBatch, waitForBatch } from '../support/batches.ts';
+import { decodePng, download, eventually, ledger, uploadBatch, waitForBatch } from '../support/batches.ts';
 
 // gemini-2.5-flash-image: 5,000 quota units per image, batch ratio 0.5 → 2,500 per image.
 const PER_IMAGE = 2500;
@@ -53,9 +53,12 @@ describe('the batch pipeline', () => {
     expect(wide.width).toBeGreaterThan(wide.height);
     expect(out[0].response.body.data[0].b64_json).not.toBe(out[4].response.body.data[0].b64_json);
 
-    // staging inputs and Vertex's outputs are gone; the batch's own files are all that is left
-    const left = await svc.runtime.services.store.list(`tenants/${user.id}/batches/${done.id}/`);
-    expect(left).toHaveLength(1);
+    // staging inputs and Vertex's outputs go right after settlement: the output file is all that stays
+    const left = await eventually(async () => {
+      const objects = await svc.runtime.services.store.list(`tenants/${user.id}/batches/${done.id}/`);
+      return objects.length === 1 ? objects : null;
+    });
+    expect(left[0].key).toMatch(/output-[a-z0-9]+\.jsonl$/);
     const l = await ledger(svc, user.id);
     expect(l.logs.map((x) => x.type)).toEqual(['topup', 'pre_deduction']);
     expect(l.quota).toBe(100_000 - 7 * PER_IMAGE);

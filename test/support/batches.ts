@@ -25,6 +25,17 @@ export async function waitForBatch(
   throw new Error(`batch ${id} did not reach the expected state; last: ${JSON.stringify(last)}`);
 }
 
+/** Polls `probe` until it returns something other than null (or the deadline passes). */
+export async function eventually<T>(probe: () => Promise<T | null>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== null) return value;
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 export async function download(svc: TestService, key: string, fileId: string): Promise<any[]> {
   const a = await call(`${svc.url}/v1/files/${fileId}/content`, { key });
   if (a.status !== 200) throw new Error(`download ${fileId}: ${a.status} ${a.text}`);
