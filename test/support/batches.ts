@@ -15,14 +15,15 @@ export async function uploadBatch(svc: TestService, key: string, lines: unknown[
 export async function waitForBatch(
   svc: TestService, key: string, id: string, done: (b: any) => boolean = (b) => FINISHED.includes(b.status), timeoutMs = 45_000,
 ): Promise<any> {
-  const deadline = Date.now() + timeoutMs;
   let last: any;
-  while (Date.now() < deadline) {
-    last = (await call(`${svc.url}/v1/image-batches/${id}`, { key })).body;
-    if (done(last)) return last;
-    await new Promise((r) => setTimeout(r, 100));
+  try {
+    return await eventually(async () => {
+      last = (await call(`${svc.url}/v1/image-batches/${id}`, { key })).body;
+      return done(last) ? last : null;
+    }, timeoutMs);
+  } catch {
+    throw new Error(`batch ${id} did not reach the expected state; last: ${JSON.stringify(last)}`);
   }
-  throw new Error(`batch ${id} did not reach the expected state; last: ${JSON.stringify(last)}`);
 }
 
 /** Polls `probe` until it returns something other than null (or the deadline passes). */
