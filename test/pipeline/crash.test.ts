@@ -6,7 +6,7 @@ import { GoogleAuth, PassThroughClient } from 'google-auth-library';
 import pg from 'pg';
 import { startTestService, type TestService } from '../support/service.ts';
 import { imageLine } from '../support/http.ts';
-import { download, ledger, uploadBatch, waitForBatch } from '../support/batches.ts';
+import { download, eventually, ledger, uploadBatch, waitForBatch } from '../support/batches.ts';
 
 const PER_IMAGE = 2500;
 
@@ -58,12 +58,10 @@ describe('worker processes', () => {
     const db = new pg.Pool({ connectionString: svc.databaseUrl, max: 1 });
     try {
       // wait until the shards are out at Vertex, then kill one worker without warning
-      const deadline = Date.now() + 30_000;
-      while (Date.now() < deadline) {
+      await eventually(async () => {
         const { rows } = await db.query("SELECT count(*)::int AS n FROM shards WHERE batch_id = $1 AND status = 'submitted'", [batchId]);
-        if (rows[0].n >= 2) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
+        return rows[0].n >= 2 ? true : null;
+      }, 30_000);
       a.kill('SIGKILL');
       await once(a, 'exit');
       startWorker();
