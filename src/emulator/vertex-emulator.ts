@@ -224,8 +224,10 @@ class VertexEmulator {
     const record: JobRecord = { id, parent, job: resource };
     this.records.set(id, record);
     await this.files.save(record);
+    // Answer the job as created: the runner may move it on before the answer is written.
+    const created: JobRecord = { ...record, job: structuredClone(resource) };
     this.startRunner(record);
-    return record;
+    return created;
   }
 
   private find(r: Route): JobRecord {
