@@ -80,6 +80,8 @@ function checkObjectName(name: string): void {
 export class GcsStore {
   private readonly root: string;
   private readonly buckets = new Map<string, Map<string, ObjectMeta>>();
+  /** The creation of each bucket's directory, awaited by every user of the bucket. */
+  private readonly bucketDirs = new Map<string, Promise<void>>();
   private lastGeneration = 0;
 
   constructor(dataDir: string) {
@@ -121,8 +123,10 @@ export class GcsStore {
     if (!objects) {
       objects = new Map();
       this.buckets.set(bucket, objects);
-      await mkdir(this.bucketDir(bucket), { recursive: true });
+      this.bucketDirs.set(bucket, mkdir(this.bucketDir(bucket), { recursive: true }).then(() => {}));
     }
+    // Every caller waits for the directory, not only the first: concurrent first uploads race.
+    await this.bucketDirs.get(bucket);
     return objects;
   }
 
