@@ -133,8 +133,6 @@ async function childStitch(outDir: string, verify: boolean, linesFile: string, f
   // Imported here, not at the top: the copy's process must not carry the gateway's modules in its RSS.
   const { stitchShard } = await import('../src/pipeline/stitcher.ts');
   const lines = JSON.parse(fs.readFileSync(linesFile, 'utf8')) as ShardLine[];
-  const workDir = path.join(outDir, 'work');
-  fs.mkdirSync(workDir);
   const outputFile = path.join(outDir, 'output.jsonl');
   const errorFile = path.join(outDir, 'errors.jsonl');
   const start = process.hrtime.bigint();
@@ -149,7 +147,6 @@ async function childStitch(outDir: string, verify: boolean, linesFile: string, f
     lines: shardLines(),
     // Range-capable, as finalize passes them: images dropped from the reorder buffer are read again by range.
     predictionFiles: files.map((f) => (range?: ByteRange) => genericReader(f, range)),
-    workDir,
     output: output.stream,
     errorOutput: errorOutput.stream,
     newRequestId: () => `batch_req_${(next++).toString(36).padStart(8, '0')}`,

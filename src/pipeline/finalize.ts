@@ -1,6 +1,3 @@
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import * as batches from '../batches/batch-queries.ts';
 import { batchPrefix } from '../batches/batch-service.ts';
 import { batchPrice } from '../billing/pricing.ts';
@@ -101,7 +98,6 @@ async function stitchAll(s: Services, batch: batches.BatchRow, shards: ShardRow[
   const tally: Tally = { linesCompleted: 0, linesFailed: 0, imagesSucceeded: 0, succeededBySize: {} };
   const output = s.store.writeStream(keys.output, 'application/jsonl');
   const errorOutput = s.store.writeStream(keys.errors, 'application/jsonl');
-  const workDir = await fs.mkdtemp(path.join(os.tmpdir(), `stitch-${batch.id}-`));
   const stitch = async (lines: AsyncIterable<ManifestLine>, predictionKeys: string[]) => {
     const tiers = new Map<number, string>();
     async function* shardLines(): AsyncGenerator<ShardLine> {
@@ -113,7 +109,6 @@ async function stitchAll(s: Services, batch: batches.BatchRow, shards: ShardRow[
     await stitchShard({
       lines: shardLines(),
       predictionFiles: predictionKeys.map((key) => (range?: { start: number; end: number }) => s.store.readStream(key, range)),
-      workDir,
       output,
       errorOutput,
       newRequestId: () => newId('batch_req'),
@@ -144,8 +139,6 @@ async function stitchAll(s: Services, batch: batches.BatchRow, shards: ShardRow[
     output.destroy();
     errorOutput.destroy();
     throw err;
-  } finally {
-    await fs.rm(workDir, { recursive: true, force: true });
   }
   return tally;
 }

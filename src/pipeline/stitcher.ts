@@ -1,6 +1,3 @@
-import fsp from 'node:fs/promises';
-import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { IMAGE_LABEL, LINE_LABEL } from '../vertex/translate.ts';
@@ -43,9 +40,6 @@ export interface ReorderStats {
   /** Images dropped from the full reorder buffer and read again by range from their predictions file, and their bytes. */
   rereadImages: number;
   rereadBytes: number;
-  /** The same for files that cannot be opened by range: written to workDir and read back. */
-  spilledImages: number;
-  spilledBytes: number;
 }
 
 /** Bytes `start` to `end` of a predictions file, both inclusive (as Cloud Storage and fs read streams take them). */
@@ -55,8 +49,9 @@ export interface ByteRange {
 }
 
 /**
- * Opens a predictions file: all of it without an argument, or one byte range of it. A factory
- * declared without a parameter (`open.length === 0`) is taken to read whole files only.
+ * Opens a predictions file: all of it without an argument, or exactly the given byte range of it.
+ * Honouring the range is part of the contract: images dropped from the reorder buffer are read
+ * again that way, and a range that reads back at another length fails the stitch.
  */
 export type PredictionFile = (range?: ByteRange) => Readable;
 
@@ -68,8 +63,6 @@ export interface StitchOptions {
    * An image that arrives too far ahead of its turn is read again by range when its turn comes.
    */
   predictionFiles: PredictionFile[];
-  /** Local scratch directory for such images of files that cannot be opened by range; removed after. */
-  workDir: string;
   /** Successes and partial successes. Not ended here: the caller ends it. */
   output: Writable;
   /** Failures and the shortfall of partial lines. Not ended here: the caller ends it. */
@@ -118,10 +111,8 @@ const IMAGES_PER_LINE_KEY = 16;
  * their turn wait in a reorder buffer (`reorderBufferBytes` of image bytes); past that they are
  * dropped, remembering where their base64 is in its predictions file, and that byte range is
  * read again shortly before their line's turn (a few reads in flight, see READS_IN_FLIGHT), so
- * nothing goes to local disk. Only for a file that cannot be opened by range are they appended to
- * a spill file in workDir instead, and read back from there the same way.
- * After the last file, the remaining lines are written in order (a never-answered image is a
- * `missing_prediction`).
+ * nothing goes to local disk. After the last file, the remaining lines are written in order (a
+ * never-answered image is a `missing_prediction`).
  *
  * A retried request may fail once and succeed later; the success wins. So a line with a failed
  * image is not written as soon as it is complete but only when the reorder buffer is full or
@@ -132,9 +123,8 @@ const IMAGES_PER_LINE_KEY = 16;
  * predictions, and READ_AHEAD_BYTES of images read again (or one image, if bigger).
  */
 export async function stitchShard(opts: StitchOptions): Promise<StitchCounts> {
-  const spill = new SpillFile(path.join(opts.workDir, `spill-${randomBytes(4).toString('hex')}.b64`));
-  const reads = new ReadAhead(opts.predictionFiles, spill);
-  const stitcher = new Stitcher(opts, spill, reads);
+  const reads = new ReadAhead(opts.predictionFiles);
+  const stitcher = new Stitcher(opts, reads);
   try {
     for (let file = 0; file < opts.predictionFiles.length; file++) await stitcher.readPredictions(file);
     await stitcher.finish();
@@ -142,7 +132,6 @@ export async function stitchShard(opts: StitchOptions): Promise<StitchCounts> {
     return stitcher.counts;
   } finally {
     reads.close();
-    await spill.remove();
   }
 }
 
@@ -163,10 +152,8 @@ interface Prediction {
   /** Where the base64 is: predictions file (index in `predictionFiles`) and byte offset in it. */
   file: number;
   at: number;
-  /** Dropped from memory, to be read again from its predictions file or from the spill file; else null. */
-  dropped: 'source' | 'spill' | null;
-  /** Offset in the spill file, or -1. */
-  spilledAt: number;
+  /** Dropped from memory, to be read again by range from its predictions file. */
+  dropped: boolean;
   /** The dropped image being read again ahead of its turn. */
   reading: Promise<Buffer[]> | null;
   created: number;
@@ -187,10 +174,9 @@ class Stitcher {
     linesSucceeded: 0, linesPartial: 0, linesFailed: 0, imagesSucceeded: 0, imagesFailed: 0,
     predictionsIgnored: 0, predictionsDuplicate: 0,
   };
-  readonly stats: ReorderStats = { peakBufferedBytes: 0, rereadImages: 0, rereadBytes: 0, spilledImages: 0, spilledBytes: 0 };
+  readonly stats: ReorderStats = { peakBufferedBytes: 0, rereadImages: 0, rereadBytes: 0 };
   private readonly opts: StitchOptions;
   private readonly budget: number;
-  private readonly spill: SpillFile;
   private readonly reads: ReadAhead;
   /** No prediction comes any more: every line is complete as it is. */
   private finishing = false;
@@ -213,10 +199,9 @@ class Stitcher {
   private readonly untaken: Array<{ taken: Promise<void>; bytes: number }> = [];
   private untakenBytes = 0;
 
-  constructor(opts: StitchOptions, spill: SpillFile, reads: ReadAhead) {
+  constructor(opts: StitchOptions, reads: ReadAhead) {
     this.opts = opts;
     this.budget = opts.reorderBufferBytes ?? DEFAULT_REORDER_BUFFER;
-    this.spill = spill;
     this.reads = reads;
     reads.onRoom = () => this.readAhead();
     this.source = opts.lines[Symbol.asyncIterator]();
@@ -263,7 +248,7 @@ class Stitcher {
     await this.writeReadyLines(false);
     if (this.buffered > this.budget) await this.writeReadyLines(true);
     if (slot.ordinal >= this.cursor && p.pieces !== null) {
-      if (this.buffered > this.budget) await this.drop(p);
+      if (this.buffered > this.budget) this.drop(p);
       else p.pieces = ownBytes(p.pieces);
     }
     this.stats.peakBufferedBytes = Math.max(this.stats.peakBufferedBytes, this.buffered);
@@ -317,24 +302,13 @@ class Stitcher {
     }
   }
 
-  /**
-   * Free the memory of an image that waits: it is read again from its predictions file when its
-   * turn comes, or, if that file cannot be opened by range, goes to the spill file.
-   */
-  private async drop(p: Prediction): Promise<void> {
-    const pieces = p.pieces!;
+  /** Free the memory of an image that waits: it is read again by range from its predictions file when its turn comes. */
+  private drop(p: Prediction): void {
     this.buffered -= p.length;
     p.pieces = null;
-    if (this.reads.canReopen(p.file)) {
-      p.dropped = 'source';
-      this.stats.rereadImages++;
-      this.stats.rereadBytes += p.length;
-    } else {
-      p.dropped = 'spill';
-      p.spilledAt = await this.spill.append(pieces, p.length);
-      this.stats.spilledImages++;
-      this.stats.spilledBytes += p.length;
-    }
+    p.dropped = true;
+    this.stats.rereadImages++;
+    this.stats.rereadBytes += p.length;
   }
 
   /**
@@ -356,7 +330,7 @@ class Stitcher {
       const { images } = this.readAheadLine;
       for (; this.readAheadImg < images.length; this.readAheadImg++) {
         const p = images[this.readAheadImg];
-        if (p === undefined || p.dropped === null || p.reading !== null) continue;
+        if (p === undefined || !p.dropped || p.reading !== null) continue;
         if (!this.reads.hasRoom(p.length)) return;
         this.reads.start(p);
       }
@@ -488,65 +462,20 @@ function addUsage(sum: LineUsage, u: LineUsage): void {
 }
 
 /**
- * Images that came too far ahead of their turn, appended to one local file. At most one append
- * is in flight, so reading the input goes on while the previous image is written.
- */
-class SpillFile {
-  private readonly path: string;
-  private handle: fsp.FileHandle | null = null;
-  private size = 0;
-  private lastAppend: Promise<void> = Promise.resolve();
-
-  constructor(filePath: string) {
-    this.path = filePath;
-  }
-
-  /** Queue `pieces` for writing at the end of the file; resolves to their offset once the previous append is done. */
-  async append(pieces: Buffer[], length: number): Promise<number> {
-    await this.lastAppend;
-    this.handle ??= await fsp.open(this.path, 'w+');
-    const at = this.size;
-    this.size += length;
-    this.lastAppend = writeAllAt(this.handle, pieces, at);
-    // Awaited by the next append, read or remove; until then not an unhandled rejection.
-    this.lastAppend.catch(() => {});
-    return at;
-  }
-
-  async read(at: number, length: number): Promise<Buffer> {
-    await this.lastAppend;
-    return readExactly(this.handle!, at, length);
-  }
-
-  async remove(): Promise<void> {
-    if (this.handle === null) return;
-    await this.lastAppend.catch(() => {});
-    await this.handle.close().catch(() => {});
-    await fsp.rm(this.path, { force: true });
-  }
-}
-
-/**
- * Reads dropped images again: by range from their predictions file, or from the spill file.
- * Reads are started ahead of their turn while there is room (READS_IN_FLIGHT, READ_AHEAD_BYTES)
- * and taken in output order; `onRoom` is told when a read ends, so more can start.
+ * Reads dropped images again by range from their predictions file. Reads are started ahead of
+ * their turn while there is room (READS_IN_FLIGHT, READ_AHEAD_BYTES) and taken in output order;
+ * `onRoom` is told when a read ends, so more can start.
  */
 class ReadAhead {
   onRoom: () => void = () => {};
   private readonly files: PredictionFile[];
-  private readonly spill: SpillFile;
   private inFlight = 0;
   /** Bytes of the reads started and not taken yet. */
   private bytes = 0;
   private readonly open = new Set<Readable>();
 
-  constructor(files: PredictionFile[], spill: SpillFile) {
+  constructor(files: PredictionFile[]) {
     this.files = files;
-    this.spill = spill;
-  }
-
-  canReopen(file: number): boolean {
-    return this.files[file].length > 0;
   }
 
   /** Always room for one image, however big: the next one to be written may be waiting for it. */
@@ -557,7 +486,7 @@ class ReadAhead {
   start(p: Prediction): void {
     this.inFlight++;
     this.bytes += p.length;
-    p.reading = p.dropped === 'source' ? this.readRange(p) : this.spill.read(p.spilledAt, p.length).then((buf) => [buf]);
+    p.reading = this.readRange(p);
     // Taken when the line is written; until then a failure must not count as unhandled.
     p.reading.catch(() => {});
     p.reading.finally(() => {
@@ -574,7 +503,7 @@ class ReadAhead {
     } finally {
       this.bytes -= p.length;
       p.reading = null;
-      p.dropped = null;
+      p.dropped = false;
     }
   }
 
@@ -601,38 +530,6 @@ class ReadAhead {
       this.open.delete(stream);
     }
   }
-}
-
-/** Write all of `pieces` at `position` (writev may write less than asked). */
-async function writeAllAt(fh: fsp.FileHandle, pieces: Buffer[], position: number): Promise<void> {
-  let left = pieces;
-  let at = position;
-  while (left.length > 0) {
-    const { bytesWritten } = await fh.writev(left, at);
-    at += bytesWritten;
-    left = dropBytes(left, bytesWritten);
-  }
-}
-
-function dropBytes(pieces: Buffer[], count: number): Buffer[] {
-  let i = 0;
-  let rest = count;
-  while (i < pieces.length && rest >= pieces[i].length) rest -= pieces[i++].length;
-  const left = pieces.slice(i);
-  if (rest > 0) left[0] = left[0].subarray(rest);
-  return left;
-}
-
-/** `length` bytes at `position`, into a fresh buffer. */
-async function readExactly(fh: fsp.FileHandle, position: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
-  let filled = 0;
-  while (filled < length) {
-    const { bytesRead } = await fh.read(buf, filled, length - filled, position + filled);
-    if (bytesRead === 0) throw new Error(`spill file ends before offset ${position + filled}`);
-    filled += bytesRead;
-  }
-  return buf;
 }
 
 /** Write with backpressure: wait for 'drain' when the stream's buffer is full. */
@@ -872,8 +769,7 @@ function readPrediction(parsed: unknown, longStrings: LongString[], file: number
     length: 0,
     file,
     at: -1,
-    dropped: null,
-    spilledAt: -1,
+    dropped: false,
     reading: null,
     created: toUnixSeconds(line.processed_time),
     usage: readUsage(line),

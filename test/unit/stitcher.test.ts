@@ -1,4 +1,4 @@
-import { describe, it, expect, beforeAll, afterAll } from '@jest/globals';
+import { describe, it, expect } from '@jest/globals';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -54,9 +54,11 @@ function blockedPrediction(line: number, img: number): string {
   });
 }
 
-function streamOf(text: string, chunkSize: number): () => Readable {
-  return () => {
-    const buf = Buffer.from(text);
+/** A predictions file in memory, read whole or by range, in chunks of `chunkSize`. */
+function streamOf(text: string, chunkSize: number): PredictionFile {
+  return (range?: ByteRange) => {
+    const whole = Buffer.from(text);
+    const buf = range ? whole.subarray(range.start, range.end + 1) : whole;
     const chunks: Buffer[] = [];
     for (let i = 0; i < buf.length; i += chunkSize) chunks.push(buf.subarray(i, i + chunkSize));
     return Readable.from(chunks);
@@ -72,9 +74,9 @@ interface RangeLog {
 }
 
 /**
- * Predictions files that can be opened by range, as finalize's Cloud Storage factories can. A
- * range read is open until its last chunk is taken; each chunk comes a turn later, as from a
- * remote store, so reads that were started ahead overlap.
+ * Predictions files that log what they are asked for. A range read is open until its last chunk
+ * is taken; each chunk comes a turn later, as from a remote store, so reads that were started
+ * ahead overlap.
  */
 function rangeFiles(files: string[][], chunkSize: number, log: RangeLog): PredictionFile[] {
   return files.map((f, file) => {
@@ -110,14 +112,6 @@ async function* shardLines(lines: ShardLine[]): AsyncIterable<ShardLine> {
   yield* lines;
 }
 
-let workDir: string;
-beforeAll(() => {
-  workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ibg-stitch-test-'));
-});
-afterAll(() => {
-  fs.rmSync(workDir, { recursive: true, force: true });
-});
-
 async function stitch(lines: ShardLine[], files: string[][], chunkSize = 1000, onLine?: (l: ShardLine, ok: number) => void) {
   const output = new Collector();
   const errorOutput = new Collector();
@@ -125,7 +119,6 @@ async function stitch(lines: ShardLine[], files: string[][], chunkSize = 1000, o
   const counts: StitchCounts = await stitchShard({
     lines: shardLines(lines),
     predictionFiles: files.map((f) => streamOf(f.map((l) => l + '\n').join(''), chunkSize)),
-    workDir,
     output,
     errorOutput,
     newRequestId: () => `batch_req_${next++}`,
@@ -253,7 +246,7 @@ describe('stitchShard', () => {
     }
   });
 
-  it('reads local prediction files (as streams), leaving them and no scratch files behind', async () => {
+  it('reads local prediction files (as streams), leaving them behind', async () => {
     const srcDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ibg-stitch-src-'));
     try {
       const files = [path.join(srcDir, 'p0.jsonl'), path.join(srcDir, 'p1.jsonl')];
@@ -265,8 +258,7 @@ describe('stitchShard', () => {
       let next = 0;
       const counts = await stitchShard({
         lines: shardLines([{ lineIndex: 0, customId: 'a', n: 2 }, { lineIndex: 1, customId: 'b', n: 2 }]),
-        predictionFiles: files.map((f) => () => fs.createReadStream(f)),
-        workDir,
+        predictionFiles: files.map((f) => (range?: ByteRange) => fs.createReadStream(f, range)),
         output,
         errorOutput,
         newRequestId: () => `batch_req_${next++}`,
@@ -277,15 +269,9 @@ describe('stitchShard', () => {
       expect(out[1].response.body.data).toEqual([{ b64_json: imageFor(1, 0, 2_500_000) }]);
       expect(errorOutput.lines().map((l) => [l.custom_id, l.error.code])).toEqual([['b', 'partial_failure']]);
       expect(fs.readdirSync(srcDir).sort()).toEqual(['p0.jsonl', 'p1.jsonl']);
-      expect(fs.readdirSync(workDir)).toEqual([]);
     } finally {
       fs.rmSync(srcDir, { recursive: true, force: true });
     }
-  });
-
-  it('removes its scratch files', async () => {
-    await stitch([{ lineIndex: 0, customId: 'a', n: 1 }], [[okPrediction(0, 0)]]);
-    expect(fs.readdirSync(workDir)).toEqual([]);
   });
 });
 
@@ -349,7 +335,6 @@ async function stitchRaw(
     predictionFiles: options.ranges
       ? rangeFiles(files, options.chunkSize ?? 1000, options.ranges)
       : files.map((f) => streamOf(f.map((l) => l + '\n').join(''), options.chunkSize ?? 1000)),
-    workDir,
     output,
     errorOutput,
     newRequestId: () => `batch_req_${next++}`,
@@ -371,17 +356,16 @@ describe('stitchShard reordering', () => {
     const okOnly = lines.flatMap((l) => Array.from({ length: l.n }, (_, k) => okPrediction(l.lineIndex, k)));
     const ranges = newRangeLog();
     const run = await stitchRaw(lines, [okOnly], { ranges });
-    expect(run.stats).toMatchObject({ rereadImages: 0, rereadBytes: 0, spilledImages: 0, spilledBytes: 0 });
+    expect(run.stats).toMatchObject({ rereadImages: 0, rereadBytes: 0 });
     expect(ranges).toMatchObject({ wholeReads: 1, ranges: [] });
     // At most the first n-1 images of a line wait for its last one.
     expect(run.stats.peakBufferedBytes).toBeLessThanOrEqual(3 * IMAGE_B64);
     expect(run.counts.linesSucceeded).toBe(lines.length);
-    expect(fs.readdirSync(workDir)).toEqual([]);
   });
 
   it('gives the same bytes for shuffled predictions over two files as for predictions in order', async () => {
     const inOrder = await stitchRaw(lines, [predictions]);
-    expect(inOrder.stats.spilledImages).toBe(0);
+    expect(inOrder.stats.rereadImages).toBe(0);
     expect(inOrder.counts).toMatchObject({ linesPartial: expect.any(Number), predictionsIgnored: 0, predictionsDuplicate: 0 });
     expect(inOrder.counts.linesPartial).toBeGreaterThan(0);
     expect(inOrder.counts.linesFailed).toBeGreaterThan(0);
@@ -391,7 +375,7 @@ describe('stitchShard reordering', () => {
       expect(run.errors).toBe(inOrder.errors);
       expect(run.counts).toEqual(inOrder.counts);
       expect(run.seen).toEqual(inOrder.seen);
-      expect(run.stats.spilledImages).toBe(0); // the default buffer holds this small shard
+      expect(run.stats.rereadImages).toBe(0); // the default buffer holds this small shard
     }
   });
 
@@ -404,11 +388,9 @@ describe('stitchShard reordering', () => {
       expect(run.errors).toBe(inOrder.errors);
       expect(run.counts).toEqual(inOrder.counts);
       expect(run.seen).toEqual(inOrder.seen);
-      expect(run.stats).toMatchObject({ spilledImages: 0, spilledBytes: 0 });
       expect(run.stats.rereadImages).toBeGreaterThan(0);
       expect(run.stats.rereadBytes).toBe(run.stats.rereadImages * IMAGE_B64);
       expect(run.stats.peakBufferedBytes).toBeLessThanOrEqual(budget);
-      expect(fs.readdirSync(workDir)).toEqual([]);
     }
   });
 
@@ -458,38 +440,12 @@ describe('stitchShard reordering', () => {
       stitchShard({
         lines: shardLines([{ lineIndex: 0, customId: 'a', n: 1 }, { lineIndex: 1, customId: 'b', n: 1 }]),
         predictionFiles: [truncating],
-        workDir,
         output: new Collector(),
         errorOutput: new Collector(),
         newRequestId: () => 'id',
         reorderBufferBytes: 0,
       }),
     ).rejects.toThrow(/read back as/);
-  });
-
-  it('spills to workDir instead when a file cannot be opened by range, with the same bytes and the buffer bound kept', async () => {
-    const inOrder = await stitchRaw(lines, [predictions]);
-    for (const budget of [0, 5 * IMAGE_B64, 20 * IMAGE_B64]) {
-      const run = await stitchRaw(lines, deal(shuffled(predictions, 7), 2), { reorderBufferBytes: budget, chunkSize: 4096 });
-      expect(run.output).toBe(inOrder.output);
-      expect(run.errors).toBe(inOrder.errors);
-      expect(run.counts).toEqual(inOrder.counts);
-      expect(run.stats.spilledImages).toBeGreaterThan(0);
-      expect(run.stats.spilledBytes).toBe(run.stats.spilledImages * IMAGE_B64);
-      expect(run.stats.rereadImages).toBe(0);
-      expect(run.stats.peakBufferedBytes).toBeLessThanOrEqual(budget);
-      expect(fs.readdirSync(workDir)).toEqual([]);
-    }
-  });
-
-  it('reads spilled images of several MB back', async () => {
-    const big = imageFor(1, 0, 4_000_000); // 5.3 MB of base64
-    const file = [okPrediction(1, 0, big), okPrediction(0, 1), okPrediction(0, 0)];
-    const run = await stitchRaw([{ lineIndex: 0, customId: 'a', n: 2 }, { lineIndex: 1, customId: 'b', n: 1 }], [file], { reorderBufferBytes: 0, chunkSize: 65536 });
-    expect(run.stats.spilledBytes).toBe(big.length + IMAGE_B64);
-    const out = run.output.trimEnd().split('\n').map((l) => JSON.parse(l));
-    expect(out.map((l) => l.custom_id)).toEqual(['a', 'b']);
-    expect(out[1].response.body.data[0].b64_json).toBe(big);
   });
 
   it('lets a line with a failed image wait for a retry until the buffer is full, then writes the failure', async () => {
@@ -501,7 +457,7 @@ describe('stitchShard reordering', () => {
     const tight = await stitchRaw(two, [file], { reorderBufferBytes: IMAGE_B64 });
     expect(tight.counts).toMatchObject({ linesSucceeded: 2, linesFailed: 1, predictionsDuplicate: 1 });
     expect(tight.seen).toEqual([[0, 0], [1, 1], [2, 1]]);
-    expect(tight.stats.spilledImages).toBe(0);
+    expect(tight.stats.rereadImages).toBe(0);
   });
 
   it('reads the shard lines only as far ahead as the predictions need', async () => {
@@ -517,7 +473,6 @@ describe('stitchShard reordering', () => {
     await stitchShard({
       lines: counted(),
       predictionFiles: [streamOf(ones.slice(0, 5).map((l) => okPrediction(l.lineIndex, 0) + '\n').join(''), 1000)],
-      workDir,
       output: new Collector(),
       errorOutput: new Collector(),
       newRequestId: () => 'id',
