@@ -23,8 +23,8 @@ interface Tally {
 /**
  * Step 5: stitch every shard's predictions into one output file and one error file, in input
  * order, then settle — final status, files, request counts, settled amount and refund (with
- * its `difference` log row) in one transaction. Running twice re-stitches over the same
- * objects and settles once: the status compare-and-set admits only the first.
+ * its `difference` log row) in one transaction. Running twice stitches twice, into objects of
+ * each run's own, and settles once: the status compare-and-set admits only the first.
  */
 export async function finalizeBatch(s: Services, batchId: string): Promise<void> {
   const batch = await batches.findBatch(s.pool, batchId);
@@ -37,7 +37,8 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
   const keys = { output: `${prefix}output-${run}.jsonl`, errors: `${prefix}errors-${run}.jsonl` };
   const tally = await stitchAll(s, batch, shards, keys);
 
-  // Every Vertex job failed (or expired unstarted in Vertex's queue): the batch failed; anything less is a completed batch with failures.
+  // Every Vertex job failed (or expired unstarted in Vertex's queue): the batch failed; anything
+  // less is a completed batch with failures.
   const outcome = batch.outcome ?? (shards.length && shards.every((x) => VERTEX_FAILED.has(x.vertexState ?? '')) ? 'failed' : 'completed');
   // Priced as it was charged: a price or ratio changed meanwhile cannot skew the refund.
   const settled = Math.min(batch.preDeducted, batchPrice(batch.modelSnapshot!, tally.succeededBySize));
