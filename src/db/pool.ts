@@ -36,6 +36,3 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
     }
   }
 }
-
-/** Postgres error codes mapped at the boundary. */
-export const isUniqueViolation = (err: unknown) => (err as { code?: string }).code === '23505';

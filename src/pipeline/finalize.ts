@@ -7,7 +7,8 @@ import { newId, randomToken } from '../ids.ts';
 import type { Services } from '../services.ts';
 import { readJsonLines } from './json-lines.ts';
 import { listShards, type ShardRow } from './shard-queries.ts';
-import { finish, shardKeys, type ManifestLine } from './stage.ts';
+import { finish } from '../storage/streams.ts';
+import { shardKeys, type ManifestLine } from './stage.ts';
 import { stitchShard, type ShardLine } from './stitcher.ts';
 
 const VERTEX_FAILED = new Set(['JOB_STATE_FAILED', 'JOB_STATE_EXPIRED']);

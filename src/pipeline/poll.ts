@@ -3,7 +3,7 @@ import * as batches from '../batches/batch-queries.ts';
 import { withTransaction } from '../db/pool.ts';
 import type { Services } from '../services.ts';
 import { JOBS } from './job-queue.ts';
-import { findShard, listShards, markDone, recordProgress, shardTotals } from './shard-queries.ts';
+import { findShard, listShards, markDone, recordProgress, refreshLiveCounts } from './shard-queries.ts';
 import { schedulePoll } from './submit.ts';
 import { isNotFound, type JobSnapshot } from '../vertex/batch-jobs.ts';
 
@@ -18,7 +18,7 @@ export async function pollShard(s: Services, shardId: string, attempt: number): 
   const job = await lookAt(s, shard.vertexJob);
   if (!job.terminal) {
     await recordProgress(s.pool, shardId, { state: job.state, succeeded: job.succeeded, failed: job.failed });
-    await refreshCounts(s, shard.batchId);
+    await refreshLiveCounts(s.pool, shard.batchId);
     await schedulePoll(s, shardId, attempt + 1);
     return;
   }
@@ -27,7 +27,7 @@ export async function pollShard(s: Services, shardId: string, attempt: number): 
     await markDone(tx, shardId, { state: job.state, outputDir: job.outputDir, error: job.error, succeeded: job.succeeded, failed: job.failed });
     await finalizeWhenAllDone(s, tx, shard.batchId);
   });
-  await refreshCounts(s, shard.batchId);
+  await refreshLiveCounts(s.pool, shard.batchId);
 }
 
 /**
@@ -49,19 +49,4 @@ export async function finalizeWhenAllDone(s: Services, tx: pg.PoolClient, batchI
   if (shards.some((x) => x.status !== 'done')) return;
   const moved = await batches.transition(tx, batchId, ['in_progress', 'cancelling'], 'finalizing');
   if (moved) await s.queue.send(JOBS.finalize, { batchId }, { tx, key: batchId });
-}
-
-/**
- * request_counts while running. Vertex counts images; a request of n images is counted
- * completed once its share of images is — an estimate until stitching gives exact numbers.
- */
-async function refreshCounts(s: Services, batchId: string) {
-  const totals = await shardTotals(s.pool, batchId);
-  const batch = await batches.findBatch(s.pool, batchId);
-  if (!batch || !batch.imageTotal || !['in_progress', 'cancelling'].includes(batch.status)) return;
-  const perImage = batch.requestTotal / batch.imageTotal;
-  await batches.transition(s.pool, batchId, ['in_progress', 'cancelling'], null, {
-    requestCompleted: Math.min(batch.requestTotal, Math.floor(totals.succeeded * perImage)),
-    requestFailed: Math.min(batch.requestTotal, Math.floor(totals.failed * perImage)),
-  });
 }

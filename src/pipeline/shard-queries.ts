@@ -89,13 +89,19 @@ export async function markDone(
   return rowCount === 1;
 }
 
-/** Live request counts for the batch object: Σ over its shards. */
-export async function shardTotals(db: Db, batchId: string) {
-  const { rows } = await db.query<{ shards: number; done: number; succeeded: number; failed: number }>(
-    `SELECT count(*)::int AS shards, count(*) FILTER (WHERE status = 'done')::int AS done,
-            coalesce(sum(images_succeeded), 0)::int AS succeeded, coalesce(sum(images_failed), 0)::int AS failed
-       FROM shards WHERE batch_id = $1`,
+/**
+ * request_counts of a running batch from its shards' image counts, in one statement. Vertex
+ * counts images; a request of n images counts once its share of images does: an estimate
+ * until stitching gives the exact numbers.
+ */
+export async function refreshLiveCounts(db: Db, batchId: string): Promise<void> {
+  await db.query(
+    `UPDATE batches b
+        SET request_completed = least(b.request_total, floor(t.succeeded * b.request_total::numeric / b.image_total)),
+            request_failed = least(b.request_total, floor(t.failed * b.request_total::numeric / b.image_total))
+       FROM (SELECT coalesce(sum(images_succeeded), 0) AS succeeded, coalesce(sum(images_failed), 0) AS failed
+               FROM shards WHERE batch_id = $1) t
+      WHERE b.id = $1 AND b.image_total > 0 AND b.status IN ('in_progress', 'cancelling')`,
     [batchId],
   );
-  return rows[0];
 }

@@ -1,5 +1,3 @@
-import { once } from 'node:events';
-import type { Writable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import * as batches from '../batches/batch-queries.ts';
 import { batchPrefix } from '../batches/batch-service.ts';
@@ -8,6 +6,7 @@ import { withTransaction } from '../db/pool.ts';
 import { findOwnedVisionFiles, findUserFile } from '../files/file-queries.ts';
 import type { Services } from '../services.ts';
 import { referencedFileIds, sizeTier, toGeminiLines, type ImageRequestBody, type ReferenceImage } from '../vertex/translate.ts';
+import { finish, writeWithBackpressure } from '../storage/streams.ts';
 import { JOBS } from './job-queue.ts';
 import { readJsonLines } from './json-lines.ts';
 import { insertShard, listShards, type NewShard } from './shard-queries.ts';
@@ -140,17 +139,5 @@ async function resolveReferences(s: Services, userId: number, ids: string[], cac
     // Validation checked every reference; a file deleted since then cannot be sent.
     if (!ref) throw new Error(`reference image ${id} is gone`);
     return ref;
-  });
-}
-
-export async function writeWithBackpressure(stream: Writable, chunk: string | Buffer): Promise<void> {
-  if (!stream.write(chunk)) await once(stream, 'drain');
-}
-
-export function finish(stream: Writable): Promise<void> {
-  return new Promise((resolve, reject) => {
-    stream.once('error', reject);
-    stream.once('finish', resolve);
-    stream.end();
   });
 }

@@ -1,5 +1,5 @@
-import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
+import { writeWithBackpressure } from '../storage/streams.ts';
 import { IMAGE_LABEL, LINE_LABEL } from '../vertex/translate.ts';
 import {
   failedLine,
@@ -374,10 +374,10 @@ class Stitcher {
       this.counts.linesSucceeded++;
     } else if (images.length > 0) {
       this.counts.linesPartial++;
-      await write(this.opts.errorOutput, partialLine(id, line.customId, line.n, failures));
+      await writeWithBackpressure(this.opts.errorOutput, partialLine(id, line.customId, line.n, failures));
     } else {
       this.counts.linesFailed++;
-      await write(this.opts.errorOutput, failedLine(id, line.customId, line.n, failures));
+      await writeWithBackpressure(this.opts.errorOutput, failedLine(id, line.customId, line.n, failures));
     }
     this.opts.onLine?.(line, images.length);
   }
@@ -530,12 +530,6 @@ class ReadAhead {
       this.open.delete(stream);
     }
   }
-}
-
-/** Write with backpressure: wait for 'drain' when the stream's buffer is full. */
-async function write(out: Writable, data: string | Buffer): Promise<void> {
-  if (out.write(data)) return;
-  await once(out, 'drain');
 }
 
 

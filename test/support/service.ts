@@ -10,14 +10,14 @@ import { withDatabase } from './global-setup.ts';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 
-/** A fresh database cloned from the migrated template. */
-export async function createTestDatabase(): Promise<string> {
+/** A fresh database cloned from the migrated template, or an empty one (`migrated: false`). */
+export async function createTestDatabase(opts: { migrated?: boolean } = {}): Promise<string> {
   const adminUrl = process.env.IBG_TEST_ADMIN_URL!;
   const name = `ibg_${randomToken(12).toLowerCase()}`;
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   try {
-    await admin.query(`CREATE DATABASE ${name} TEMPLATE ibg_template`);
+    await admin.query(`CREATE DATABASE ${name}${opts.migrated === false ? '' : ' TEMPLATE ibg_template'}`);
   } finally {
     await admin.end();
   }

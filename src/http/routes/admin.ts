@@ -37,7 +37,7 @@ export function adminRoutes(s: Services, json: RequestHandler): Router {
     res.status(201).json({ ...userView(user), api_key: apiKey });
   });
   r.get('/users/:id', async (req, res) => {
-    const id = userIdParam(req.params.id);
+    const id = idParam(req.params.id);
     const user = await s.accounts.getUser(id);
     const keys = await s.accounts.listKeys(id);
     res.json({
@@ -46,23 +46,23 @@ export function adminRoutes(s: Services, json: RequestHandler): Router {
     });
   });
   r.post('/users/:id/topup', async (req, res) => {
-    const id = userIdParam(req.params.id);
+    const id = idParam(req.params.id);
     const quota = req.body?.quota;
     if (!Number.isSafeInteger(quota) || quota <= 0) throw badRequest('invalid_quota', 'quota must be a whole number > 0.', 'quota');
     await s.billing.topUp(id, quota);
     res.json(userView(await s.accounts.getUser(id)));
   });
   r.post('/users/:id/keys', async (req, res) => {
-    res.status(201).json({ api_key: await s.accounts.createKey(userIdParam(req.params.id)) });
+    res.status(201).json({ api_key: await s.accounts.createKey(idParam(req.params.id)) });
   });
   r.delete('/users/:id/keys/:keyId', async (req, res) => {
-    await s.accounts.revokeKey(userIdParam(req.params.id), userIdParam(req.params.keyId, 'key_id'));
+    await s.accounts.revokeKey(idParam(req.params.id), idParam(req.params.keyId, 'key_id'));
     res.json({ revoked: true });
   });
   r.get('/logs', async (req, res) => {
-    const userId = req.query.user_id === undefined ? undefined : userIdParam(String(req.query.user_id), 'user_id');
+    const userId = req.query.user_id === undefined ? undefined : idParam(String(req.query.user_id), 'user_id');
     const batchId = typeof req.query.batch_id === 'string' ? req.query.batch_id : undefined;
-    const afterId = req.query.after === undefined ? 0 : userIdParam(String(req.query.after), 'after');
+    const afterId = req.query.after === undefined ? 0 : idParam(String(req.query.after), 'after');
     const limit = req.query.limit === undefined ? 100 : Number(req.query.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw badRequest('invalid_limit', 'limit must be 1–1000.', 'limit');
     const rows = await s.billing.logs(s.pool, { userId, batchId, afterId, limit });
@@ -100,7 +100,8 @@ function adminAuth(token: string | null) {
   };
 }
 
-function userIdParam(raw: string, param = 'id'): number {
+/** A positive whole-number id from the path or query (user, key, log cursor). */
+function idParam(raw: string, param = 'id'): number {
   if (!/^\d{1,15}$/.test(raw)) throw badRequest('invalid_id', `${param} must be a positive whole number.`, param);
   return Number(raw);
 }
