@@ -18,7 +18,9 @@ export interface RunReport {
 
 /** Run `script child …args` in a fresh Node process (the same binary as this one) and read its report. */
 export async function runChild(script: string, args: string[]): Promise<RunReport> {
-  const child = spawn(process.execPath, ['--no-warnings', script, 'child', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--no-warnings', script, 'child', ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let out = '';
   child.stdout.setEncoding('utf8');
   child.stdout.on('data', (d: string) => (out += d));
@@ -37,7 +39,7 @@ export function report(startNs: bigint, bytes: number, detail?: unknown): void {
   const peakRssMb = process.resourceUsage().maxRSS / 1024;
   const cpu = process.cpuUsage();
   const r: RunReport = { seconds, bytes, peakRssMb, cpuUser: cpu.user / 1e6, cpuSys: cpu.system / 1e6, detail };
-  process.stdout.write(JSON.stringify(r) + '\n');
+  process.stdout.write(`${JSON.stringify(r)}\n`);
 }
 
 export function median(values: number[]): number {
@@ -133,8 +135,10 @@ export function multiSummary(c: MultiComparison): string {
   const row = (x: Contender) => {
     const mbps = x.runs.map(mbPerSecond);
     const rss = x.runs.map((r) => r.peakRssMb);
-    return `${x.name.padEnd(width)} median ${median(mbps).toFixed(1).padStart(6)} MB/s (${mbps.map((v) => v.toFixed(0)).join(', ')})` +
-      `  ratio ${(median(mbps) / base).toFixed(2)}  peak RSS median ${median(rss).toFixed(0)} MB, max ${Math.max(...rss).toFixed(0)} MB`;
+    return (
+      `${x.name.padEnd(width)} median ${median(mbps).toFixed(1).padStart(6)} MB/s (${mbps.map((v) => v.toFixed(0)).join(', ')})` +
+      `  ratio ${(median(mbps) / base).toFixed(2)}  peak RSS median ${median(rss).toFixed(0)} MB, max ${Math.max(...rss).toFixed(0)} MB`
+    );
   };
   const pass = (ok: boolean) => (ok ? 'PASS' : 'FAIL');
   // The disk's speed drifts between rounds: the ratio within each round shows how much.
@@ -143,7 +147,8 @@ export function multiSummary(c: MultiComparison): string {
     const ratio = median(x.runs.map(mbPerSecond)) / base;
     const rounds = paired(x);
     const rss = Math.max(...x.runs.map((r) => r.peakRssMb));
-    const target = x.ratioTarget === undefined ? '(no target)' : `(target ≥ ${x.ratioTarget}) ${pass(ratio >= x.ratioTarget)}`;
+    const target =
+      x.ratioTarget === undefined ? '(no target)' : `(target ≥ ${x.ratioTarget}) ${pass(ratio >= x.ratioTarget)}`;
     return `${x.name}: ratio ${ratio.toFixed(2)} ${target} (per round ${rounds.map((v) => v.toFixed(2)).join(', ')}; median ${median(rounds).toFixed(2)}); peak RSS ${rss.toFixed(0)} MB (target < ${c.rssTargetMb} MB) ${pass(rss < c.rssTargetMb)}`;
   });
   return [

@@ -14,16 +14,25 @@
  *
  *   node_modules/.bin/node scripts/bench-stitch.ts [rounds=5] [images=2000]
  */
+
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
-import { pipeline } from 'node:stream/promises';
 import { PassThrough, type Readable } from 'node:stream';
-import { randomBytes } from 'node:crypto';
+import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
-import { execFileSync } from 'node:child_process';
 import type { ByteRange, ReorderStats, ShardLine } from '../src/pipeline/stitcher.ts';
-import { closeStream, makeTempDir, multiSummary, prng, report, runChild, writeAll, type RunReport } from './bench-lib.ts';
+import {
+  closeStream,
+  makeTempDir,
+  multiSummary,
+  prng,
+  type RunReport,
+  report,
+  runChild,
+  writeAll,
+} from './bench-lib.ts';
 
 const IMAGE_BYTES = 1_000_000;
 /** Distinct random payloads, reused: generating 2 GB of randomness adds nothing. */
@@ -77,18 +86,28 @@ async function writePredictions(files: string[], predictions: Prediction[], payl
   for (let p = 0; p < predictions.length; p++) {
     const { line, img, kind } = predictions[p];
     const ws = streams[p % streams.length];
-    const request = `{"request":{"contents":[{"role":"user","parts":[{"text":"a cinematic photo of a harbour at dawn, request ${line}"}]}],` +
+    const request =
+      `{"request":{"contents":[{"role":"user","parts":[{"text":"a cinematic photo of a harbour at dawn, request ${line}"}]}],` +
       `"generationConfig":{"responseModalities":["IMAGE"],"imageConfig":{"aspectRatio":"1:1","imageSize":"1K"}},` +
       `"labels":{"ibg_line":"${line}","ibg_img":"${img}"}}`;
     const time = `"processed_time":"2026-11-21T10:${String(line % 60).padStart(2, '0')}:00.000Z"`;
     if (kind === 'failed') {
       await writeAll(ws, `${request},"status":"Internal error: 500 image generation failed",${time}}\n`);
     } else if (kind === 'blocked') {
-      await writeAll(ws, `${request},"status":"","response":{"promptFeedback":{"blockReason":"PROHIBITED_CONTENT"},"usageMetadata":{"promptTokenCount":12,"totalTokenCount":12}},${time}}\n`);
+      await writeAll(
+        ws,
+        `${request},"status":"","response":{"promptFeedback":{"blockReason":"PROHIBITED_CONTENT"},"usageMetadata":{"promptTokenCount":12,"totalTokenCount":12}},${time}}\n`,
+      );
     } else {
-      await writeAll(ws, `${request},"status":"","response":{"candidates":[{"content":{"role":"model","parts":[{"inlineData":{"mimeType":"image/png","data":"`);
+      await writeAll(
+        ws,
+        `${request},"status":"","response":{"candidates":[{"content":{"role":"model","parts":[{"inlineData":{"mimeType":"image/png","data":"`,
+      );
       await writeAll(ws, payloads[(line * 4 + img) % PAYLOADS]);
-      await writeAll(ws, `"}}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":12,"candidatesTokenCount":1290,"totalTokenCount":1302},"modelVersion":"gemini-2.5-flash-image"},${time}}\n`);
+      await writeAll(
+        ws,
+        `"}}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":12,"candidatesTokenCount":1290,"totalTokenCount":1302},"modelVersion":"gemini-2.5-flash-image"},${time}}\n`,
+      );
     }
   }
   await Promise.all(streams.map((s) => closeStream(s)));
@@ -124,7 +143,11 @@ function genericWriter(file: string): { stream: PassThrough; done: Promise<void>
 async function childCopy(outDir: string, files: string[]): Promise<void> {
   const start = process.hrtime.bigint();
   for (let i = 0; i < files.length; i++) {
-    await pipeline(fs.createReadStream(files[i]), new PassThrough(), fs.createWriteStream(path.join(outDir, `copy-${i}.jsonl`)));
+    await pipeline(
+      fs.createReadStream(files[i]),
+      new PassThrough(),
+      fs.createWriteStream(path.join(outDir, `copy-${i}.jsonl`)),
+    );
   }
   report(start, inputBytes(files));
 }
@@ -158,7 +181,13 @@ async function childStitch(outDir: string, verify: boolean, linesFile: string, f
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   // Not timed: proof that in-order and shuffled input give the same bytes.
   const digest = verify ? { output: await sha256(outputFile), errors: await sha256(errorFile) } : undefined;
-  report(start, inputBytes(files), { seconds, counts, reorder, outputMb: Math.round(fs.statSync(outputFile).size / 1e6), digest });
+  report(start, inputBytes(files), {
+    seconds,
+    counts,
+    reorder,
+    outputMb: Math.round(fs.statSync(outputFile).size / 1e6),
+    digest,
+  });
 }
 
 async function sha256(file: string): Promise<string> {
@@ -188,7 +217,9 @@ async function main(): Promise<void> {
   try {
     const t0 = Date.now();
     const input = await generate(dir, images);
-    console.log(`generated ${images} images, ${(input.bytes / 1e6).toFixed(0)} MB, in order (1 file) and shuffled (2 files), in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    console.log(
+      `generated ${images} images, ${(input.bytes / 1e6).toFixed(0)} MB, in order (1 file) and shuffled (2 files), in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+    );
     const copy: RunReport[] = [];
     const inOrder: RunReport[] = [];
     const shuffled: RunReport[] = [];
@@ -218,27 +249,33 @@ async function main(): Promise<void> {
         const [db, dc] = [b.detail, c.detail] as Array<{ digest: unknown; counts: unknown; reorder: unknown }>;
         console.log(`  counts: ${JSON.stringify(db.counts)}`);
         console.log(`  reorder (b): ${JSON.stringify(db.reorder)}  (c): ${JSON.stringify(dc.reorder)}`);
-        const same = JSON.stringify(db.digest) === JSON.stringify(dc.digest) && JSON.stringify(db.counts) === JSON.stringify(dc.counts);
-        console.log(`  output + errors sha256 (b) ${JSON.stringify(db.digest)} (c) ${JSON.stringify(dc.digest)}: ${same ? 'identical' : 'DIFFERENT'}`);
+        const same =
+          JSON.stringify(db.digest) === JSON.stringify(dc.digest) &&
+          JSON.stringify(db.counts) === JSON.stringify(dc.counts);
+        console.log(
+          `  output + errors sha256 (b) ${JSON.stringify(db.digest)} (c) ${JSON.stringify(dc.digest)}: ${same ? 'identical' : 'DIFFERENT'}`,
+        );
         if (!same) throw new Error('in-order and shuffled predictions gave different output');
       }
     }
     fresh();
-    console.log(multiSummary({
-      title: 'bench-stitch (predictions and output as generic streams, as with GCS)',
-      notes: [
-        `input: ${images} images (1,000,000 random bytes each → 1.33 MB base64, ${PAYLOADS} distinct payloads reused; not real PNGs), n = 1..4, ~2 % failed lines, a few partial, every request answered, ${(input.bytes / 1e6).toFixed(0)} MB`,
-        '(a) byte copy: fs.createReadStream → PassThrough → fs.createWriteStream, same disk',
-        '(b) stitch, predictions in input order in 1 file; (c) stitch, predictions shuffled over 2 files; both read as fs.createReadStream(f, range?).pipe(PassThrough) (range-capable: images dropped from the reorder buffer are read again by range), output and errors written through a PassThrough into files on the same disk',
-        'MB/s = predictions bytes / wall time; ratio = median MB/s ÷ median MB/s of (a); `sync` before every run (not timed)',
-      ],
-      baseline: { name: '(a) byte copy', runs: copy },
-      subjects: [
-        { name: '(b) stitch in order', runs: inOrder, ratioTarget: 0.5 },
-        { name: '(c) stitch shuffled', runs: shuffled, ratioTarget: 0.5 },
-      ],
-      rssTargetMb: 250,
-    }));
+    console.log(
+      multiSummary({
+        title: 'bench-stitch (predictions and output as generic streams, as with GCS)',
+        notes: [
+          `input: ${images} images (1,000,000 random bytes each → 1.33 MB base64, ${PAYLOADS} distinct payloads reused; not real PNGs), n = 1..4, ~2 % failed lines, a few partial, every request answered, ${(input.bytes / 1e6).toFixed(0)} MB`,
+          '(a) byte copy: fs.createReadStream → PassThrough → fs.createWriteStream, same disk',
+          '(b) stitch, predictions in input order in 1 file; (c) stitch, predictions shuffled over 2 files; both read as fs.createReadStream(f, range?).pipe(PassThrough) (range-capable: images dropped from the reorder buffer are read again by range), output and errors written through a PassThrough into files on the same disk',
+          'MB/s = predictions bytes / wall time; ratio = median MB/s ÷ median MB/s of (a); `sync` before every run (not timed)',
+        ],
+        baseline: { name: '(a) byte copy', runs: copy },
+        subjects: [
+          { name: '(b) stitch in order', runs: inOrder, ratioTarget: 0.5 },
+          { name: '(c) stitch shuffled', runs: shuffled, ratioTarget: 0.5 },
+        ],
+        rssTargetMb: 250,
+      }),
+    );
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

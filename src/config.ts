@@ -172,10 +172,15 @@ class EnvReader {
 export function parseTransportFaults(spec: string | undefined, problems: string[] = []): TransportFault[] {
   if (!spec) return [];
   const faults: TransportFault[] = [];
-  for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const part of spec
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const m = /^([A-Za-z]+):(\d+):(429|500|503)$/.exec(part);
     if (!m || !(VERTEX_METHODS as readonly string[]).includes(m[1]) || Number(m[2]) < 1) {
-      problems.push(`VERTEX_EMULATOR_FAULTS entries look like Method:N:429|500|503 with N ≥ 1 and Method one of ${VERTEX_METHODS.join(', ')} (got '${part}')`);
+      problems.push(
+        `VERTEX_EMULATOR_FAULTS entries look like Method:N:429|500|503 with N ≥ 1 and Method one of ${VERTEX_METHODS.join(', ')} (got '${part}')`,
+      );
       continue;
     }
     faults.push({ method: m[1], call: Number(m[2]), status: Number(m[3]) as TransportFault['status'] });
@@ -214,7 +219,9 @@ export function loadConfig(env: Env = process.env): Config {
   const gcsApiEndpoint = r.url('GCS_API_ENDPOINT');
   const vertexApiEndpoint = r.url('VERTEX_API_ENDPOINT');
   if (!onGoogle && (project || location) && !(gcsApiEndpoint && vertexApiEndpoint)) {
-    r.problems.push('GOOGLE_CLOUD_PROJECT, VERTEX_LOCATION and GCS_BUCKET go together: set all three to use Google Cloud, or none for the local emulators');
+    r.problems.push(
+      'GOOGLE_CLOUD_PROJECT, VERTEX_LOCATION and GCS_BUCKET go together: set all three to use Google Cloud, or none for the local emulators',
+    );
   }
 
   const adminToken = r.raw('ADMIN_TOKEN') ?? null;

@@ -13,7 +13,7 @@ function write(level: LogLevel, msg: string, fields?: Record<string, unknown>) {
   if (levels[level] < threshold) return;
   const line: Record<string, unknown> = { time: new Date().toISOString(), level, msg, ...fields };
   if (fields?.err instanceof Error) line.err = { message: fields.err.message, stack: fields.err.stack };
-  process.stderr.write(JSON.stringify(line) + '\n');
+  process.stderr.write(`${JSON.stringify(line)}\n`);
 }
 
 export const log = {

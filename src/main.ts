@@ -1,11 +1,11 @@
-import { ConfigError, loadConfig } from './config.ts';
+import { type Config, ConfigError, loadConfig } from './config.ts';
 import { log, setLogLevel } from './logger.ts';
 import { startRuntime } from './runtime.ts';
 
 /** Process entry: config → runtime → wait for SIGTERM/SIGINT → graceful stop. */
 async function main() {
   loadDotEnv();
-  let config;
+  let config: Config;
   try {
     config = loadConfig();
   } catch (err) {

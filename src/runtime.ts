@@ -1,11 +1,11 @@
 import fs from 'node:fs/promises';
 import http from 'node:http';
-import path from 'node:path';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import type { Config } from './config.ts';
-import { createPool, type Pool } from './db/pool.ts';
-import { ensureDatabase, startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts';
+import { type EmbeddedDatabase, ensureDatabase, startEmbeddedPostgres } from './db/embedded.ts';
 import { migrate } from './db/migrate.ts';
+import { createPool, type Pool } from './db/pool.ts';
 import { createApp } from './http/app.ts';
 import { log } from './logger.ts';
 import { JobQueue } from './pipeline/job-queue.ts';
@@ -42,7 +42,10 @@ export async function startRuntime(config: Config): Promise<Runtime> {
     await fs.mkdir(config.dataDir, { recursive: true });
     let databaseUrl = config.databaseUrl;
     if (!databaseUrl) {
-      const embedded: EmbeddedDatabase = await startEmbeddedPostgres(path.join(config.dataDir, 'postgres'), config.embeddedPostgresPort);
+      const embedded: EmbeddedDatabase = await startEmbeddedPostgres(
+        path.join(config.dataDir, 'postgres'),
+        config.embeddedPostgresPort,
+      );
       stops.push(() => embedded.stop());
       await ensureDatabase(embedded.connectionString(), DATABASE);
       databaseUrl = embedded.connectionString(DATABASE);
@@ -68,7 +71,11 @@ export async function startRuntime(config: Config): Promise<Runtime> {
       vertexApiEndpoint = emulators.vertex.url;
       log.info('local emulators started', { gcs: gcsApiEndpoint, vertex: vertexApiEndpoint });
     }
-    const store = new ObjectStore({ bucket: config.google.bucket, projectId: config.google.project, apiEndpoint: gcsApiEndpoint });
+    const store = new ObjectStore({
+      bucket: config.google.bucket,
+      projectId: config.google.project,
+      apiEndpoint: gcsApiEndpoint,
+    });
     const jobClient = createJobClient({ location: config.google.location, endpoint: vertexApiEndpoint });
     stops.push(() => jobClient.close());
     const vertex = new BatchJobs(jobClient, config.google.project, config.google.location);

@@ -1,9 +1,9 @@
-import type { Config } from './config.ts';
-import type { Pool } from './db/pool.ts';
 import { AccountService } from './accounts/account-service.ts';
 import { BatchService } from './batches/batch-service.ts';
 import { BillingService } from './billing/billing-service.ts';
 import { listModels, type ModelInfo } from './billing/model-catalog.ts';
+import type { Config } from './config.ts';
+import type { Pool } from './db/pool.ts';
 import { FileService } from './files/file-service.ts';
 import type { JobQueue } from './pipeline/job-queue.ts';
 import type { ObjectStore } from './storage/object-store.ts';
@@ -23,7 +23,13 @@ export interface Services {
   models(onlyEnabled: boolean): Promise<ModelInfo[]>;
 }
 
-export function createServices(deps: { config: Config; pool: Pool; store: ObjectStore; queue: JobQueue; vertex: BatchJobs }): Services {
+export function createServices(deps: {
+  config: Config;
+  pool: Pool;
+  store: ObjectStore;
+  queue: JobQueue;
+  vertex: BatchJobs;
+}): Services {
   const { config, pool, store, queue } = deps;
   const billing = new BillingService({ pool });
   return {

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
+import type { BillingService } from '../billing/billing-service.ts';
 import type { Pool } from '../db/pool.ts';
 import { withTransaction } from '../db/pool.ts';
 import { ApiError, badRequest } from '../errors.ts';
 import { randomToken } from '../ids.ts';
-import type { BillingService } from '../billing/billing-service.ts';
 import * as q from './account-queries.ts';
 
 export const hashKey = (key: string) => createHash('sha256').update(key).digest('hex');
@@ -65,15 +65,23 @@ export class AccountService {
   async requirePrivacy(userId: number): Promise<void> {
     const user = await this.getUser(userId);
     if (!user.privacyAcceptedAt) {
-      throw new ApiError(403, 'privacy_not_accepted',
-        'Accept the image batch privacy policy first: PUT /api/image-batch-privacy {"accept": true}.', 'purpose');
+      throw new ApiError(
+        403,
+        'privacy_not_accepted',
+        'Accept the image batch privacy policy first: PUT /api/image-batch-privacy {"accept": true}.',
+        'purpose',
+      );
     }
   }
 
   async acceptPrivacy(userId: number, body: unknown): Promise<Date> {
     const accept = (body as { accept?: unknown } | null)?.accept;
     if (accept !== true) {
-      throw badRequest('privacy_not_accepted', 'Send {"accept": true} to accept the image batch privacy policy.', 'accept');
+      throw badRequest(
+        'privacy_not_accepted',
+        'Send {"accept": true} to accept the image batch privacy policy.',
+        'accept',
+      );
     }
     return q.acceptPrivacy(this.pool, userId);
   }

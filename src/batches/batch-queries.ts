@@ -2,12 +2,24 @@ import type { ModelInfo } from '../billing/model-catalog.ts';
 import type { Db } from '../db/pool.ts';
 
 export type BatchStatus =
-  | 'validating' | 'failed' | 'in_progress' | 'finalizing' | 'completed' | 'expired' | 'cancelling' | 'cancelled';
+  | 'validating'
+  | 'failed'
+  | 'in_progress'
+  | 'finalizing'
+  | 'completed'
+  | 'expired'
+  | 'cancelling'
+  | 'cancelled';
 export type BatchOutcome = 'completed' | 'failed' | 'cancelled' | 'expired';
 
 export const FINISHED: BatchStatus[] = ['completed', 'failed', 'expired', 'cancelled'];
 
-export interface BatchError { code: string; message: string; param: string | null; line: number | null }
+export interface BatchError {
+  code: string;
+  message: string;
+  param: string | null;
+  line: number | null;
+}
 
 export interface BatchRow {
   id: string;
@@ -115,7 +127,10 @@ export async function listUserBatches(
 }
 
 export async function batchExistsForUser(db: Db, userId: number, id: string): Promise<boolean> {
-  const { rowCount } = await db.query('SELECT 1 FROM batches WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL', [id, userId]);
+  const { rowCount } = await db.query('SELECT 1 FROM batches WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL', [
+    id,
+    userId,
+  ]);
   return rowCount === 1;
 }
 
@@ -168,7 +183,11 @@ export async function findExpiredOpenBatches(db: Db, limit: number): Promise<str
 }
 
 /** Open batches, for the sweep that re-enqueues work a crashed process may have dropped. */
-export async function findOpenBatches(db: Db, olderThanMs: number, limit: number): Promise<Array<{ id: string; status: BatchStatus }>> {
+export async function findOpenBatches(
+  db: Db,
+  olderThanMs: number,
+  limit: number,
+): Promise<Array<{ id: string; status: BatchStatus }>> {
   const { rows } = await db.query<{ id: string; status: BatchStatus }>(
     `SELECT id, status FROM batches
       WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling') AND deleted_at IS NULL

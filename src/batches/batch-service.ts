@@ -1,16 +1,23 @@
 import type { Pool } from '../db/pool.ts';
 import { withTransaction } from '../db/pool.ts';
 import { ApiError, notFound } from '../errors.ts';
-import { looksLikeId, newId } from '../ids.ts';
 import type { FileRow } from '../files/file-queries.ts';
 import { insertFile, markFilesDeleted } from '../files/file-queries.ts';
+import { looksLikeId, newId } from '../ids.ts';
 import { JOBS, type JobQueue } from '../pipeline/job-queue.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
 import { tenantPrefix } from '../storage/object-store.ts';
 import * as q from './batch-queries.ts';
 
 export const STATUSES: q.BatchStatus[] = [
-  'validating', 'failed', 'in_progress', 'finalizing', 'completed', 'expired', 'cancelling', 'cancelled',
+  'validating',
+  'failed',
+  'in_progress',
+  'finalizing',
+  'completed',
+  'expired',
+  'cancelling',
+  'cancelled',
 ];
 
 /** Where a batch's staging inputs and Vertex outputs live in the store. */
@@ -31,7 +38,10 @@ export class BatchService {
   }
 
   /** Records the uploaded JSONL and its batch, and enqueues validation, in one transaction. */
-  async create(input: Omit<FileRow, 'createdAt' | 'purpose'>, metadata: Record<string, string> | null): Promise<q.BatchRow> {
+  async create(
+    input: Omit<FileRow, 'createdAt' | 'purpose'>,
+    metadata: Record<string, string> | null,
+  ): Promise<q.BatchRow> {
     return withTransaction(this.pool, async (tx) => {
       await insertFile(tx, { ...input, purpose: 'image_batch' });
       const batch = await q.insertBatch(tx, {
@@ -53,8 +63,16 @@ export class BatchService {
   }
 
   async list(userId: number, opts: { limit: number; after: string | null; status: q.BatchStatus | null }) {
-    if (opts.after && !(looksLikeId('batch', opts.after) && (await q.batchExistsForUser(this.pool, userId, opts.after)))) {
-      throw new ApiError(400, 'invalid_cursor', `'after' must be the id of one of your batches (got '${opts.after}').`, 'after');
+    if (
+      opts.after &&
+      !(looksLikeId('batch', opts.after) && (await q.batchExistsForUser(this.pool, userId, opts.after)))
+    ) {
+      throw new ApiError(
+        400,
+        'invalid_cursor',
+        `'after' must be the id of one of your batches (got '${opts.after}').`,
+        'after',
+      );
     }
     const rows = await q.listUserBatches(this.pool, userId, { ...opts, limit: opts.limit + 1 });
     const page = rows.slice(0, opts.limit);
@@ -69,7 +87,11 @@ export class BatchService {
   async cancel(userId: number, id: string): Promise<q.BatchRow> {
     const batch = await this.get(userId, id);
     if (batch.status === 'cancelling' || batch.status === 'cancelled') return batch;
-    const cancelled = await q.transition(this.pool, id, ['validating'], 'cancelled', { outcome: 'cancelled', settled: 0, refunded: 0 });
+    const cancelled = await q.transition(this.pool, id, ['validating'], 'cancelled', {
+      outcome: 'cancelled',
+      settled: 0,
+      refunded: 0,
+    });
     if (cancelled) return cancelled;
     const cancelling = await withTransaction(this.pool, async (tx) => {
       const row = await q.transition(tx, id, ['in_progress'], 'cancelling', { outcome: 'cancelled' });
@@ -79,14 +101,24 @@ export class BatchService {
     if (cancelling) return cancelling;
     const now = await this.get(userId, id);
     if (now.status === 'cancelling' || now.status === 'cancelled') return now;
-    throw new ApiError(409, 'batch_not_cancellable', `Batch ${id} is ${now.status} and can no longer be cancelled.`, 'batch_id');
+    throw new ApiError(
+      409,
+      'batch_not_cancellable',
+      `Batch ${id} is ${now.status} and can no longer be cancelled.`,
+      'batch_id',
+    );
   }
 
   /** Deletes a finished batch and every file it has (input, output, errors, staging). */
   async delete(userId: number, id: string): Promise<void> {
     const batch = await this.get(userId, id);
     if (!q.FINISHED.includes(batch.status)) {
-      throw new ApiError(409, 'batch_not_finished', `Batch ${id} is ${batch.status}; only a finished batch can be deleted (cancel it first).`, 'batch_id');
+      throw new ApiError(
+        409,
+        'batch_not_finished',
+        `Batch ${id} is ${batch.status}; only a finished batch can be deleted (cancel it first).`,
+        'batch_id',
+      );
     }
     const fileIds = [batch.inputFileId, batch.outputFileId, batch.errorFileId].filter((f): f is string => Boolean(f));
     const files = await withTransaction(this.pool, async (tx) => {

@@ -27,7 +27,14 @@ export async function moveQuota(db: Db, userId: number, delta: number, usedDelta
 
 export async function insertLog(
   db: Db,
-  row: { userId: number; batchId?: string | null; model?: string | null; type: LogType; quotaDelta: number; content: string },
+  row: {
+    userId: number;
+    batchId?: string | null;
+    model?: string | null;
+    type: LogType;
+    quotaDelta: number;
+    content: string;
+  },
 ): Promise<void> {
   await db.query(
     'INSERT INTO billing_logs (user_id, batch_id, model, type, quota_delta, content) VALUES ($1, $2, $3, $4, $5, $6)',

@@ -1,8 +1,8 @@
 import type pg from 'pg';
+import { lockUser } from '../accounts/account-queries.ts';
 import type { Db, Pool } from '../db/pool.ts';
 import { withTransaction } from '../db/pool.ts';
 import { ApiError } from '../errors.ts';
-import { lockUser } from '../accounts/account-queries.ts';
 import * as q from './billing-queries.ts';
 
 /**

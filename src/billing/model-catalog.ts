@@ -73,10 +73,19 @@ export async function upsertModel(db: Db, id: string, patch: ModelPatch): Promis
        batch_ratio = coalesce($10::numeric, models.batch_ratio),
        enabled = coalesce($11, models.enabled),
        updated_at = now()`,
-    [id, patch.publisherModel ?? null, patch.aspectRatios ?? null, patch.imageSizes ?? null, patch.defaultImageSize ?? null,
-      patch.maxPromptChars ?? null, patch.maxReferenceImages ?? null,
-      patch.basePrices ? JSON.stringify(patch.basePrices) : null, patch.priceMultiplier ?? null,
-      patch.batchRatio ?? null, patch.enabled ?? null],
+    [
+      id,
+      patch.publisherModel ?? null,
+      patch.aspectRatios ?? null,
+      patch.imageSizes ?? null,
+      patch.defaultImageSize ?? null,
+      patch.maxPromptChars ?? null,
+      patch.maxReferenceImages ?? null,
+      patch.basePrices ? JSON.stringify(patch.basePrices) : null,
+      patch.priceMultiplier ?? null,
+      patch.batchRatio ?? null,
+      patch.enabled ?? null,
+    ],
   );
 }
 
@@ -109,6 +118,6 @@ export function mulDecimalCeil(n: number, decimal: string | number): number {
 export function toScaled(decimal: string | number): [bigint, bigint] {
   const s = typeof decimal === 'number' ? decimal.toFixed(4) : decimal;
   const [whole, frac = ''] = s.split('.');
-  const digits = (frac + '0000').slice(0, 4);
+  const digits = `${frac}0000`.slice(0, 4);
   return [BigInt(whole) * 10000n + BigInt(digits), 10000n];
 }

@@ -6,7 +6,10 @@ import { toScaled } from './model-catalog.ts';
  * computed exactly in integers and rounded up once for the whole amount (never per image,
  * so a large batch is not overcharged by rounding).
  */
-export function batchPrice(model: Pick<ModelInfo, 'unitPrices' | 'batchRatio'>, imagesBySize: Record<string, number>): number {
+export function batchPrice(
+  model: Pick<ModelInfo, 'unitPrices' | 'batchRatio'>,
+  imagesBySize: Record<string, number>,
+): number {
   let sync = 0n;
   for (const [tier, images] of Object.entries(imagesBySize)) {
     const unit = model.unitPrices[tier];

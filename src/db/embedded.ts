@@ -48,11 +48,21 @@ export async function startEmbeddedPostgres(dir: string, port = 0): Promise<Embe
     createPostgresUser: asRoot,
     authMethod: 'scram-sha-256',
     // Listen on loopback only; the socket goes into the data directory, which the server owns.
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${dataDir}`, '-c', 'max_connections=200'],
+    postgresFlags: [
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      `unix_socket_directories=${dataDir}`,
+      '-c',
+      'max_connections=200',
+    ],
     onLog: (m) => keepTail(pgLog, String(m)),
     onError: (m) => keepTail(pgLog, String(m)),
   });
-  const initialised = await fs.stat(path.join(dataDir, 'PG_VERSION')).then(() => true, () => false);
+  const initialised = await fs.stat(path.join(dataDir, 'PG_VERSION')).then(
+    () => true,
+    () => false,
+  );
   if (!initialised) {
     await fs.rm(dataDir, { recursive: true, force: true });
     await server.initialise();
@@ -60,7 +70,9 @@ export async function startEmbeddedPostgres(dir: string, port = 0): Promise<Embe
   try {
     await server.start();
   } catch (err) {
-    throw new Error(`embedded Postgres did not start (data in ${dataDir}):\n${pgLog.join('')}${err ? String(err) : ''}`);
+    throw new Error(
+      `embedded Postgres did not start (data in ${dataDir}):\n${pgLog.join('')}${err ? String(err) : ''}`,
+    );
   }
   log.debug('embedded postgres started', { port: chosenPort, dataDir });
   const connectionString = (database = 'postgres') =>

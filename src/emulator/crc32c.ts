@@ -61,7 +61,11 @@ export class Crc32c {
  * For `new Storage({ crc32cGenerator })`: the client then validates uploads
  * and downloads with this implementation instead of its slower built-in one.
  */
-export function crc32cGenerator(): { update(data: Buffer): void; toString(): string; validate(value: string): boolean } {
+export function crc32cGenerator(): {
+  update(data: Buffer): void;
+  toString(): string;
+  validate(value: string): boolean;
+} {
   const crc = new Crc32c();
   return {
     update: (data) => void crc.update(data),

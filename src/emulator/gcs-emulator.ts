@@ -4,18 +4,19 @@
  * uploads, media downloads with Range, metadata, listing, delete), over plain
  * HTTP on loopback. Bytes go to and from files on disk as streams.
  */
-import { parseRange } from '../files/byte-range.ts';
-import { createServer } from 'node:http';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+
+import { randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
-import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer } from 'node:http';
 import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { GcsStore, ObjectHasher, hashFile } from './gcs-store.ts';
+import { parseRange } from '../files/byte-range.ts';
 import type { ObjectMeta, Preconditions } from './gcs-store.ts';
-import { HttpError, closeServer, drain, listen, readJsonBody, sendError, sendJson } from './http-util.ts';
+import { GcsStore, hashFile, ObjectHasher } from './gcs-store.ts';
+import { closeServer, drain, HttpError, listen, readJsonBody, sendError, sendJson } from './http-util.ts';
 import { boundaryOf, readMultipart } from './multipart.ts';
 
 export interface GcsEmulatorOptions {
@@ -79,7 +80,12 @@ function reasonFor(status: number): string {
 
 function preconditionsFrom(q: URLSearchParams): Preconditions {
   const pre: Preconditions = {};
-  for (const key of ['ifGenerationMatch', 'ifGenerationNotMatch', 'ifMetagenerationMatch', 'ifMetagenerationNotMatch'] as const) {
+  for (const key of [
+    'ifGenerationMatch',
+    'ifGenerationNotMatch',
+    'ifMetagenerationMatch',
+    'ifMetagenerationNotMatch',
+  ] as const) {
     const value = q.get(key);
     if (value !== null) pre[key] = value;
   }
@@ -87,7 +93,9 @@ function preconditionsFrom(q: URLSearchParams): Preconditions {
 }
 
 /** Splits `/storage/v1/b/{bucket}/o/{object}` style paths without decoding `%2F` inside names too early. */
-function matchPath(pathname: string): { api: 'json' | 'upload' | 'download'; bucket?: string; object?: string; rest?: string } | undefined {
+function matchPath(
+  pathname: string,
+): { api: 'json' | 'upload' | 'download'; bucket?: string; object?: string; rest?: string } | undefined {
   const m = /^\/(upload\/|download\/)?storage\/v1\/b(?:\/([^/]+)(?:\/o(?:\/(.+))?)?)?\/?$/.exec(pathname);
   if (!m) return undefined;
   const api = m[1] === 'upload/' ? 'upload' : m[1] === 'download/' ? 'download' : 'json';
@@ -109,7 +117,9 @@ interface CopyRoute {
 
 /** `/b/B/o/O/rewriteTo/b/B2/o/O2`, `/copyTo/b/B2/o/O2`, `/moveTo/o/O2` (names are %-encoded, so `/` separates). */
 function matchCopyPath(pathname: string): CopyRoute | undefined {
-  const m = /^\/storage\/v1\/b\/([^/]+)\/o\/([^/]+)\/(rewriteTo|copyTo|moveTo)(?:\/b\/([^/]+))?\/o\/([^/]+)$/.exec(pathname);
+  const m = /^\/storage\/v1\/b\/([^/]+)\/o\/([^/]+)\/(rewriteTo|copyTo|moveTo)(?:\/b\/([^/]+))?\/o\/([^/]+)$/.exec(
+    pathname,
+  );
   if (!m) return undefined;
   const kind = m[3] as CopyRoute['kind'];
   if ((kind === 'moveTo') !== (m[4] === undefined)) return undefined;
@@ -160,7 +170,8 @@ class GcsHandler {
       if (method === 'GET') return sendJson(res, 200, await this.bucketResource(route.bucket, base));
       if (method === 'DELETE') {
         const { items } = await this.store.list(route.bucket, { maxResults: 1 });
-        if (items.length > 0) throw new HttpError(409, 'The bucket you tried to delete is not empty.', 'FAILED_PRECONDITION');
+        if (items.length > 0)
+          throw new HttpError(409, 'The bucket you tried to delete is not empty.', 'FAILED_PRECONDITION');
         res.writeHead(204).end();
         return;
       }
@@ -172,7 +183,8 @@ class GcsHandler {
       return this.list(res, route.bucket, q, base);
     }
     const { bucket, object } = route;
-    if (method === 'GET' && (q.get('alt') === 'media' || route.api === 'download')) return this.download(req, res, bucket, object, q);
+    if (method === 'GET' && (q.get('alt') === 'media' || route.api === 'download'))
+      return this.download(req, res, bucket, object, q);
     if (method === 'GET') {
       await drain(req);
       const meta = await this.store.get(bucket, object, preconditionsFrom(q));
@@ -181,7 +193,11 @@ class GcsHandler {
     }
     if (method === 'PATCH' || method === 'PUT') {
       const body = (await readJsonBody(req)) as Partial<ObjectMeta>;
-      return sendJson(res, 200, objectResource(await this.store.patch(bucket, object, body, preconditionsFrom(q)), base));
+      return sendJson(
+        res,
+        200,
+        objectResource(await this.store.patch(bucket, object, body, preconditionsFrom(q)), base),
+      );
     }
     if (method === 'DELETE') {
       await drain(req);
@@ -195,10 +211,21 @@ class GcsHandler {
   }
 
   /** rewriteTo (answers a finished rewrite), copyTo and moveTo (copy, then delete the source). */
-  private async copy(req: IncomingMessage, res: ServerResponse, c: CopyRoute, q: URLSearchParams, base: string): Promise<void> {
+  private async copy(
+    req: IncomingMessage,
+    res: ServerResponse,
+    c: CopyRoute,
+    q: URLSearchParams,
+    base: string,
+  ): Promise<void> {
     const body = (await readJsonBody(req)) as Partial<ObjectMeta>;
     const sourcePre: Preconditions = {};
-    for (const key of ['ifSourceGenerationMatch', 'ifSourceGenerationNotMatch', 'ifSourceMetagenerationMatch', 'ifSourceMetagenerationNotMatch'] as const) {
+    for (const key of [
+      'ifSourceGenerationMatch',
+      'ifSourceGenerationNotMatch',
+      'ifSourceMetagenerationMatch',
+      'ifSourceMetagenerationNotMatch',
+    ] as const) {
       const value = q.get(key);
       if (value !== null) sourcePre[key.replace('Source', '') as keyof Preconditions] = value;
     }
@@ -207,10 +234,17 @@ class GcsHandler {
       { bucket: c.destBucket, name: c.destObject, pre: preconditionsFrom(q) },
       body ?? {},
     );
-    if (c.kind === 'moveTo' && (c.bucket !== c.destBucket || c.object !== c.destObject)) await this.store.delete(c.bucket, c.object, {});
+    if (c.kind === 'moveTo' && (c.bucket !== c.destBucket || c.object !== c.destObject))
+      await this.store.delete(c.bucket, c.object, {});
     const resource = objectResource(meta, base);
     if (c.kind === 'rewriteTo') {
-      return sendJson(res, 200, { kind: 'storage#rewriteResponse', totalBytesRewritten: String(meta.size), objectSize: String(meta.size), done: true, resource });
+      return sendJson(res, 200, {
+        kind: 'storage#rewriteResponse',
+        totalBytesRewritten: String(meta.size),
+        objectSize: String(meta.size),
+        done: true,
+        resource,
+      });
     }
     sendJson(res, 200, resource);
   }
@@ -235,7 +269,8 @@ class GcsHandler {
   private async list(res: ServerResponse, bucket: string, q: URLSearchParams, base: string): Promise<void> {
     // Parameters that would change the answer but are not emulated: refuse rather than ignore.
     for (const unsupported of ['matchGlob', 'versions']) {
-      if (q.get(unsupported) && q.get(unsupported) !== 'false') throw new HttpError(400, `The emulator does not support ${unsupported} in listings.`);
+      if (q.get(unsupported) && q.get(unsupported) !== 'false')
+        throw new HttpError(400, `The emulator does not support ${unsupported} in listings.`);
     }
     const maxResults = q.get('maxResults');
     const page = await this.store.list(bucket, {
@@ -254,7 +289,13 @@ class GcsHandler {
     });
   }
 
-  private async download(req: IncomingMessage, res: ServerResponse, bucket: string, object: string, q: URLSearchParams): Promise<void> {
+  private async download(
+    req: IncomingMessage,
+    res: ServerResponse,
+    bucket: string,
+    object: string,
+    q: URLSearchParams,
+  ): Promise<void> {
     await drain(req);
     const meta = await this.store.get(bucket, object, preconditionsFrom(q));
     checkGeneration(meta, q);
@@ -293,7 +334,13 @@ class GcsHandler {
 
   // ---- uploads -------------------------------------------------------------
 
-  private async startUpload(req: IncomingMessage, res: ServerResponse, bucket: string, q: URLSearchParams, base: string): Promise<void> {
+  private async startUpload(
+    req: IncomingMessage,
+    res: ServerResponse,
+    bucket: string,
+    q: URLSearchParams,
+    base: string,
+  ): Promise<void> {
     const uploadType = q.get('uploadType') ?? 'media';
     const pre = preconditionsFrom(q);
     if (uploadType === 'resumable') return this.createSession(req, res, bucket, q, base, pre);
@@ -327,7 +374,14 @@ class GcsHandler {
     return path.join(this.store.uploadsDir, `${id}.${ext}`);
   }
 
-  private async createSession(req: IncomingMessage, res: ServerResponse, bucket: string, q: URLSearchParams, base: string, pre: Preconditions): Promise<void> {
+  private async createSession(
+    req: IncomingMessage,
+    res: ServerResponse,
+    bucket: string,
+    q: URLSearchParams,
+    base: string,
+    pre: Preconditions,
+  ): Promise<void> {
     const fields = (await readJsonBody(req)) as UploadSession['fields'] & { name?: string };
     const name = q.get('name') ?? fields.name;
     if (!name) throw new HttpError(400, 'Object name required');
@@ -338,7 +392,11 @@ class GcsHandler {
     await this.store.bucket(bucket);
     const existing = await this.store.get(bucket, name).catch(() => undefined);
     if (pre.ifGenerationMatch !== undefined && pre.ifGenerationMatch !== (existing?.generation ?? '0')) {
-      throw new HttpError(412, 'At least one of the pre-conditions you specified did not hold. (ifGenerationMatch)', 'FAILED_PRECONDITION');
+      throw new HttpError(
+        412,
+        'At least one of the pre-conditions you specified did not hold. (ifGenerationMatch)',
+        'FAILED_PRECONDITION',
+      );
     }
     const session: UploadSession = { id: randomUUID(), bucket, name, fields, pre };
     await writeFile(this.sessionFile(session.id, 'part'), '');
@@ -380,7 +438,12 @@ class GcsHandler {
    * `bytes * /total|*` (a status query). Answers 308 with `Range` while
    * incomplete and 200 with the object once complete.
    */
-  private async resumableChunk(req: IncomingMessage, res: ServerResponse, q: URLSearchParams, base: string): Promise<void> {
+  private async resumableChunk(
+    req: IncomingMessage,
+    res: ServerResponse,
+    q: URLSearchParams,
+    base: string,
+  ): Promise<void> {
     const id = q.get('upload_id') ?? '';
     const live = await this.loadSession(id);
     const { session } = live;
@@ -422,7 +485,8 @@ class GcsHandler {
     }
     if (!final) return sendIncomplete(res, size);
 
-    const received = live.hasher && live.hasher.bytes === size ? { ...live.hasher.digest(), size } : await hashFile(part);
+    const received =
+      live.hasher && live.hasher.bytes === size ? { ...live.hasher.digest(), size } : await hashFile(part);
     live.hasher = undefined;
     checkClientHashes(session.fields, received, req.headers['x-goog-hash']);
     const meta = await this.store.commit(session.bucket, session.name, part, received, session.fields, session.pre);
@@ -469,10 +533,16 @@ function checkClientHashes(
     }
   }
   if (declared.crc32c && declared.crc32c !== received.crc32c) {
-    throw new HttpError(400, `Provided CRC32C "${declared.crc32c}" doesn't match calculated CRC32C "${received.crc32c}".`);
+    throw new HttpError(
+      400,
+      `Provided CRC32C "${declared.crc32c}" doesn't match calculated CRC32C "${received.crc32c}".`,
+    );
   }
   if (declared.md5 && declared.md5 !== received.md5Hash) {
-    throw new HttpError(400, `Provided MD5 hash "${declared.md5}" doesn't match calculated MD5 hash "${received.md5Hash}".`);
+    throw new HttpError(
+      400,
+      `Provided MD5 hash "${declared.md5}" doesn't match calculated MD5 hash "${received.md5Hash}".`,
+    );
   }
 }
 
@@ -572,4 +642,3 @@ function objectResource(meta: ObjectMeta, base: string): Record<string, unknown>
     ...(meta.contentLanguage ? { contentLanguage: meta.contentLanguage } : {}),
   };
 }
-

@@ -123,7 +123,10 @@ export class GcsStore {
     if (!objects) {
       objects = new Map();
       this.buckets.set(bucket, objects);
-      this.bucketDirs.set(bucket, mkdir(this.bucketDir(bucket), { recursive: true }).then(() => {}));
+      this.bucketDirs.set(
+        bucket,
+        mkdir(this.bucketDir(bucket), { recursive: true }).then(() => {}),
+      );
     }
     // Every caller waits for the directory, not only the first: concurrent first uploads race.
     await this.bucketDirs.get(bucket);
@@ -217,7 +220,11 @@ export class GcsStore {
     const temp = this.tempFile();
     try {
       await copyFile(this.dataFile(source), temp);
-      const fields: Partial<ObjectMeta> = { ...source, ...pickCustom(overrides), contentType: overrides.contentType ?? source.contentType };
+      const fields: Partial<ObjectMeta> = {
+        ...source,
+        ...pickCustom(overrides),
+        contentType: overrides.contentType ?? source.contentType,
+      };
       return await this.commit(dst.bucket, dst.name, temp, source, fields, dst.pre);
     } finally {
       await rm(temp, { force: true });
@@ -230,7 +237,8 @@ export class GcsStore {
       ...current,
       ...pickCustom(fields),
       contentType: fields.contentType ?? current.contentType,
-      metadata: fields.metadata === undefined ? current.metadata : dropNulls({ ...current.metadata, ...fields.metadata }),
+      metadata:
+        fields.metadata === undefined ? current.metadata : dropNulls({ ...current.metadata, ...fields.metadata }),
       metageneration: String(Number(current.metageneration) + 1),
       updated: new Date().toISOString(),
     };
@@ -260,7 +268,14 @@ export class GcsStore {
    */
   async list(
     bucket: string,
-    opts: { prefix?: string; delimiter?: string; pageToken?: string; maxResults?: number; startOffset?: string; endOffset?: string },
+    opts: {
+      prefix?: string;
+      delimiter?: string;
+      pageToken?: string;
+      maxResults?: number;
+      startOffset?: string;
+      endOffset?: string;
+    },
   ): Promise<{ items: ObjectMeta[]; prefixes: string[]; nextPageToken?: string }> {
     const objects = await this.bucket(bucket);
     const prefix = opts.prefix ?? '';
@@ -279,7 +294,7 @@ export class GcsStore {
         if (cut >= 0) key = name.slice(0, cut + opts.delimiter.length);
       }
       // A rolled-up prefix sorts as the prefix; skip everything it covers.
-      if (after !== undefined && (compareNames(key, after) <= 0)) continue;
+      if (after !== undefined && compareNames(key, after) <= 0) continue;
       if (key === last) continue;
       if (items.length + prefixes.length >= max) {
         return { items, prefixes, nextPageToken: encodePageToken(last!) };
@@ -313,9 +328,15 @@ function decodePageToken(token: string): string {
 
 function checkPreconditions(meta: ObjectMeta | undefined, pre: Preconditions): void {
   const generation = meta ? meta.generation : '0';
-  const failed = (what: string) => new HttpError(412, `At least one of the pre-conditions you specified did not hold. (${what})`, 'FAILED_PRECONDITION');
+  const failed = (what: string) =>
+    new HttpError(
+      412,
+      `At least one of the pre-conditions you specified did not hold. (${what})`,
+      'FAILED_PRECONDITION',
+    );
   if (pre.ifGenerationMatch !== undefined && pre.ifGenerationMatch !== generation) throw failed('ifGenerationMatch');
-  if (pre.ifGenerationNotMatch !== undefined && pre.ifGenerationNotMatch === generation) throw failed('ifGenerationNotMatch');
+  if (pre.ifGenerationNotMatch !== undefined && pre.ifGenerationNotMatch === generation)
+    throw failed('ifGenerationNotMatch');
   if (pre.ifMetagenerationMatch !== undefined) {
     if (!meta || meta.metageneration !== pre.ifMetagenerationMatch) throw failed('ifMetagenerationMatch');
   }

@@ -6,8 +6,8 @@
  */
 import { createHash } from 'node:crypto';
 import type { Storage } from '@google-cloud/storage';
-import { IMAGE_MIME_TYPES, generateImage, imageDimensions } from './image-generator.ts';
 import type { ImageMimeType } from './image-generator.ts';
+import { generateImage, IMAGE_MIME_TYPES, imageDimensions } from './image-generator.ts';
 import type { KnownModel } from './models.ts';
 
 export type Directive = 'fail' | 'block' | 'slow';
@@ -57,9 +57,11 @@ class LineError extends Error {
     this.statusName = statusName;
   }
   get statusText(): string {
-    return `${this.code === 400 ? 'Bad Request' : this.code === 404 ? 'Not Found' : 'Internal Server Error'}: ${JSON.stringify({
-      error: { code: this.code, message: this.message, status: this.statusName },
-    })}`;
+    return `${this.code === 400 ? 'Bad Request' : this.code === 404 ? 'Not Found' : 'Internal Server Error'}: ${JSON.stringify(
+      {
+        error: { code: this.code, message: this.message, status: this.statusName },
+      },
+    )}`;
   }
 }
 
@@ -81,7 +83,11 @@ export async function answerLine(line: string, ctx: LineContext): Promise<LineRe
     parsed = JSON.parse(line);
   } catch {
     const err = new LineError(400, 'INVALID_ARGUMENT', 'Invalid JSON payload received: the line is not a JSON object.');
-    return { ok: false, directives: new Set(), text: JSON.stringify({ request: line, status: err.statusText, processed_time: processedTime }) };
+    return {
+      ok: false,
+      directives: new Set(),
+      text: JSON.stringify({ request: line, status: err.statusText, processed_time: processedTime }),
+    };
   }
   const request = (parsed as { request?: unknown })?.request as GenerateContentRequest | undefined;
   const prompt = promptText(request);
@@ -93,7 +99,9 @@ export async function answerLine(line: string, ctx: LineContext): Promise<LineRe
     if (directives.has('fail')) {
       throw new LineError(500, 'INTERNAL', 'Internal error encountered. (emulated by [emulate:fail])');
     }
-    const response = directives.has('block') ? blockedResponse(request, ctx) : await imageResponse(request, prompt, ctx);
+    const response = directives.has('block')
+      ? blockedResponse(request, ctx)
+      : await imageResponse(request, prompt, ctx);
     return {
       ok: true,
       directives,
@@ -101,7 +109,11 @@ export async function answerLine(line: string, ctx: LineContext): Promise<LineRe
     };
   } catch (err) {
     const lineErr = err instanceof LineError ? err : new LineError(500, 'INTERNAL', (err as Error).message);
-    return { ok: false, directives, text: JSON.stringify({ request: request ?? parsed, status: lineErr.statusText, processed_time: processedTime }) };
+    return {
+      ok: false,
+      directives,
+      text: JSON.stringify({ request: request ?? parsed, status: lineErr.statusText, processed_time: processedTime }),
+    };
   }
 }
 
@@ -122,7 +134,10 @@ function blockedResponse(request: GenerateContentRequest, ctx: LineContext): str
   const prompt = promptText(request);
   const tokens = promptTokens(prompt, referenceCount(request));
   return JSON.stringify({
-    promptFeedback: { blockReason: 'PROHIBITED_CONTENT', blockReasonMessage: 'The prompt was blocked (emulated by [emulate:block]).' },
+    promptFeedback: {
+      blockReason: 'PROHIBITED_CONTENT',
+      blockReasonMessage: 'The prompt was blocked (emulated by [emulate:block]).',
+    },
     usageMetadata: { promptTokenCount: tokens, totalTokenCount: tokens },
     modelVersion: ctx.model.id,
   });
@@ -130,7 +145,8 @@ function blockedResponse(request: GenerateContentRequest, ctx: LineContext): str
 
 function referenceCount(request: GenerateContentRequest): number {
   let count = 0;
-  for (const content of request.contents ?? []) for (const part of content?.parts ?? []) if (part?.fileData || part?.inlineData) count++;
+  for (const content of request.contents ?? [])
+    for (const part of content?.parts ?? []) if (part?.fileData || part?.inlineData) count++;
   return count;
 }
 
@@ -164,8 +180,13 @@ async function imageResponse(request: GenerateContentRequest, prompt: string, ct
     promptTokenCount: promptCount,
     candidatesTokenCount: candidatesTokens,
     totalTokenCount: promptCount + candidatesTokens,
-    promptTokensDetails: [{ modality: 'TEXT', tokenCount: promptCount - references.length * 258 }, ...(references.length ? [{ modality: 'IMAGE', tokenCount: references.length * 258 }] : [])],
-    candidatesTokensDetails: wantsImage ? [{ modality: 'IMAGE', tokenCount: ctx.model.imageTokens(imageConfig.imageSize) }] : [{ modality: 'TEXT', tokenCount: candidatesTokens }],
+    promptTokensDetails: [
+      { modality: 'TEXT', tokenCount: promptCount - references.length * 258 },
+      ...(references.length ? [{ modality: 'IMAGE', tokenCount: references.length * 258 }] : []),
+    ],
+    candidatesTokensDetails: wantsImage
+      ? [{ modality: 'IMAGE', tokenCount: ctx.model.imageTokens(imageConfig.imageSize) }]
+      : [{ modality: 'TEXT', tokenCount: candidatesTokens }],
   };
   const responseId = createHash('sha256').update(seed).digest('base64url').slice(0, 22);
   return `{"candidates":[{"content":{"role":"model","parts":[${parts.join(',')}]},"finishReason":"STOP","index":0}],"usageMetadata":${JSON.stringify(usage)},"modelVersion":${JSON.stringify(ctx.model.id)},"createTime":${JSON.stringify(new Date().toISOString())},"responseId":${JSON.stringify(responseId)}}`;
@@ -180,14 +201,25 @@ async function imageResponse(request: GenerateContentRequest, prompt: string, ct
 function outputFormat(request: GenerateContentRequest): { mimeType: ImageMimeType; quality?: number } {
   const config = request.generationConfig ?? {};
   const options = config.imageConfig?.imageOutputOptions ?? {};
-  const responseImageType = typeof config.responseMimeType === 'string' && config.responseMimeType.startsWith('image/') ? config.responseMimeType : undefined;
+  const responseImageType =
+    typeof config.responseMimeType === 'string' && config.responseMimeType.startsWith('image/')
+      ? config.responseMimeType
+      : undefined;
   const asked = options.mimeType ?? config.imageConfig?.outputMimeType ?? responseImageType ?? 'image/png';
   if (!(IMAGE_MIME_TYPES as readonly unknown[]).includes(asked)) {
-    throw new LineError(400, 'INVALID_ARGUMENT', `Unsupported image output mimeType ${JSON.stringify(asked)}: use one of ${IMAGE_MIME_TYPES.join(', ')}.`);
+    throw new LineError(
+      400,
+      'INVALID_ARGUMENT',
+      `Unsupported image output mimeType ${JSON.stringify(asked)}: use one of ${IMAGE_MIME_TYPES.join(', ')}.`,
+    );
   }
   const quality = options.compressionQuality;
   if (quality !== undefined && !(Number.isInteger(quality) && quality >= 0 && quality <= 100)) {
-    throw new LineError(400, 'INVALID_ARGUMENT', `imageOutputOptions.compressionQuality must be a whole number from 0 to 100, got ${JSON.stringify(quality)}.`);
+    throw new LineError(
+      400,
+      'INVALID_ARGUMENT',
+      `imageOutputOptions.compressionQuality must be a whole number from 0 to 100, got ${JSON.stringify(quality)}.`,
+    );
   }
   return { mimeType: asked as ImageMimeType, quality };
 }
@@ -201,7 +233,8 @@ async function referenceDigests(request: GenerateContentRequest, storage: Storag
   for (const content of request.contents ?? []) {
     for (const part of content?.parts ?? []) {
       if (part?.inlineData) {
-        if (typeof part.inlineData.data !== 'string') throw new LineError(400, 'INVALID_ARGUMENT', 'inlineData.data must be base64 text.');
+        if (typeof part.inlineData.data !== 'string')
+          throw new LineError(400, 'INVALID_ARGUMENT', 'inlineData.data must be base64 text.');
         digests.push(createHash('sha256').update(part.inlineData.data).digest('hex'));
       } else if (part?.fileData) {
         digests.push(await hashGcsObject(String(part.fileData.fileUri ?? ''), storage));
@@ -216,9 +249,11 @@ async function hashGcsObject(uri: string, storage: Storage): Promise<string> {
   if (!m) throw new LineError(400, 'INVALID_ARGUMENT', `fileData.fileUri must be a gs:// URI, got "${uri}".`);
   const hash = createHash('sha256');
   try {
-    for await (const chunk of storage.bucket(m[1]).file(m[2]).createReadStream({ validation: false })) hash.update(chunk as Buffer);
+    for await (const chunk of storage.bucket(m[1]).file(m[2]).createReadStream({ validation: false }))
+      hash.update(chunk as Buffer);
   } catch (err) {
-    if ((err as { code?: number }).code === 404) throw new LineError(400, 'INVALID_ARGUMENT', `Cannot fetch ${uri}: not found.`);
+    if ((err as { code?: number }).code === 404)
+      throw new LineError(400, 'INVALID_ARGUMENT', `Cannot fetch ${uri}: not found.`);
     throw new LineError(500, 'INTERNAL', `Cannot fetch ${uri}: ${(err as Error).message}`);
   }
   return hash.digest('hex');

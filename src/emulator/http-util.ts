@@ -2,7 +2,7 @@
  * Small HTTP helpers shared by both emulators: Google's JSON error shape,
  * JSON answers and bounded JSON request bodies.
  */
-import type { IncomingMessage, ServerResponse, Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 /** HTTP status → the canonical status name Google puts in `error.status`. */
@@ -37,7 +37,12 @@ export function statusName(httpStatus: number): string {
   return STATUS_NAMES[httpStatus] ?? 'UNKNOWN';
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body);
   res.writeHead(status, {
     'content-type': 'application/json; charset=UTF-8',
@@ -92,7 +97,11 @@ export async function drain(req: IncomingMessage): Promise<void> {
   }
 }
 
-export async function listen(server: Server, host: string, port: number): Promise<{ host: string; port: number; url: string }> {
+export async function listen(
+  server: Server,
+  host: string,
+  port: number,
+): Promise<{ host: string; port: number; url: string }> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

@@ -34,7 +34,10 @@ const SIZES_1K: Record<string, [number, number]> = {
 export const SUPPORTED_ASPECT_RATIOS = Object.keys(SIZES_1K);
 export const SUPPORTED_IMAGE_SIZES: ImageSize[] = ['1K', '2K', '4K'];
 
-export function imageDimensions(aspectRatio: string | undefined, imageSize: string | undefined): { width: number; height: number } {
+export function imageDimensions(
+  aspectRatio: string | undefined,
+  imageSize: string | undefined,
+): { width: number; height: number } {
   const base = SIZES_1K[aspectRatio ?? '1:1'];
   if (!base) throw new Error(`Unsupported aspect ratio: ${aspectRatio}`);
   const scale = imageSize === undefined || imageSize === '1K' ? 1 : imageSize === '2K' ? 2 : imageSize === '4K' ? 4 : 0;
@@ -147,7 +150,9 @@ export interface EncodedImage {
  * The placeholder in the requested format. Async because the WebP codec is
  * WebAssembly, compiled on first use.
  */
-export async function generateImage(spec: ImageSpec & { mimeType?: ImageMimeType; quality?: number }): Promise<EncodedImage> {
+export async function generateImage(
+  spec: ImageSpec & { mimeType?: ImageMimeType; quality?: number },
+): Promise<EncodedImage> {
   const mimeType = spec.mimeType ?? 'image/png';
   if (mimeType === 'image/png') return { mimeType, data: generatePng(spec) };
   const mosaic = renderMosaic(spec);

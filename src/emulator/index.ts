@@ -3,15 +3,15 @@
  * writes outputs through the Storage client pointed at the GCS emulator.
  */
 import path from 'node:path';
-import { startGcsEmulator } from './gcs-emulator.ts';
 import type { RunningEmulator } from './gcs-emulator.ts';
-import { startVertexEmulator } from './vertex-emulator.ts';
+import { startGcsEmulator } from './gcs-emulator.ts';
 import type { RunningVertexEmulator, VertexEmulatorOptions } from './vertex-emulator.ts';
+import { startVertexEmulator } from './vertex-emulator.ts';
 
-export { startGcsEmulator } from './gcs-emulator.ts';
 export type { GcsEmulatorOptions, RunningEmulator } from './gcs-emulator.ts';
-export { startVertexEmulator } from './vertex-emulator.ts';
+export { startGcsEmulator } from './gcs-emulator.ts';
 export type { RunningVertexEmulator, TransportFault, VertexEmulatorOptions } from './vertex-emulator.ts';
+export { startVertexEmulator } from './vertex-emulator.ts';
 
 export interface StartEmulatorsOptions {
   dataDir: string;

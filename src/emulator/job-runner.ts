@@ -4,14 +4,14 @@
  * each line, and streams predictions.jsonl to the output directory.
  */
 import { createInterface } from 'node:readline';
-import { setTimeout as delay } from 'node:timers/promises';
 import { finished } from 'node:stream/promises';
-import type { Writable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Storage } from '@google-cloud/storage';
+import { writeWithBackpressure } from '../storage/streams.ts';
 import { answerLine, lineDirectives } from './gemini-responder.ts';
 import { resolveModel } from './models.ts';
-import { isTerminal, timestamp } from './vertex-jobs.ts';
 import type { JobRecord, JobState, RpcStatus } from './vertex-jobs.ts';
+import { isTerminal, timestamp } from './vertex-jobs.ts';
 
 export interface RunnerSettings {
   queueMs: number;
@@ -82,7 +82,8 @@ export class JobRunner {
 
   /** Cancel: the job goes CANCELLING now and CANCELLED once the runner stops. */
   cancel(): void {
-    this.setState('JOB_STATE_CANCELLING');
+    // The runner saves the terminal state when it stops; a lost CANCELLING save only delays what a get shows.
+    this.setState('JOB_STATE_CANCELLING').catch(() => {});
     this.cancelController.abort();
   }
 
@@ -112,12 +113,16 @@ export class JobRunner {
         await this.setState('JOB_STATE_RUNNING', { startTime: timestamp() });
       }
       if (this.deps.settings().jobFault === 'fail') {
-        throw new JobFailure(13, 'Internal error occurred while running the batch prediction job. (emulated job fault)');
+        throw new JobFailure(
+          13,
+          'Internal error occurred while running the batch prediction job. (emulated job fault)',
+        );
       }
       await this.process();
     } catch (err) {
       if (this.deps.shutdown.aborted) return;
-      const status = err instanceof JobFailure ? err.status : { code: 13, message: `Internal error: ${(err as Error).message}` };
+      const status =
+        err instanceof JobFailure ? err.status : { code: 13, message: `Internal error: ${(err as Error).message}` };
       await this.setState('JOB_STATE_FAILED', { error: status });
     }
   }
@@ -170,7 +175,11 @@ export class JobRunner {
     const lines = createInterface({ input: stream, crlfDelay: Infinity });
     // readline does not forward read errors; end the iteration with them.
     stream.on('error', (err) => lines.emit('error', err));
-    return Object.assign(lines, { stop: () => (lines.close(), stream.destroy()) });
+    const stop = () => {
+      lines.close();
+      stream.destroy();
+    };
+    return Object.assign(lines, { stop });
   }
 
   private async countLines(): Promise<number> {
@@ -209,7 +218,10 @@ export class JobRunner {
     await this.setState('JOB_STATE_RUNNING');
 
     const { bucket, object } = parseGcsUri(`${outputDir}predictions.jsonl`);
-    const out = this.deps.storage.bucket(bucket).file(object).createWriteStream({ resumable: false, contentType: 'application/jsonl' });
+    const out = this.deps.storage
+      .bucket(bucket)
+      .file(object)
+      .createWriteStream({ resumable: false, contentType: 'application/jsonl' });
     let writeError: Error | undefined;
     out.on('error', (err) => (writeError = err));
     let succeeded = 0;
@@ -225,7 +237,7 @@ export class JobRunner {
             const slow = lineDirectives(line).has('slow');
             if (!(await pause(settings.lineMs + (slow ? settings.slowMs : 0), this.signal))) break outer;
             const result = await answerLine(line, { ...ctx, imagePadBytes: settings.imagePadBytes });
-            await writeLine(out, `${result.text}\n`);
+            await writeWithBackpressure(out, `${result.text}\n`);
             if (writeError) throw writeError;
             if (result.ok) succeeded++;
             else failed++;
@@ -249,7 +261,12 @@ export class JobRunner {
     this.updateStats(succeeded, failed, total, false);
     if (this.cancelController.signal.aborted) return this.setState('JOB_STATE_CANCELLED');
     if (failed === total) {
-      return this.setState('JOB_STATE_FAILED', { error: { code: 13, message: `All ${total} requests of the batch prediction job failed. See the status field of each line in ${outputDir}predictions.jsonl.` } });
+      return this.setState('JOB_STATE_FAILED', {
+        error: {
+          code: 13,
+          message: `All ${total} requests of the batch prediction job failed. See the status field of each line in ${outputDir}predictions.jsonl.`,
+        },
+      });
     }
     if (failed > 0) return this.setState('JOB_STATE_PARTIALLY_SUCCEEDED');
     return this.setState('JOB_STATE_SUCCEEDED');
@@ -275,14 +292,4 @@ function describeDuration(ms: number): string {
   if (ms >= 3_600_000) return `${+(ms / 3_600_000).toFixed(2)} hours`;
   if (ms >= 1000) return `${+(ms / 1000).toFixed(2)} seconds`;
   return `${ms} ms`;
-}
-
-async function writeLine(out: Writable, text: string): Promise<void> {
-  if (out.write(text)) return;
-  await new Promise<void>((resolve, reject) => {
-    const onDrain = () => (out.off('error', onError), resolve());
-    const onError = (err: Error) => (out.off('drain', onDrain), reject(err));
-    out.once('drain', onDrain);
-    out.once('error', onError);
-  });
 }

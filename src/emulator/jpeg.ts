@@ -12,9 +12,16 @@ const PAD_ID = Buffer.from('EMULATOR-PAD\0', 'latin1');
 const MAX_SEGMENT_PAYLOAD = 0xffff - 2;
 
 /** `rgba` is width * height * 4 bytes; quality 0–100 as Vertex's compressionQuality. */
-export function encodeJpeg(width: number, height: number, rgba: Uint8Array | Uint8ClampedArray, quality: number, comment?: string): Buffer {
+export function encodeJpeg(
+  width: number,
+  height: number,
+  rgba: Uint8Array | Uint8ClampedArray,
+  quality: number,
+  comment?: string,
+): Buffer {
   // jpeg-js treats quality 0 as 1; its comments become COM segments.
-  return jpegJs.encode({ width, height, data: rgba, comments: comment ? [comment] : undefined }, Math.max(1, quality)).data;
+  return jpegJs.encode({ width, height, data: rgba, comments: comment ? [comment] : undefined }, Math.max(1, quality))
+    .data;
 }
 
 /**

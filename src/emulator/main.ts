@@ -31,7 +31,9 @@ const emulators = await startEmulators({
 });
 
 console.log(`Cloud Storage emulator: ${emulators.gcs.url}  (new Storage({ apiEndpoint: '${emulators.gcs.url}' }))`);
-console.log(`Vertex AI emulator:     ${emulators.vertex.url}  (JobServiceClient apiEndpoint '${emulators.vertex.host}', port ${emulators.vertex.port}, protocol 'http', fallback: true)`);
+console.log(
+  `Vertex AI emulator:     ${emulators.vertex.url}  (JobServiceClient apiEndpoint '${emulators.vertex.host}', port ${emulators.vertex.port}, protocol 'http', fallback: true)`,
+);
 console.log(`Data under ${dataDir}/gcs and ${dataDir}/vertex. Ctrl-C to stop.`);
 
 let stopping = false;

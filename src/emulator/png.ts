@@ -2,7 +2,7 @@
  * Minimal PNG encoder (8-bit RGB, non-interlaced) on node:zlib: deflate for
  * the pixel data and zlib.crc32 for chunk checksums. No native dependencies.
  */
-import { crc32, deflateSync, constants } from 'node:zlib';
+import { constants, crc32, deflateSync } from 'node:zlib';
 
 const SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 

@@ -3,19 +3,19 @@
  * (create, get, list, cancel, delete) that `@google-cloud/aiplatform`'s
  * JobServiceClient uses with `fallback: true, protocol: 'http'`.
  */
-import { VERTEX_METHODS, type TransportFault } from '../config.ts';
-import { createServer } from 'node:http';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Storage } from '@google-cloud/storage';
-import { crc32cGenerator } from './crc32c.ts';
-import { HttpError, closeServer, drain, listen, readJsonBody, sendError, sendJson, statusName } from './http-util.ts';
-import { JobRunner } from './job-runner.ts';
-import type { RunnerSettings } from './job-runner.ts';
-import { JOB_STATES, JobFiles, isTerminal, timestamp } from './vertex-jobs.ts';
-import type { JobRecord, JobResource, JobState } from './vertex-jobs.ts';
-import { validateBatchJob } from './vertex-validation.ts';
-import type { RunningEmulator } from './gcs-emulator.ts';
 
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer } from 'node:http';
+import { Storage } from '@google-cloud/storage';
+import { type TransportFault, VERTEX_METHODS } from '../config.ts';
+import { crc32cGenerator } from './crc32c.ts';
+import type { RunningEmulator } from './gcs-emulator.ts';
+import { closeServer, drain, HttpError, listen, readJsonBody, sendError, sendJson, statusName } from './http-util.ts';
+import type { RunnerSettings } from './job-runner.ts';
+import { JobRunner } from './job-runner.ts';
+import type { JobRecord, JobResource, JobState } from './vertex-jobs.ts';
+import { isTerminal, JOB_STATES, JobFiles, timestamp } from './vertex-jobs.ts';
+import { validateBatchJob } from './vertex-validation.ts';
 
 export interface VertexEmulatorOptions {
   host?: string;
@@ -37,8 +37,7 @@ export type RunningVertexEmulator = RunningEmulator & {
   setFaults(f: { jobFault?: VertexEmulatorOptions['jobFault']; transportFaults?: TransportFault[] }): void;
 };
 
-
-export { VERTEX_METHODS, type TransportFault };
+export { type TransportFault, VERTEX_METHODS };
 
 /** Vertex expires a batch job that has not left the queue after 72 hours. */
 export const DEFAULT_QUEUE_EXPIRE_MS = 72 * 3_600_000;
@@ -178,7 +177,10 @@ class VertexEmulator {
     const fault = this.transportFaults.find((f) => f.method === r.method && f.call === count);
     if (fault) {
       await drain(req);
-      throw new HttpError(fault.status, `Emulated transport fault: ${r.method} call ${count} answers ${fault.status} ${statusName(fault.status)}.`);
+      throw new HttpError(
+        fault.status,
+        `Emulated transport fault: ${r.method} call ${count} answers ${fault.status} ${statusName(fault.status)}.`,
+      );
     }
     const answerJob = (record: JobRecord) => sendJson(res, 200, renderJob(record.job, numericEnums));
     switch (r.method) {
@@ -213,7 +215,20 @@ class VertexEmulator {
     const id = this.nextId();
     const now = timestamp();
     // Output-only fields in the request are ignored, as Vertex does.
-    const { name: _n, state: _s, createTime: _c, updateTime: _u, startTime: _st, endTime: _e, error: _er, outputInfo: _o, completionStats: _cs, partialFailures: _p, resourcesConsumed: _r, ...input } = job;
+    const {
+      name: _n,
+      state: _s,
+      createTime: _c,
+      updateTime: _u,
+      startTime: _st,
+      endTime: _e,
+      error: _er,
+      outputInfo: _o,
+      completionStats: _cs,
+      partialFailures: _p,
+      resourcesConsumed: _r,
+      ...input
+    } = job;
     const resource = {
       ...input,
       name: `${parent}/batchPredictionJobs/${id}`,
@@ -232,7 +247,8 @@ class VertexEmulator {
 
   private find(r: Route): JobRecord {
     const record = this.records.get(r.id ?? '');
-    if (!record) throw new HttpError(404, `The BatchPredictionJob does not exist: ${r.parent}/batchPredictionJobs/${r.id}`);
+    if (!record)
+      throw new HttpError(404, `The BatchPredictionJob does not exist: ${r.parent}/batchPredictionJobs/${r.id}`);
     return record;
   }
 
@@ -241,7 +257,11 @@ class VertexEmulator {
     const state = record.job.state;
     if (state === 'JOB_STATE_CANCELLING') return;
     if (isTerminal(state)) {
-      throw new HttpError(400, `BatchPredictionJob ${record.job.name} is in state ${state} and cannot be cancelled.`, 'FAILED_PRECONDITION');
+      throw new HttpError(
+        400,
+        `BatchPredictionJob ${record.job.name} is in state ${state} and cannot be cancelled.`,
+        'FAILED_PRECONDITION',
+      );
     }
     const runner = this.runners.get(record.id);
     if (runner) {

@@ -2,9 +2,10 @@
  * Batch prediction job records of the Vertex emulator: the JSON the API
  * answers, persisted one file per job so that state survives a restart.
  */
+
+import { randomUUID } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { randomUUID } from 'node:crypto';
 
 /** JobState values in proto order: index = the numeric enum value. */
 export const JOB_STATES = [

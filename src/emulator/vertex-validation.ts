@@ -7,8 +7,8 @@
 import { createRequire } from 'node:module';
 import { protobuf } from 'google-gax';
 import { HttpError } from './http-util.ts';
-import { resolveModel } from './models.ts';
 import type { KnownModel } from './models.ts';
+import { resolveModel } from './models.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -58,7 +58,8 @@ function normalizeFields(value: unknown, type: protobuf.Type, at: string): Recor
       const entries = Object.entries(fieldValue as Record<string, unknown>);
       out[field.name] = Object.fromEntries(entries.map(([k, v]) => [k, normalizeFields(v, child, `${path}[${k}]`)]));
     } else if (field.repeated) {
-      if (!Array.isArray(fieldValue)) throw new HttpError(400, `Invalid JSON payload received. Expected a list at '${path}'.`);
+      if (!Array.isArray(fieldValue))
+        throw new HttpError(400, `Invalid JSON payload received. Expected a list at '${path}'.`);
       out[field.name] = fieldValue.map((v, i) => normalizeFields(v, child, `${path}[${i}]`));
     } else {
       out[field.name] = normalizeFields(fieldValue, child, path);
@@ -92,17 +93,23 @@ export function validateBatchJob(body: unknown): { job: BatchJobInput; model: Kn
   if (typeof job.model !== 'string' || job.model === '') throw invalid('BatchPredictionJob.model is required.');
   const model = resolveModel(job.model);
   if (!model) {
-    throw invalid(`Publisher model \`${job.model}\` is not supported for batch prediction (known: publishers/google/models/{gemini-2.5-flash-image, gemini-3-pro-image-preview, gemini-2.0-flash-preview-image-generation}).`);
+    throw invalid(
+      `Publisher model \`${job.model}\` is not supported for batch prediction (known: publishers/google/models/{gemini-2.5-flash-image, gemini-3-pro-image-preview, gemini-2.0-flash-preview-image-generation}).`,
+    );
   }
   const input = job.inputConfig;
   if (!input) throw invalid('BatchPredictionJob.input_config is required.');
   if (input.instancesFormat !== 'jsonl') {
-    throw invalid(`Unsupported input format "${input.instancesFormat ?? ''}": Gemini batch prediction reads "jsonl" from Cloud Storage.`);
+    throw invalid(
+      `Unsupported input format "${input.instancesFormat ?? ''}": Gemini batch prediction reads "jsonl" from Cloud Storage.`,
+    );
   }
   const uris = input.gcsSource?.uris;
-  if (!Array.isArray(uris) || uris.length === 0) throw invalid('BatchPredictionJob.input_config.gcs_source.uris must not be empty.');
+  if (!Array.isArray(uris) || uris.length === 0)
+    throw invalid('BatchPredictionJob.input_config.gcs_source.uris must not be empty.');
   for (const uri of uris) {
-    if (typeof uri !== 'string' || !GCS_OBJECT_URI.test(uri)) throw invalid(`Invalid Cloud Storage URI "${uri}" in input_config.gcs_source.uris.`);
+    if (typeof uri !== 'string' || !GCS_OBJECT_URI.test(uri))
+      throw invalid(`Invalid Cloud Storage URI "${uri}" in input_config.gcs_source.uris.`);
     if (uri.includes('*')) throw invalid(`Wildcards are not supported by the emulator: "${uri}".`);
   }
   const output = job.outputConfig;
@@ -125,10 +132,14 @@ export function validateLabels(labels: unknown): void {
   if (entries.length > 64) throw invalid(`At most 64 labels are allowed, got ${entries.length}.`);
   for (const [key, value] of entries) {
     if (!LABEL_KEY.test(key)) {
-      throw invalid(`Label key "${key}" is invalid: keys start with a lowercase letter and contain at most 63 lowercase letters, digits, "_" or "-".`);
+      throw invalid(
+        `Label key "${key}" is invalid: keys start with a lowercase letter and contain at most 63 lowercase letters, digits, "_" or "-".`,
+      );
     }
     if (typeof value !== 'string' || !LABEL_VALUE.test(value)) {
-      throw invalid(`Label value "${String(value)}" of key "${key}" is invalid: at most 63 lowercase letters, digits, "_" or "-".`);
+      throw invalid(
+        `Label value "${String(value)}" of key "${key}" is invalid: at most 63 lowercase letters, digits, "_" or "-".`,
+      );
     }
   }
 }

@@ -28,7 +28,9 @@ function loadEncoder(): Promise<void> {
   ready ??= (async () => {
     const dir = path.dirname(createRequire(import.meta.url).resolve('@jsquash/webp/package.json'));
     const simdBytes = await readFile(path.join(dir, 'codec/enc/webp_enc_simd.wasm'));
-    const bytes = WebAssembly.validate(simdBytes) ? simdBytes : await readFile(path.join(dir, 'codec/enc/webp_enc.wasm'));
+    const bytes = WebAssembly.validate(simdBytes)
+      ? simdBytes
+      : await readFile(path.join(dir, 'codec/enc/webp_enc.wasm'));
     // The published typings omit init's first parameter, the precompiled module.
     await (init as unknown as (module: WasmModule) => Promise<unknown>)(new WebAssembly.Module(bytes));
   })();
@@ -42,7 +44,12 @@ function loadEncoder(): Promise<void> {
  * third of a second instead of over a second at the default method 4, at the
  * cost of a larger file, which does not matter for a placeholder.
  */
-export async function encodeWebp(width: number, height: number, rgba: Uint8ClampedArray, quality: number): Promise<Buffer> {
+export async function encodeWebp(
+  width: number,
+  height: number,
+  rgba: Uint8ClampedArray,
+  quality: number,
+): Promise<Buffer> {
   await loadEncoder();
   // The codec reads only data, width and height of its ImageData argument.
   const out = await encode({ width, height, data: rgba } as never, { quality, method: 0 });
@@ -67,7 +74,8 @@ function chunk(fourCC: string, data: Buffer): Buffer {
  * feature flags and the canvas size; the RIFF size is rewritten to match.
  */
 export function padWebp(webp: Buffer, targetBytes: number, filler: (size: number) => Buffer): Buffer {
-  if (webp.toString('latin1', 0, 4) !== 'RIFF' || webp.toString('latin1', 8, 12) !== 'WEBP') throw new Error('not a WebP file');
+  if (webp.toString('latin1', 0, 4) !== 'RIFF' || webp.toString('latin1', 8, 12) !== 'WEBP')
+    throw new Error('not a WebP file');
   const first = webp.toString('latin1', RIFF_HEADER, RIFF_HEADER + 4);
   const vp8x = first === 'VP8X' ? Buffer.alloc(0) : chunk('VP8X', vp8xPayload(webp, first));
   const missing = targetBytes - webp.length - vp8x.length - 8;

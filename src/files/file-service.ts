@@ -58,8 +58,12 @@ export class FileService {
     };
     const range = parseRange(rangeHeader, file.bytes);
     if (range === 'unsatisfiable') {
-      throw new ApiError(416, 'range_not_satisfiable', `The range '${rangeHeader}' is outside the file's ${file.bytes} bytes.`, 'Range')
-        .withHeaders({ 'Content-Range': `bytes */${file.bytes}` });
+      throw new ApiError(
+        416,
+        'range_not_satisfiable',
+        `The range '${rangeHeader}' is outside the file's ${file.bytes} bytes.`,
+        'Range',
+      ).withHeaders({ 'Content-Range': `bytes */${file.bytes}` });
     }
     if (!range) {
       const body = file.bytes === 0 ? emptyStream() : this.store.readStream(file.objectKey);

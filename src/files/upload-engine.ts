@@ -17,9 +17,11 @@ export interface StoredUpload {
 }
 
 export function sniffImageType(head: Buffer): StoredUpload['sniffedType'] {
-  if (head.length >= 8 && head.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return 'image/png';
+  if (head.length >= 8 && head.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])))
+    return 'image/png';
   if (head.length >= 3 && head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return 'image/jpeg';
-  if (head.length >= 12 && head.toString('latin1', 0, 4) === 'RIFF' && head.toString('latin1', 8, 12) === 'WEBP') return 'image/webp';
+  if (head.length >= 12 && head.toString('latin1', 0, 4) === 'RIFF' && head.toString('latin1', 8, 12) === 'WEBP')
+    return 'image/webp';
   return null;
 }
 
@@ -84,7 +86,11 @@ export function objectStoreEngine(opts: UploadEngineOptions): multer.StorageEngi
       const run = async () => {
         try {
           await opts.precheck(req, purpose);
-          await pipeline(file.stream, guard, opts.store.writeStream(objectKey, file.mimetype || 'application/octet-stream'));
+          await pipeline(
+            file.stream,
+            guard,
+            opts.store.writeStream(objectKey, file.mimetype || 'application/octet-stream'),
+          );
         } catch (err) {
           file.stream.resume(); // let the rest of the request drain so the answer can be sent
           await opts.store.delete(objectKey).catch(() => {});
@@ -92,7 +98,10 @@ export function objectStoreEngine(opts: UploadEngineOptions): multer.StorageEngi
         }
         return { fileId, objectKey, size: guard.size, sniffedType: guard.sniffedType } satisfies StoredUpload;
       };
-      run().then((info) => cb(null, info as Partial<Express.Multer.File>), (err) => cb(err));
+      run().then(
+        (info) => cb(null, info as Partial<Express.Multer.File>),
+        (err) => cb(err),
+      );
     },
     _removeFile(_req, file, cb) {
       const key = (file as unknown as StoredUpload).objectKey;

@@ -57,7 +57,8 @@ function toApiError(err: unknown): ApiError {
     return new ApiError(status, code, message, err.field ?? 'file');
   }
   const e = err as { type?: string; status?: number; message?: string };
-  if (e?.type === 'entity.parse.failed') return new ApiError(400, 'invalid_json', 'The request body is not valid JSON.');
+  if (e?.type === 'entity.parse.failed')
+    return new ApiError(400, 'invalid_json', 'The request body is not valid JSON.');
   if (e?.type === 'entity.too.large') return new ApiError(413, 'body_too_large', 'The request body is too large.');
   if (e?.message && /Multipart|Unexpected end of form|Malformed part header|boundary/i.test(e.message)) {
     return new ApiError(400, 'invalid_multipart', `The multipart body could not be read: ${e.message}`);

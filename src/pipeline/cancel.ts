@@ -1,9 +1,8 @@
 import * as batches from '../batches/batch-queries.ts';
 import { withTransaction } from '../db/pool.ts';
 import type { Services } from '../services.ts';
-import { finalizeWhenAllDone } from './poll.ts';
+import { finalizeWhenAllDone, schedulePoll } from './poll.ts';
 import { listShards, markNeverSubmitted } from './shard-queries.ts';
-import { schedulePoll } from './submit.ts';
 
 /**
  * Cancellation and expiry: shards never submitted end at once; every running Vertex job is
@@ -12,7 +11,8 @@ import { schedulePoll } from './submit.ts';
  */
 export async function cancelBatch(s: Services, batchId: string): Promise<void> {
   const batch = await batches.findBatch(s.pool, batchId);
-  if (!batch || !(batch.status === 'cancelling' || (batch.status === 'in_progress' && batch.outcome === 'expired'))) return;
+  if (!batch || !(batch.status === 'cancelling' || (batch.status === 'in_progress' && batch.outcome === 'expired')))
+    return;
   const running = await withTransaction(s.pool, async (tx) => {
     await batches.findBatch(tx, batchId, { forUpdate: true });
     for (const shard of await listShards(tx, batchId)) {

@@ -5,11 +5,11 @@ import { withTransaction } from '../db/pool.ts';
 import { findUserFile, insertFile } from '../files/file-queries.ts';
 import { newId, randomToken } from '../ids.ts';
 import type { Services } from '../services.ts';
+import { finish } from '../storage/streams.ts';
 import { readJsonLines } from './json-lines.ts';
 import { listShards, type ShardRow } from './shard-queries.ts';
-import { finish } from '../storage/streams.ts';
-import { shardKeys, type ManifestLine } from './stage.ts';
-import { stitchShard, type ShardLine } from './stitcher.ts';
+import { type ManifestLine, shardKeys } from './stage.ts';
+import { type ShardLine, stitchShard } from './stitcher.ts';
 
 const VERTEX_FAILED = new Set(['JOB_STATE_FAILED', 'JOB_STATE_EXPIRED']);
 
@@ -29,7 +29,7 @@ interface Tally {
  */
 export async function finalizeBatch(s: Services, batchId: string): Promise<void> {
   const batch = await batches.findBatch(s.pool, batchId);
-  if (!batch || batch.status !== 'finalizing') return;
+  if (batch?.status !== 'finalizing') return;
   const shards = await listShards(s.pool, batchId);
   const prefix = batchPrefix(batch.userId, batchId);
   // Keys of this run's own: a second run (a redelivered job) never overwrites the files the
@@ -40,7 +40,9 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
 
   // Every Vertex job failed (or expired unstarted in Vertex's queue): the batch failed; anything
   // less is a completed batch with failures.
-  const outcome = batch.outcome ?? (shards.length && shards.every((x) => VERTEX_FAILED.has(x.vertexState ?? '')) ? 'failed' : 'completed');
+  const outcome =
+    batch.outcome ??
+    (shards.length && shards.every((x) => VERTEX_FAILED.has(x.vertexState ?? '')) ? 'failed' : 'completed');
   // Priced as it was charged: a price or ratio changed meanwhile cannot skew the refund.
   const settled = Math.min(batch.preDeducted, batchPrice(batch.modelSnapshot!, tally.succeededBySize));
   const refund = batch.preDeducted - settled;
@@ -48,10 +50,21 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
 
   const files = await withTransaction(s.pool, async (tx) => {
     const locked = await batches.findBatch(tx, batchId, { forUpdate: true });
-    if (!locked || locked.status !== 'finalizing') return null;
+    if (locked?.status !== 'finalizing') return null;
     const file = async (purpose: 'batch_output' | 'batch_error', key: string, bytes: number, name: string) =>
-      (await insertFile(tx, { id: newId('file'), userId: batch.userId, purpose, filename: `${batchId}_${name}.jsonl`, bytes, mimeType: 'application/jsonl', objectKey: key })).id;
-    const outputFileId = tally.linesCompleted > 0 ? await file('batch_output', keys.output, outputBytes, 'output') : null;
+      (
+        await insertFile(tx, {
+          id: newId('file'),
+          userId: batch.userId,
+          purpose,
+          filename: `${batchId}_${name}.jsonl`,
+          bytes,
+          mimeType: 'application/jsonl',
+          objectKey: key,
+        })
+      ).id;
+    const outputFileId =
+      tally.linesCompleted > 0 ? await file('batch_output', keys.output, outputBytes, 'output') : null;
     const errorFileId = errorBytes > 0 ? await file('batch_error', keys.errors, errorBytes, 'errors') : null;
     const failures = vertexFailures(shards);
     await batches.transition(tx, batchId, ['finalizing'], outcome, {
@@ -96,7 +109,12 @@ function vertexFailures(shards: ShardRow[]): batches.BatchError[] {
     });
 }
 
-async function stitchAll(s: Services, batch: batches.BatchRow, shards: ShardRow[], keys: { output: string; errors: string }): Promise<Tally> {
+async function stitchAll(
+  s: Services,
+  batch: batches.BatchRow,
+  shards: ShardRow[],
+  keys: { output: string; errors: string },
+): Promise<Tally> {
   const tally: Tally = { linesCompleted: 0, linesFailed: 0, imagesSucceeded: 0, succeededBySize: {} };
   const output = s.store.writeStream(keys.output, 'application/jsonl');
   const errorOutput = s.store.writeStream(keys.errors, 'application/jsonl');
@@ -110,7 +128,9 @@ async function stitchAll(s: Services, batch: batches.BatchRow, shards: ShardRow[
     }
     await stitchShard({
       lines: shardLines(),
-      predictionFiles: predictionKeys.map((key) => (range?: { start: number; end: number }) => s.store.readStream(key, range)),
+      predictionFiles: predictionKeys.map(
+        (key) => (range?: { start: number; end: number }) => s.store.readStream(key, range),
+      ),
       output,
       errorOutput,
       newRequestId: () => newId('batch_req'),
@@ -148,7 +168,9 @@ async function stitchAll(s: Services, batch: batches.BatchRow, shards: ShardRow[
 /** The batch's requests read from its input file, as manifest lines (for a batch never staged). */
 async function* inputLines(s: Services, batch: batches.BatchRow): AsyncGenerator<ManifestLine> {
   const input = (await findUserFile(s.pool, batch.userId, batch.inputFileId))!;
-  for await (const { index, value } of readJsonLines<{ custom_id: string; body: { n?: number } }>(s.store.readStream(input.objectKey))) {
+  for await (const { index, value } of readJsonLines<{ custom_id: string; body: { n?: number } }>(
+    s.store.readStream(input.objectKey),
+  )) {
     yield { i: index, c: value.custom_id, n: value.body.n ?? 1, t: '' };
   }
 }

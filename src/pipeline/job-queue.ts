@@ -1,5 +1,5 @@
-import { PgBoss } from 'pg-boss';
 import type pg from 'pg';
+import { PgBoss } from 'pg-boss';
 import { log } from '../logger.ts';
 
 /** The pipeline's pg-boss queues: one job kind per step. */
@@ -35,7 +35,10 @@ export class JobQueue {
    * `heartbeatSeconds`: a job whose worker stops sending heartbeats (the process died) is
    * retried after about this long plus `superviseSeconds`, instead of waiting out its expiry.
    */
-  static async start(connectionString: string, opts: { heartbeatSeconds: number; superviseSeconds: number }): Promise<JobQueue> {
+  static async start(
+    connectionString: string,
+    opts: { heartbeatSeconds: number; superviseSeconds: number },
+  ): Promise<JobQueue> {
     const boss = new PgBoss({
       connectionString,
       schema: 'pgboss',
@@ -66,7 +69,9 @@ export class JobQueue {
     await this.boss.send(name, data, {
       singletonKey: opts.key,
       ...(opts.delayMs ? { startAfter: new Date(Date.now() + opts.delayMs) } : {}),
-      ...(opts.tx ? { db: { executeSql: (text: string, values?: unknown[]) => opts.tx!.query(text, values as unknown[]) } } : {}),
+      ...(opts.tx
+        ? { db: { executeSql: (text: string, values?: unknown[]) => opts.tx!.query(text, values as unknown[]) } }
+        : {}),
     });
   }
 

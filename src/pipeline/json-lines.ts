@@ -6,7 +6,9 @@ import type { Readable } from 'node:stream';
  * and 0-based request index. Tolerates a UTF-8 BOM and CRLF exactly as validation does, so
  * a request's index means the same thing in every step.
  */
-export async function* readJsonLines<T = unknown>(input: Readable): AsyncGenerator<{ line: number; index: number; value: T }> {
+export async function* readJsonLines<T = unknown>(
+  input: Readable,
+): AsyncGenerator<{ line: number; index: number; value: T }> {
   const rl = readline.createInterface({ input, crlfDelay: Infinity });
   let line = 0;
   let index = 0;

@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import type { Readable } from 'node:stream';
-import { Ajv2020 } from 'ajv/dist/2020.js';
 import type { ErrorObject, ValidateFunction } from 'ajv';
+import { Ajv2020 } from 'ajv/dist/2020.js';
 import type { ModelInfo } from '../billing/model-catalog.ts';
 import { isSizeProblem, resolveSize } from '../vertex/sizes.ts';
-import { referencedFileIds, type ImageRequestBody } from '../vertex/translate.ts';
+import { type ImageRequestBody, referencedFileIds } from '../vertex/translate.ts';
 
 export interface LineError {
   code: string;
@@ -256,7 +256,8 @@ class BatchValidator {
     const line = this.lineNo;
     if (end > start && buf[end - 1] === CR) end--;
     // UTF-8 byte order mark at the start of the file.
-    if (line === 1 && end - start >= 3 && buf[start] === 0xef && buf[start + 1] === 0xbb && buf[start + 2] === 0xbf) start += 3;
+    if (line === 1 && end - start >= 3 && buf[start] === 0xef && buf[start + 1] === 0xbb && buf[start + 2] === 0xbf)
+      start += 3;
     while (start < end && isJsonSpace(buf[start])) start++;
     if (start === end) return; // blank line: skipped, but it has used up its line number
     this.nonBlankLines++;
@@ -286,19 +287,34 @@ class BatchValidator {
     const sizeBefore = ids.size;
     ids.add(req.custom_id);
     if (ids.size === sizeBefore) {
-      this.addError('duplicate_custom_id', `custom_id '${req.custom_id}' appears more than once in the batch`, 'custom_id', line);
+      this.addError(
+        'duplicate_custom_id',
+        `custom_id '${req.custom_id}' appears more than once in the batch`,
+        'custom_id',
+        line,
+      );
       return;
     }
     const body = req.body;
     const model = this.ctx.models.get(body.model);
     if (!model || model.enabled === false) {
-      this.addError('model_not_found', `model '${body.model}' does not exist or is not available for batches`, 'body.model', line);
+      this.addError(
+        'model_not_found',
+        `model '${body.model}' does not exist or is not available for batches`,
+        'body.model',
+        line,
+      );
       return;
     }
     if (this.model === null) {
       this.model = model.id;
     } else if (model.id !== this.model) {
-      this.addError('model_mismatch', `a batch uses one model: '${this.model}' (first line), not '${model.id}'`, 'body.model', line);
+      this.addError(
+        'model_mismatch',
+        `a batch uses one model: '${this.model}' (first line), not '${model.id}'`,
+        'body.model',
+        line,
+      );
       return;
     }
     const prompt = body.prompt;
@@ -317,12 +333,18 @@ class BatchValidator {
     }
     const n = body.n ?? 1;
     const tier = size.imageSize;
-    const fileIds = body.image_file_id === undefined && body.image_file_ids === undefined ? null : referencedFileIds(body);
+    const fileIds =
+      body.image_file_id === undefined && body.image_file_ids === undefined ? null : referencedFileIds(body);
     let pending: PendingLine | null = null;
     if (fileIds) {
       if (fileIds.length > model.maxReferenceImages) {
         const param = body.image_file_ids ? 'body.image_file_ids' : 'body.image_file_id';
-        this.addError('too_many_reference_images', `model '${model.id}' takes at most ${model.maxReferenceImages} reference images`, param, line);
+        this.addError(
+          'too_many_reference_images',
+          `model '${model.id}' takes at most ${model.maxReferenceImages} reference images`,
+          param,
+          line,
+        );
         return;
       }
       let missing = false;
@@ -330,13 +352,18 @@ class BatchValidator {
         const id = fileIds[i];
         if (this.ownedFiles.has(id)) continue;
         if (this.missingFiles.has(id)) {
-          this.addError('file_not_found', `file '${id}' does not exist or is not one of your vision files`, fileParam(body, i), line);
+          this.addError(
+            'file_not_found',
+            `file '${id}' does not exist or is not one of your vision files`,
+            fileParam(body, i),
+            line,
+          );
           missing = true;
           continue;
         }
         pending ??= { line, n, tier, rejected: false };
-        let waiting = this.pendingFiles.get(id);
-        if (!waiting) this.pendingFiles.set(id, (waiting = []));
+        const waiting = this.pendingFiles.get(id) ?? [];
+        if (!waiting.length) this.pendingFiles.set(id, waiting);
         waiting.push({ pending, param: fileParam(body, i) });
         this.pendingReferences++;
       }
@@ -353,7 +380,12 @@ class BatchValidator {
 
   private rejectForMissingFile(ref: PendingReference, id: string): void {
     const p = ref.pending;
-    this.addError('file_not_found', `file '${id}' does not exist or is not one of your vision files`, ref.param, p.line);
+    this.addError(
+      'file_not_found',
+      `file '${id}' does not exist or is not one of your vision files`,
+      ref.param,
+      p.line,
+    );
     if (p.rejected) return;
     p.rejected = true;
     this.requestCount--;
@@ -407,7 +439,8 @@ export function describeSchemaError(err: ErrorObject): { code: string; message: 
   if (err.keyword === 'required') {
     const missing = String(params.missingProperty);
     const param = toParam(path, missing);
-    if (path === '' && missing === 'custom_id') return { code: 'missing_custom_id', message: 'custom_id is required', param };
+    if (path === '' && missing === 'custom_id')
+      return { code: 'missing_custom_id', message: 'custom_id is required', param };
     if (path === '') return { code: 'invalid_line', message: `${missing} is required`, param };
     return { code: 'missing_required_parameter', message: `${param} is required`, param };
   }
@@ -415,22 +448,35 @@ export function describeSchemaError(err: ErrorObject): { code: string; message: 
     const extra = String(params.additionalProperty);
     const param = toParam(path, extra);
     if (path === '') {
-      return { code: 'invalid_line', message: `unknown field '${extra}': a line has custom_id, method, url and body`, param };
+      return {
+        code: 'invalid_line',
+        message: `unknown field '${extra}': a line has custom_id, method, url and body`,
+        param,
+      };
     }
     return { code: 'unknown_parameter', message: `unknown parameter '${param}'`, param };
   }
   const param = toParam(path);
   if (path === '') return { code: 'invalid_line', message: 'a line must be a JSON object', param: null };
-  if (path === '/custom_id') return { code: 'invalid_custom_id', message: 'custom_id must be a string of 1 to 256 characters', param };
+  if (path === '/custom_id')
+    return { code: 'invalid_custom_id', message: 'custom_id must be a string of 1 to 256 characters', param };
   if (path === '/method') return { code: 'invalid_method', message: "method must be 'POST'", param };
   if (path === '/url') return { code: 'invalid_url', message: "url must be '/v1/images/generations'", param };
   if (path === '/body' && err.keyword === 'not') {
-    return { code: 'conflicting_parameters', message: 'give image_file_id or image_file_ids, not both', param: 'body.image_file_ids' };
+    return {
+      code: 'conflicting_parameters',
+      message: 'give image_file_id or image_file_ids, not both',
+      param: 'body.image_file_ids',
+    };
   }
   if (path === '/body') return { code: 'invalid_line', message: 'body must be a JSON object', param };
   if (path === '/body/prompt') return { code: 'invalid_prompt', message: 'prompt must be a string', param };
   if (path === '/body/response_format') {
-    return { code: 'invalid_value', message: "response_format must be 'b64_json' (batch results are returned inline)", param };
+    return {
+      code: 'invalid_value',
+      message: "response_format must be 'b64_json' (batch results are returned inline)",
+      param,
+    };
   }
   if (path === '/body/size' || path.startsWith('/body/image_config/')) {
     return { code: 'unsupported_size', message: `${param} ${err.message}`, param };

@@ -89,7 +89,7 @@ export function failedLine(id: string, customId: string, n: number, failures: Im
           request_id: requestIdFor(id),
           body: { error: { message, type: statusCode < 500 ? 'invalid_request_error' : 'server_error', code } },
         };
-  return JSON.stringify({ id, custom_id: customId, response, error: { code, message } }) + '\n';
+  return `${JSON.stringify({ id, custom_id: customId, response, error: { code, message } })}\n`;
 }
 
 /**
@@ -98,5 +98,5 @@ export function failedLine(id: string, customId: string, n: number, failures: Im
  */
 export function partialLine(id: string, customId: string, n: number, failures: ImageFailure[]): string {
   const message = `${failures.length} of ${n} images failed: ${summarizeFailures(failures)}`;
-  return JSON.stringify({ id, custom_id: customId, response: null, error: { code: 'partial_failure', message } }) + '\n';
+  return `${JSON.stringify({ id, custom_id: customId, response: null, error: { code: 'partial_failure', message } })}\n`;
 }

@@ -2,10 +2,9 @@ import type pg from 'pg';
 import * as batches from '../batches/batch-queries.ts';
 import { withTransaction } from '../db/pool.ts';
 import type { Services } from '../services.ts';
+import { isNotFound, type JobSnapshot } from '../vertex/batch-jobs.ts';
 import { JOBS } from './job-queue.ts';
 import { findShard, listShards, markDone, recordProgress, refreshLiveCounts } from './shard-queries.ts';
-import { schedulePoll } from './submit.ts';
-import { isNotFound, type JobSnapshot } from '../vertex/batch-jobs.ts';
 
 /**
  * Step 4: look at a shard's job once, record its progress (live request counts on the
@@ -14,7 +13,7 @@ import { isNotFound, type JobSnapshot } from '../vertex/batch-jobs.ts';
  */
 export async function pollShard(s: Services, shardId: string, attempt: number): Promise<void> {
   const shard = await findShard(s.pool, shardId);
-  if (!shard || shard.status !== 'submitted' || !shard.vertexJob) return;
+  if (shard?.status !== 'submitted' || !shard.vertexJob) return;
   const job = await lookAt(s, shard.vertexJob);
   if (!job.terminal) {
     await recordProgress(s.pool, shardId, { state: job.state, succeeded: job.succeeded, failed: job.failed });
@@ -24,7 +23,13 @@ export async function pollShard(s: Services, shardId: string, attempt: number): 
   }
   await withTransaction(s.pool, async (tx) => {
     await batches.findBatch(tx, shard.batchId, { forUpdate: true });
-    await markDone(tx, shardId, { state: job.state, outputDir: job.outputDir, error: job.error, succeeded: job.succeeded, failed: job.failed });
+    await markDone(tx, shardId, {
+      state: job.state,
+      outputDir: job.outputDir,
+      error: job.error,
+      succeeded: job.succeeded,
+      failed: job.failed,
+    });
     await finalizeWhenAllDone(s, tx, shard.batchId);
   });
   await refreshLiveCounts(s.pool, shard.batchId);
@@ -39,7 +44,15 @@ async function lookAt(s: Services, name: string): Promise<JobSnapshot> {
     return await s.vertex.get(name);
   } catch (err) {
     if (!isNotFound(err)) throw err;
-    return { name, state: 'JOB_STATE_FAILED', terminal: true, succeeded: 0, failed: 0, outputDir: null, error: { code: 5, message: `The Vertex job ${name} no longer exists.` } };
+    return {
+      name,
+      state: 'JOB_STATE_FAILED',
+      terminal: true,
+      succeeded: 0,
+      failed: 0,
+      outputDir: null,
+      error: { code: 5, message: `The Vertex job ${name} no longer exists.` },
+    };
   }
 }
 
@@ -49,4 +62,11 @@ export async function finalizeWhenAllDone(s: Services, tx: pg.PoolClient, batchI
   if (shards.some((x) => x.status !== 'done')) return;
   const moved = await batches.transition(tx, batchId, ['in_progress', 'cancelling'], 'finalizing');
   if (moved) await s.queue.send(JOBS.finalize, { batchId }, { tx, key: batchId });
+}
+
+export async function schedulePoll(s: Services, shardId: string, attempt: number): Promise<void> {
+  const { pollIntervalMs, pollMaxIntervalMs } = s.config.pipeline;
+  // Backoff: a long queue is asked less often, but never less than every POLL_MAX_INTERVAL_MS.
+  const delayMs = Math.min(pollMaxIntervalMs, Math.round(pollIntervalMs * 1.5 ** Math.min(attempt, 30)));
+  await s.queue.send(JOBS.poll, { shardId, attempt }, { key: shardId, delayMs });
 }

@@ -27,7 +27,10 @@ const shardColumns = `id, batch_id AS "batchId", seq, model, first_line AS "firs
   vertex_job AS "vertexJob", vertex_state AS "vertexState", output_dir AS "outputDir",
   images_succeeded AS "imagesSucceeded", images_failed AS "imagesFailed", error, polls`;
 
-export type NewShard = Pick<ShardRow, 'id' | 'batchId' | 'seq' | 'model' | 'firstLine' | 'requestCount' | 'imageCount' | 'inputUri' | 'outputPrefix'>;
+export type NewShard = Pick<
+  ShardRow,
+  'id' | 'batchId' | 'seq' | 'model' | 'firstLine' | 'requestCount' | 'imageCount' | 'inputUri' | 'outputPrefix'
+>;
 
 export async function insertShard(db: Db, s: NewShard): Promise<void> {
   await db.query(
@@ -43,7 +46,9 @@ export async function findShard(db: Db, id: string): Promise<ShardRow | null> {
 }
 
 export async function listShards(db: Db, batchId: string): Promise<ShardRow[]> {
-  const { rows } = await db.query<ShardRow>(`SELECT ${shardColumns} FROM shards WHERE batch_id = $1 ORDER BY seq`, [batchId]);
+  const { rows } = await db.query<ShardRow>(`SELECT ${shardColumns} FROM shards WHERE batch_id = $1 ORDER BY seq`, [
+    batchId,
+  ]);
   return rows;
 }
 
@@ -57,7 +62,11 @@ export async function markSubmitted(db: Db, id: string, vertexJob: string): Prom
 }
 
 /** What the last poll saw of a running job. */
-export async function recordProgress(db: Db, id: string, p: { state: string; succeeded: number; failed: number }): Promise<void> {
+export async function recordProgress(
+  db: Db,
+  id: string,
+  p: { state: string; succeeded: number; failed: number },
+): Promise<void> {
   await db.query(
     `UPDATE shards SET vertex_state = $2, images_succeeded = $3, images_failed = $4, polls = polls + 1, updated_at = now()
       WHERE id = $1 AND status = 'submitted'`,

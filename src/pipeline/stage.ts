@@ -5,8 +5,14 @@ import type { ModelInfo } from '../billing/model-catalog.ts';
 import { withTransaction } from '../db/pool.ts';
 import { findOwnedVisionFiles, findUserFile } from '../files/file-queries.ts';
 import type { Services } from '../services.ts';
-import { referencedFileIds, sizeTier, toGeminiLines, type ImageRequestBody, type ReferenceImage } from '../vertex/translate.ts';
 import { finish, writeWithBackpressure } from '../storage/streams.ts';
+import {
+  type ImageRequestBody,
+  type ReferenceImage,
+  referencedFileIds,
+  sizeTier,
+  toGeminiLines,
+} from '../vertex/translate.ts';
 import { JOBS } from './job-queue.ts';
 import { readJsonLines } from './json-lines.ts';
 import { insertShard, listShards, type NewShard } from './shard-queries.ts';
@@ -62,17 +68,25 @@ export async function stageBatch(s: Services, batchId: string): Promise<void> {
   });
 }
 
-async function writeShards(s: Services, batch: batches.BatchRow, model: ModelInfo, inputKey: string): Promise<NewShard[]> {
+async function writeShards(
+  s: Services,
+  batch: batches.BatchRow,
+  model: ModelInfo,
+  inputKey: string,
+): Promise<NewShard[]> {
   const { shardMaxRequests, shardMaxBytes } = s.config.limits;
   const references = new Map<string, ReferenceImage>();
   const shards: NewShard[] = [];
   let current: OpenShard | null = null;
 
-  for await (const { index, value } of readJsonLines<{ custom_id: string; body: ImageRequestBody }>(s.store.readStream(inputKey))) {
+  for await (const { index, value } of readJsonLines<{ custom_id: string; body: ImageRequestBody }>(
+    s.store.readStream(inputKey),
+  )) {
     const body = value.body;
     const refs = await resolveReferences(s, batch.userId, referencedFileIds(body), references);
     let text = '';
-    for (const line of toGeminiLines(body, { lineIndex: index, model, references: refs })) text += JSON.stringify(line) + '\n';
+    for (const line of toGeminiLines(body, { lineIndex: index, model, references: refs }))
+      text += `${JSON.stringify(line)}\n`;
     const bytes = Buffer.byteLength(text);
     // A request never straddles two shards; a shard closes before it would exceed either bound.
     if (current && (current.shard.requestCount >= shardMaxRequests || current.bytes + bytes > shardMaxBytes)) {
@@ -117,7 +131,7 @@ function openShard(s: Services, batch: batches.BatchRow, model: ModelInfo, seq: 
       shard.requestCount++;
       shard.imageCount += images;
       await writeWithBackpressure(input, text);
-      await writeWithBackpressure(manifest, JSON.stringify(m) + '\n');
+      await writeWithBackpressure(manifest, `${JSON.stringify(m)}\n`);
     },
     async close() {
       await Promise.all([finish(input), finish(manifest)]);
@@ -127,7 +141,12 @@ function openShard(s: Services, batch: batches.BatchRow, model: ModelInfo, seq: 
   return open;
 }
 
-async function resolveReferences(s: Services, userId: number, ids: string[], cache: Map<string, ReferenceImage>): Promise<ReferenceImage[]> {
+async function resolveReferences(
+  s: Services,
+  userId: number,
+  ids: string[],
+  cache: Map<string, ReferenceImage>,
+): Promise<ReferenceImage[]> {
   const missing = ids.filter((id) => !cache.has(id));
   if (missing.length) {
     for (const f of await findOwnedVisionFiles(s.pool, userId, missing)) {

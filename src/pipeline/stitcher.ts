@@ -4,11 +4,11 @@ import { IMAGE_LABEL, LINE_LABEL } from '../vertex/translate.ts';
 import {
   failedLine,
   IMAGE_SEPARATOR,
+  type ImageFailure,
+  type LineUsage,
   partialLine,
   successLineHead,
   successLineTail,
-  type ImageFailure,
-  type LineUsage,
 } from './output-lines.ts';
 
 /** One request of the shard, in input order. */
@@ -78,8 +78,16 @@ export interface StitchOptions {
 
 /** finishReason / blockReason values that mean the safety system withheld the image. */
 const BLOCK_REASONS = new Set([
-  'SAFETY', 'BLOCKLIST', 'PROHIBITED_CONTENT', 'SPII', 'IMAGE_SAFETY', 'IMAGE_PROHIBITED_CONTENT',
-  'MODEL_ARMOR', 'JAILBREAK', 'RECITATION', 'IMAGE_RECITATION',
+  'SAFETY',
+  'BLOCKLIST',
+  'PROHIBITED_CONTENT',
+  'SPII',
+  'IMAGE_SAFETY',
+  'IMAGE_PROHIBITED_CONTENT',
+  'MODEL_ARMOR',
+  'JAILBREAK',
+  'RECITATION',
+  'IMAGE_RECITATION',
 ]);
 
 const DEFAULT_REORDER_BUFFER = 32 * 1024 * 1024;
@@ -171,8 +179,13 @@ interface PendingLine {
 
 class Stitcher {
   readonly counts: StitchCounts = {
-    linesSucceeded: 0, linesPartial: 0, linesFailed: 0, imagesSucceeded: 0, imagesFailed: 0,
-    predictionsIgnored: 0, predictionsDuplicate: 0,
+    linesSucceeded: 0,
+    linesPartial: 0,
+    linesFailed: 0,
+    imagesSucceeded: 0,
+    imagesFailed: 0,
+    predictionsIgnored: 0,
+    predictionsDuplicate: 0,
   };
   readonly stats: ReorderStats = { peakBufferedBytes: 0, rereadImages: 0, rereadBytes: 0 };
   private readonly opts: StitchOptions;
@@ -281,7 +294,8 @@ class Stitcher {
       return null;
     }
     const line = r.value;
-    if (line.n > IMAGES_PER_LINE_KEY) throw new Error(`line ${line.lineIndex}: n = ${line.n} exceeds ${IMAGES_PER_LINE_KEY}`);
+    if (line.n > IMAGES_PER_LINE_KEY)
+      throw new Error(`line ${line.lineIndex}: n = ${line.n} exceeds ${IMAGES_PER_LINE_KEY}`);
     const pendingLine: PendingLine = { line, images: new Array<Prediction | undefined>(line.n), known: 0, failed: 0 };
     if (findable) this.slots.set(line.lineIndex, { ordinal: this.linesRead, n: line.n });
     this.pending.set(this.linesRead++, pendingLine);
@@ -346,7 +360,8 @@ class Stitcher {
     this.slots.clear(); // no prediction comes any more: only the lines themselves are needed
     this.finishing = true;
     this.readAhead();
-    for (let line = await this.takeNextLine(); line !== null; line = await this.takeNextLine()) await this.writeLine(line);
+    for (let line = await this.takeNextLine(); line !== null; line = await this.takeNextLine())
+      await this.writeLine(line);
     while (this.untaken.length > 0) await this.takeOldest();
   }
 
@@ -489,10 +504,12 @@ class ReadAhead {
     p.reading = this.readRange(p);
     // Taken when the line is written; until then a failure must not count as unhandled.
     p.reading.catch(() => {});
-    p.reading.finally(() => {
-      this.inFlight--;
-      this.onRoom();
-    }).catch(() => {});
+    p.reading
+      .finally(() => {
+        this.inFlight--;
+        this.onRoom();
+      })
+      .catch(() => {});
   }
 
   /** The image's bytes, read ahead or now: the next to be written must not wait for room. */
@@ -524,14 +541,14 @@ class ReadAhead {
         got += piece.length;
       }
       // The object changed under us, or the store ignored the range: never write wrong bytes.
-      if (got !== p.length) throw new Error(`predictions file ${p.file}: range ${p.at}+${p.length} read back as ${got} bytes`);
+      if (got !== p.length)
+        throw new Error(`predictions file ${p.file}: range ${p.at}+${p.length} read back as ${got} bytes`);
       return pieces;
     } finally {
       this.open.delete(stream);
     }
   }
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Scanning a predictions stream
@@ -818,14 +835,24 @@ function readUsage(line: PredictionLine): LineUsage {
   } else {
     text = input;
   }
-  return { inputTokens: input, outputTokens: output, totalTokens: m?.totalTokenCount ?? input + output, textTokens: text, imageTokens: image };
+  return {
+    inputTokens: input,
+    outputTokens: output,
+    totalTokens: m?.totalTokenCount ?? input + output,
+    textTokens: text,
+    imageTokens: image,
+  };
 }
 
 function describeFailure(line: PredictionLine): ImageFailure {
   if (line.status) {
     const status = line.status.length > 500 ? `${line.status.slice(0, 500)}…` : line.status;
     const code = /\b([45]\d\d)\b/.exec(status);
-    return { code: 'image_generation_failed', message: `Vertex AI: ${status}`, statusCode: code ? Number(code[1]) : 500 };
+    return {
+      code: 'image_generation_failed',
+      message: `Vertex AI: ${status}`,
+      statusCode: code ? Number(code[1]) : 500,
+    };
   }
   const feedback = line.response?.promptFeedback;
   if (feedback?.blockReason) {
@@ -837,7 +864,15 @@ function describeFailure(line: PredictionLine): ImageFailure {
   if (reason && BLOCK_REASONS.has(reason)) {
     return { code: 'content_blocked', message: `image withheld by the safety system (${reason})`, statusCode: 400 };
   }
-  const text = candidate?.content?.parts?.find((p) => typeof p.text === 'string' && !p.text.startsWith(PLACEHOLDER_PREFIX))?.text;
-  const why = [reason && `finishReason ${reason}`, text && `model said: ${text.slice(0, 200)}`].filter(Boolean).join('; ');
-  return { code: 'image_generation_failed', message: `no image in the response${why ? ` (${why})` : ''}`, statusCode: 500 };
+  const text = candidate?.content?.parts?.find(
+    (p) => typeof p.text === 'string' && !p.text.startsWith(PLACEHOLDER_PREFIX),
+  )?.text;
+  const why = [reason && `finishReason ${reason}`, text && `model said: ${text.slice(0, 200)}`]
+    .filter(Boolean)
+    .join('; ');
+  return {
+    code: 'image_generation_failed',
+    message: `no image in the response${why ? ` (${why})` : ''}`,
+    statusCode: 500,
+  };
 }

@@ -3,7 +3,7 @@ import { withTransaction } from '../db/pool.ts';
 import type { Services } from '../services.ts';
 import { isTransient, type JobSnapshot } from '../vertex/batch-jobs.ts';
 import { JOBS } from './job-queue.ts';
-import { finalizeWhenAllDone } from './poll.ts';
+import { finalizeWhenAllDone, schedulePoll } from './poll.ts';
 import { findShard, markDone, markSubmitted } from './shard-queries.ts';
 import { isLive } from './stage.ts';
 
@@ -22,7 +22,7 @@ export async function submitShard(s: Services, shardId: string): Promise<void> {
   const next = await withTransaction(s.pool, async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`submit:${shardId}`]);
     const shard = await findShard(tx, shardId);
-    if (!shard || shard.status !== 'staged') return shard?.status === 'submitted' ? 'poll' : null;
+    if (shard?.status !== 'staged') return shard?.status === 'submitted' ? 'poll' : null;
     const batch = await batches.findBatch(tx, shard.batchId);
     if (!batch || !isLive(batch)) return null;
 
@@ -42,13 +42,23 @@ export async function submitShard(s: Services, shardId: string): Promise<void> {
       // Lock order as everywhere: the batch row, then its shards.
       await batches.findBatch(tx, shard.batchId, { forUpdate: true });
       const message = `Vertex refused the job: ${(err as Error).message}`;
-      await markDone(tx, shardId, { state: 'JOB_STATE_FAILED', outputDir: null, error: { code: Number((err as { code?: number }).code ?? 2), message }, succeeded: 0, failed: 0 });
+      await markDone(tx, shardId, {
+        state: 'JOB_STATE_FAILED',
+        outputDir: null,
+        error: { code: Number((err as { code?: number }).code ?? 2), message },
+        succeeded: 0,
+        failed: 0,
+      });
       await finalizeWhenAllDone(s, tx, shard.batchId);
       return null;
     }
     await batches.findBatch(tx, shard.batchId, { forUpdate: true });
     if (await markSubmitted(tx, shardId, job.name)) {
-      await s.queue.send(JOBS.poll, { shardId, attempt: 0 }, { tx, key: shardId, delayMs: s.config.pipeline.pollIntervalMs });
+      await s.queue.send(
+        JOBS.poll,
+        { shardId, attempt: 0 },
+        { tx, key: shardId, delayMs: s.config.pipeline.pollIntervalMs },
+      );
     } else {
       orphan = job.name; // the shard was cancelled while we created its job
     }
@@ -56,11 +66,4 @@ export async function submitShard(s: Services, shardId: string): Promise<void> {
   });
   if (orphan) await s.vertex.cancel(orphan);
   if (next === 'poll') await schedulePoll(s, shardId, 0);
-}
-
-export async function schedulePoll(s: Services, shardId: string, attempt: number): Promise<void> {
-  const { pollIntervalMs, pollMaxIntervalMs } = s.config.pipeline;
-  // Backoff: a long queue is asked less often, but never less than every POLL_MAX_INTERVAL_MS.
-  const delayMs = Math.min(pollMaxIntervalMs, Math.round(pollIntervalMs * 1.5 ** Math.min(attempt, 30)));
-  await s.queue.send(JOBS.poll, { shardId, attempt }, { key: shardId, delayMs });
 }

@@ -20,7 +20,11 @@ export async function sweep(s: Services): Promise<void> {
  * one is cancelled, stitches what finished, settles, and ends `expired`.
  */
 async function expire(s: Services, id: string) {
-  const ended = await batches.transition(s.pool, id, ['validating'], 'expired', { outcome: 'expired', settled: 0, refunded: 0 });
+  const ended = await batches.transition(s.pool, id, ['validating'], 'expired', {
+    outcome: 'expired',
+    settled: 0,
+    refunded: 0,
+  });
   if (ended) return;
   const batch = await batches.findBatch(s.pool, id);
   if (batch?.status !== 'in_progress') return;
@@ -31,7 +35,8 @@ async function expire(s: Services, id: string) {
 async function resume(s: Services, id: string, status: batches.BatchStatus) {
   const batch = await batches.findBatch(s.pool, id);
   if (!batch || batch.status !== status) return;
-  const send = (name: Parameters<typeof s.queue.send>[0], data: object, key: string) => s.queue.send(name, data, { key });
+  const send = (name: Parameters<typeof s.queue.send>[0], data: object, key: string) =>
+    s.queue.send(name, data, { key });
   switch (status) {
     case 'validating':
       return send(JOBS.validate, { batchId: id }, id);

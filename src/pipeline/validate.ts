@@ -1,11 +1,11 @@
 import type { BatchError } from '../batches/batch-queries.ts';
 import * as batches from '../batches/batch-queries.ts';
-import { findOwnedVisionFiles, findUserFile } from '../files/file-queries.ts';
 import { batchPrice } from '../billing/pricing.ts';
 import { withTransaction } from '../db/pool.ts';
+import { findOwnedVisionFiles, findUserFile } from '../files/file-queries.ts';
 import type { Services } from '../services.ts';
 import { JOBS } from './job-queue.ts';
-import { validateBatchInput, type ValidationResult } from './line-validator.ts';
+import { type ValidationResult, validateBatchInput } from './line-validator.ts';
 
 /**
  * Step 1: stream the uploaded JSONL through the line validator. Any invalid line fails the
@@ -15,7 +15,7 @@ import { validateBatchInput, type ValidationResult } from './line-validator.ts';
  */
 export async function validateBatch(s: Services, batchId: string): Promise<void> {
   const batch = await batches.findBatch(s.pool, batchId);
-  if (!batch || batch.status !== 'validating') return;
+  if (batch?.status !== 'validating') return;
   const input = await findUserFile(s.pool, batch.userId, batch.inputFileId);
   if (!input) return;
 
@@ -24,7 +24,8 @@ export async function validateBatch(s: Services, batchId: string): Promise<void>
     models,
     maxRequests: s.config.limits.batchMaxRequests,
     maxErrors: s.config.limits.maxErrorsListed,
-    findOwnedVisionFiles: async (ids) => new Set((await findOwnedVisionFiles(s.pool, batch.userId, ids)).map((f) => f.id)),
+    findOwnedVisionFiles: async (ids) =>
+      new Set((await findOwnedVisionFiles(s.pool, batch.userId, ids)).map((f) => f.id)),
   });
 
   if (result.errorCount > 0 || !result.model) {
@@ -35,7 +36,7 @@ export async function validateBatch(s: Services, batchId: string): Promise<void>
   const price = batchPrice(model, result.imagesBySize);
   await withTransaction(s.pool, async (tx) => {
     const locked = await batches.findBatch(tx, batchId, { forUpdate: true });
-    if (!locked || locked.status !== 'validating') return;
+    if (locked?.status !== 'validating') return;
     const charged = await s.billing.preDeductIn(tx, {
       userId: batch.userId,
       batchId,
@@ -65,20 +66,29 @@ export async function validateBatch(s: Services, batchId: string): Promise<void>
   });
 }
 
-const sizes = (bySize: Record<string, number>) => Object.entries(bySize).map(([t, n]) => `${n}×${t}`).join(', ');
+const sizes = (bySize: Record<string, number>) =>
+  Object.entries(bySize)
+    .map(([t, n]) => `${n}×${t}`)
+    .join(', ');
 
 /** The capped list, with one more entry saying how many were left out. */
 function listedErrors(result: ValidationResult): BatchError[] {
-  const listed: BatchError[] = result.errors.map((e) => ({ code: e.code, message: e.message, param: e.param, line: e.line }));
+  const listed: BatchError[] = result.errors.map((e) => ({
+    code: e.code,
+    message: e.message,
+    param: e.param,
+    line: e.line,
+  }));
   const more = result.errorCount - listed.length;
   if (more > 0) {
     listed.push({ code: 'too_many_errors', message: `${more} more error(s) not listed.`, param: null, line: null });
   }
-  if (!listed.length) listed.push({ code: 'empty_file', message: 'The file holds no request.', param: null, line: null });
+  if (!listed.length)
+    listed.push({ code: 'empty_file', message: 'The file holds no request.', param: null, line: null });
   return listed;
 }
 
-function failedChanges(errors: BatchError[], result: ValidationResult, model: string | null): batches.BatchChanges {
+function failedChanges(errors: BatchError[], _result: ValidationResult, model: string | null): batches.BatchChanges {
   return { errors, outcome: 'failed', model, settled: 0, refunded: 0 };
 }
 

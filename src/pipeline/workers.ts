@@ -32,18 +32,23 @@ export async function startWorkers(s: Services): Promise<Workers> {
     [JOBS.sweep, 1, () => sweep(s)],
   ];
   for (const [name, localConcurrency, handle] of handlers) {
-    await s.queue.boss.work<Data>(name, { localConcurrency, batchSize: 1, pollingIntervalSeconds: 0.5 }, async (jobs: Job<Data>[]) => {
-      for (const job of jobs) {
-        try {
-          await handle(job.data);
-        } catch (err) {
-          log.warn('pipeline step failed; it will be retried', { job: name, data: job.data, err });
-          throw err;
+    await s.queue.boss.work<Data>(
+      name,
+      { localConcurrency, batchSize: 1, pollingIntervalSeconds: 0.5 },
+      async (jobs: Job<Data>[]) => {
+        for (const job of jobs) {
+          try {
+            await handle(job.data);
+          } catch (err) {
+            log.warn('pipeline step failed; it will be retried', { job: name, data: job.data, err });
+            throw err;
+          }
         }
-      }
-    });
+      },
+    );
   }
-  const tick = () => void s.queue.send(JOBS.sweep, {}, { key: 'sweep' }).catch((err) => log.warn('sweep not queued', { err }));
+  const tick = () =>
+    void s.queue.send(JOBS.sweep, {}, { key: 'sweep' }).catch((err) => log.warn('sweep not queued', { err }));
   const timer = setInterval(tick, sweepIntervalMs);
   tick();
   return {

@@ -1,5 +1,5 @@
-import { Storage, type Bucket } from '@google-cloud/storage';
 import type { Readable, Writable } from 'node:stream';
+import { type Bucket, Storage } from '@google-cloud/storage';
 
 /**
  * The object store: Cloud Storage through the official client. Offline it points at the

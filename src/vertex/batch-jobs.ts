@@ -3,11 +3,26 @@ import type { JobServiceClient } from './job-client.ts';
 
 /** The Vertex JobState names, whichever encoding (number or string) the server answered with. */
 const STATES = [
-  'JOB_STATE_UNSPECIFIED', 'JOB_STATE_QUEUED', 'JOB_STATE_PENDING', 'JOB_STATE_RUNNING', 'JOB_STATE_SUCCEEDED',
-  'JOB_STATE_FAILED', 'JOB_STATE_CANCELLING', 'JOB_STATE_CANCELLED', 'JOB_STATE_PAUSED', 'JOB_STATE_EXPIRED',
-  'JOB_STATE_UPDATING', 'JOB_STATE_PARTIALLY_SUCCEEDED',
+  'JOB_STATE_UNSPECIFIED',
+  'JOB_STATE_QUEUED',
+  'JOB_STATE_PENDING',
+  'JOB_STATE_RUNNING',
+  'JOB_STATE_SUCCEEDED',
+  'JOB_STATE_FAILED',
+  'JOB_STATE_CANCELLING',
+  'JOB_STATE_CANCELLED',
+  'JOB_STATE_PAUSED',
+  'JOB_STATE_EXPIRED',
+  'JOB_STATE_UPDATING',
+  'JOB_STATE_PARTIALLY_SUCCEEDED',
 ];
-const TERMINAL = new Set(['JOB_STATE_SUCCEEDED', 'JOB_STATE_FAILED', 'JOB_STATE_CANCELLED', 'JOB_STATE_EXPIRED', 'JOB_STATE_PARTIALLY_SUCCEEDED']);
+const TERMINAL = new Set([
+  'JOB_STATE_SUCCEEDED',
+  'JOB_STATE_FAILED',
+  'JOB_STATE_CANCELLED',
+  'JOB_STATE_EXPIRED',
+  'JOB_STATE_PARTIALLY_SUCCEEDED',
+]);
 
 export interface JobSnapshot {
   name: string;
@@ -79,7 +94,10 @@ export class BatchJobs {
 type RawJob = protos.google.cloud.aiplatform.v1.IBatchPredictionJob;
 
 function snapshot(job: RawJob): JobSnapshot {
-  const state = typeof job.state === 'number' ? STATES[job.state] ?? 'JOB_STATE_UNSPECIFIED' : String(job.state ?? 'JOB_STATE_UNSPECIFIED');
+  const state =
+    typeof job.state === 'number'
+      ? (STATES[job.state] ?? 'JOB_STATE_UNSPECIFIED')
+      : String(job.state ?? 'JOB_STATE_UNSPECIFIED');
   const stats = job.completionStats;
   return {
     name: job.name!,
@@ -103,5 +121,7 @@ export function isTransient(err: unknown): boolean {
   const grpc = new Set([4, 8, 10, 13, 14]); // DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE
   if (typeof e?.code === 'number' && (grpc.has(e.code) || [429, 500, 502, 503, 504].includes(e.code))) return true;
   if (typeof e?.status === 'number' && [429, 500, 502, 503, 504].includes(e.status)) return true;
-  return typeof e?.code === 'string' && ['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN'].includes(e.code);
+  return (
+    typeof e?.code === 'string' && ['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN'].includes(e.code)
+  );
 }

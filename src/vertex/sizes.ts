@@ -48,8 +48,8 @@ export function resolveSize(body: ImageRequestBody, model: ModelInfo): ResolvedS
   // Almost every line of a batch asks for the same size: memoise per model (bounded by the
   // number of distinct combinations, which the schema's patterns keep small).
   const key = `${body.size ?? ''}|${cfg?.aspect_ratio ?? ''}|${cfg?.image_size ?? ''}`;
-  let perModel = sizeCache.get(model);
-  if (!perModel) sizeCache.set(model, (perModel = new Map()));
+  const perModel = sizeCache.get(model) ?? new Map<string, ResolvedSize | SizeProblem>();
+  if (!perModel.size) sizeCache.set(model, perModel);
   let hit = perModel.get(key);
   if (hit === undefined) {
     hit = resolveUncached(body, model);
@@ -82,11 +82,17 @@ function resolveUncached(body: ImageRequestBody, model: ModelInfo): ResolvedSize
   imageSize ??= model.defaultImageSize;
   if (!model.aspectRatios.includes(aspectRatio)) {
     const param = cfg.aspect_ratio !== undefined ? 'body.image_config.aspect_ratio' : 'body.size';
-    return { param, message: `aspect ratio '${aspectRatio}' is not supported by model '${model.id}' (supported: ${model.aspectRatios.join(', ')})` };
+    return {
+      param,
+      message: `aspect ratio '${aspectRatio}' is not supported by model '${model.id}' (supported: ${model.aspectRatios.join(', ')})`,
+    };
   }
   if (!model.imageSizes.includes(imageSize)) {
     const param = cfg.image_size !== undefined ? 'body.image_config.image_size' : 'body.size';
-    return { param, message: `image size '${imageSize}' is not supported by model '${model.id}' (supported: ${model.imageSizes.join(', ')})` };
+    return {
+      param,
+      message: `image size '${imageSize}' is not supported by model '${model.id}' (supported: ${model.imageSizes.join(', ')})`,
+    };
   }
   return { aspectRatio, imageSize };
 }

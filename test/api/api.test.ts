@@ -1,8 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { spawn } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import pg from 'pg';
-import { startTestService, ADMIN_TOKEN, type TestService } from '../support/service.ts';
 import { call, expectEnvelope, form, imageLine, jsonl, PNG_1x1 } from '../support/http.ts';
+import { ADMIN_TOKEN, startTestService, type TestService } from '../support/service.ts';
 
 // ROLE=api: no pipeline workers, so batches stay where the API alone puts them.
 let svc: TestService;
@@ -25,7 +25,10 @@ const upload = (key: string, fields: Parameters<typeof form>[0]) =>
   call(`${svc.url}/v1/image-files`, { method: 'POST', key, body: form(fields) });
 const batchFile = (content: string) => ({ data: content, filename: 'batch.jsonl', type: 'application/jsonl' });
 const createBatch = (key: string, lines = [imageLine('a')]) =>
-  upload(key, [['purpose', 'image_batch'], ['file', batchFile(jsonl(lines))]]);
+  upload(key, [
+    ['purpose', 'image_batch'],
+    ['file', batchFile(jsonl(lines))],
+  ]);
 
 describe('authentication', () => {
   it('refuses a missing key with 401 in the envelope', async () => {
@@ -60,7 +63,11 @@ describe('privacy', () => {
     const u = await svc.createUser(0, { privacy: false });
     const before = await call(`${svc.url}/api/image-batch-privacy`, { key: u.apiKey });
     expect(before.body).toEqual({ accepted: false, accepted_at: null });
-    const first = await call(`${svc.url}/api/image-batch-privacy`, { method: 'PUT', key: u.apiKey, json: { accept: true } });
+    const first = await call(`${svc.url}/api/image-batch-privacy`, {
+      method: 'PUT',
+      key: u.apiKey,
+      json: { accept: true },
+    });
     expect(first.body).toEqual({ success: true });
     const at = (await call(`${svc.url}/api/image-batch-privacy`, { key: u.apiKey })).body.accepted_at;
     await call(`${svc.url}/api/image-batch-privacy`, { method: 'PUT', key: u.apiKey, json: { accept: true } });
@@ -81,7 +88,10 @@ describe('privacy', () => {
     expect(expectEnvelope(a).code).toBe('privacy_not_accepted');
     expect(await svc.runtime.services.store.list(`tenants/${u.id}/`)).toEqual([]);
     // the file part before the purpose field: refused after the upload, and removed again
-    const late = await upload(u.apiKey, [['file', batchFile(jsonl([imageLine('a')]))], ['purpose', 'image_batch']]);
+    const late = await upload(u.apiKey, [
+      ['file', batchFile(jsonl([imageLine('a')]))],
+      ['purpose', 'image_batch'],
+    ]);
     expect(late.status).toBe(403);
     expect(await svc.runtime.services.store.list(`tenants/${u.id}/`)).toEqual([]);
   });
@@ -89,21 +99,31 @@ describe('privacy', () => {
 
 describe('vision files', () => {
   it('stores a PNG and serves it back with Range support', async () => {
-    const a = await upload(alice.apiKey, [['purpose', 'vision'], ['file', { data: PNG_1x1, filename: 'ref.png', type: 'image/png' }]]);
+    const a = await upload(alice.apiKey, [
+      ['purpose', 'vision'],
+      ['file', { data: PNG_1x1, filename: 'ref.png', type: 'image/png' }],
+    ]);
     expect(a.status).toBe(200);
     expect(a.body).toMatchObject({ object: 'file', purpose: 'vision', filename: 'ref.png', bytes: PNG_1x1.length });
     expect(a.body.id).toMatch(/^file_[A-Za-z0-9]{24,}$/);
     const meta = await call(`${svc.url}/v1/files/${a.body.id}`, { key: alice.apiKey });
     expect(meta.body.id).toBe(a.body.id);
-    const res = await fetch(`${svc.url}/v1/files/${a.body.id}/content`, { headers: { authorization: `Bearer ${alice.apiKey}` } });
+    const res = await fetch(`${svc.url}/v1/files/${a.body.id}/content`, {
+      headers: { authorization: `Bearer ${alice.apiKey}` },
+    });
     expect(res.headers.get('content-type')).toBe('image/png');
     expect(res.headers.get('content-length')).toBe(String(PNG_1x1.length));
     expect(Buffer.from(await res.arrayBuffer()).equals(PNG_1x1)).toBe(true);
-    const part = await fetch(`${svc.url}/v1/files/${a.body.id}/content`, { headers: { authorization: `Bearer ${alice.apiKey}`, range: 'bytes=1-3' } });
+    const part = await fetch(`${svc.url}/v1/files/${a.body.id}/content`, {
+      headers: { authorization: `Bearer ${alice.apiKey}`, range: 'bytes=1-3' },
+    });
     expect(part.status).toBe(206);
     expect(part.headers.get('content-range')).toBe(`bytes 1-3/${PNG_1x1.length}`);
     expect(Buffer.from(await part.arrayBuffer()).equals(PNG_1x1.subarray(1, 4))).toBe(true);
-    const bad = await call(`${svc.url}/v1/files/${a.body.id}/content`, { key: alice.apiKey, headers: { range: 'bytes=999-' } });
+    const bad = await call(`${svc.url}/v1/files/${a.body.id}/content`, {
+      key: alice.apiKey,
+      headers: { range: 'bytes=999-' },
+    });
     expect(bad.status).toBe(416);
     expect(bad.headers.get('content-range')).toBe(`bytes */${PNG_1x1.length}`);
   });
@@ -111,7 +131,10 @@ describe('vision files', () => {
     const jpeg = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.alloc(64, 1)]);
     const webp = Buffer.concat([Buffer.from('RIFF'), Buffer.alloc(4), Buffer.from('WEBPVP8 '), Buffer.alloc(64, 2)]);
     for (const data of [jpeg, webp]) {
-      const a = await upload(alice.apiKey, [['purpose', 'vision'], ['file', { data, filename: 'x.bin', type: 'application/octet-stream' }]]);
+      const a = await upload(alice.apiKey, [
+        ['purpose', 'vision'],
+        ['file', { data, filename: 'x.bin', type: 'application/octet-stream' }],
+      ]);
       expect(a.status).toBe(200);
     }
   });
@@ -122,12 +145,30 @@ describe('batches', () => {
     const a = await createBatch(alice.apiKey);
     expect(a.status).toBe(200);
     expect(a.body).toMatchObject({
-      object: 'batch', status: 'validating', endpoint: '/v1/images/generations', output_file_id: null, error_file_id: null,
-      errors: null, request_counts: { total: 0, completed: 0, failed: 0 }, billing: { pre_deducted: 0, settled: null, refunded: null },
+      object: 'batch',
+      status: 'validating',
+      endpoint: '/v1/images/generations',
+      output_file_id: null,
+      error_file_id: null,
+      errors: null,
+      request_counts: { total: 0, completed: 0, failed: 0 },
+      billing: { pre_deducted: 0, settled: null, refunded: null },
     });
     expect(a.body.id).toMatch(/^batch_[A-Za-z0-9]{24,}$/);
     expect(a.body.input_file_id).toMatch(/^file_/);
-    for (const k of ['created_at', 'in_progress_at', 'finalizing_at', 'completed_at', 'failed_at', 'expired_at', 'cancelling_at', 'cancelled_at', 'expires_at', 'metadata', 'model']) {
+    for (const k of [
+      'created_at',
+      'in_progress_at',
+      'finalizing_at',
+      'completed_at',
+      'failed_at',
+      'expired_at',
+      'cancelling_at',
+      'cancelled_at',
+      'expires_at',
+      'metadata',
+      'model',
+    ]) {
       expect(a.body).toHaveProperty(k);
     }
     expect(a.body.expires_at - a.body.created_at).toBe(24 * 3600);
@@ -137,7 +178,11 @@ describe('batches', () => {
     expect(input.body.purpose).toBe('image_batch');
   });
   it('keeps metadata', async () => {
-    const a = await upload(alice.apiKey, [['purpose', 'image_batch'], ['metadata', '{"project":"x"}'], ['file', batchFile(jsonl([imageLine('a')]))]]);
+    const a = await upload(alice.apiKey, [
+      ['purpose', 'image_batch'],
+      ['metadata', '{"project":"x"}'],
+      ['file', batchFile(jsonl([imageLine('a')]))],
+    ]);
     expect(a.body.metadata).toEqual({ project: 'x' });
   });
   it('lists newest first with cursor pagination and a status filter', async () => {
@@ -184,14 +229,21 @@ describe('batches', () => {
     expect((await call(`${svc.url}/v1/image-batches/${b.id}`, { key: alice.apiKey })).status).toBe(404);
     expect((await call(`${svc.url}/v1/files/${b.input_file_id}`, { key: alice.apiKey })).status).toBe(404);
     expect(await svc.runtime.services.store.exists(rows[0].object_key)).toBe(false);
-    expect((await call(`${svc.url}/v1/image-batches/${b.id}`, { method: 'DELETE', key: alice.apiKey })).status).toBe(404);
+    expect((await call(`${svc.url}/v1/image-batches/${b.id}`, { method: 'DELETE', key: alice.apiKey })).status).toBe(
+      404,
+    );
   });
 });
 
 describe('tenancy', () => {
   it("answers 404 for another user's batch and file on every endpoint", async () => {
     const b = (await createBatch(alice.apiKey)).body;
-    const f = (await upload(alice.apiKey, [['purpose', 'vision'], ['file', { data: PNG_1x1, filename: 'a.png' }]])).body;
+    const f = (
+      await upload(alice.apiKey, [
+        ['purpose', 'vision'],
+        ['file', { data: PNG_1x1, filename: 'a.png' }],
+      ])
+    ).body;
     const attempts = [
       call(`${svc.url}/v1/image-batches/${b.id}`, { key: bob.apiKey }),
       call(`${svc.url}/v1/image-batches/${b.id}/cancel`, { method: 'POST', key: bob.apiKey }),
@@ -223,12 +275,24 @@ describe('models', () => {
     const a = await call(`${svc.url}/v1/models`, { key: alice.apiKey });
     const flash = a.body.data.find((m: { id: string }) => m.id === 'gemini-2.5-flash-image');
     expect(flash).toMatchObject({ object: 'model', vertex_model: 'publishers/google/models/gemini-2.5-flash-image' });
-    expect(flash.pricing).toEqual({ unit: 'quota_per_image', sync: { '1K': 5000, '2K': 5000, '4K': 12500 }, batch_ratio: 0.5 });
+    expect(flash.pricing).toEqual({
+      unit: 'quota_per_image',
+      sync: { '1K': 5000, '2K': 5000, '4K': 12500 },
+      batch_ratio: 0.5,
+    });
   });
   it('are editable through the admin API', async () => {
-    const put = await svc.admin('PUT', '/admin/models/test-image-model', { price_multiplier: 1.5, batch_ratio: 0.4, image_sizes: ['1K', '4K'] });
+    const put = await svc.admin('PUT', '/admin/models/test-image-model', {
+      price_multiplier: 1.5,
+      batch_ratio: 0.4,
+      image_sizes: ['1K', '4K'],
+    });
     expect(put.status).toBe(200);
-    expect(put.body.pricing).toEqual({ unit: 'quota_per_image', sync: { '1K': 7500, '2K': 7500, '4K': 18750 }, batch_ratio: 0.4 });
+    expect(put.body.pricing).toEqual({
+      unit: 'quota_per_image',
+      sync: { '1K': 7500, '2K': 7500, '4K': 18750 },
+      batch_ratio: 0.4,
+    });
     const off = await svc.admin('PUT', '/admin/models/test-image-model', { enabled: false });
     expect(off.body.enabled).toBe(false);
     const listed = await call(`${svc.url}/v1/models`, { key: alice.apiKey });
@@ -243,7 +307,8 @@ describe('admin and the ledger', () => {
     expect(created.body).toMatchObject({ name: 'carol', quota: 1000, used_quota: 0 });
     expect(created.body.api_key).toMatch(/^sk-/);
     const id = created.body.id;
-    for (const q of [250, 1, 99_999]) expect((await svc.admin('POST', `/admin/users/${id}/topup`, { quota: q })).status).toBe(200);
+    for (const q of [250, 1, 99_999])
+      expect((await svc.admin('POST', `/admin/users/${id}/topup`, { quota: q })).status).toBe(200);
     const user = await svc.admin('GET', `/admin/users/${id}`);
     expect(user.body.quota).toBe(1000 + 250 + 1 + 99_999);
     const logs = await svc.admin('GET', `/admin/logs?user_id=${id}`);
@@ -253,20 +318,26 @@ describe('admin and the ledger', () => {
   });
   it('keeps the invariant under concurrent top-ups', async () => {
     const { body } = await svc.admin('POST', '/admin/users', { name: 'dave', quota: 0 });
-    await Promise.all(Array.from({ length: 20 }, (_, i) => svc.admin('POST', `/admin/users/${body.id}/topup`, { quota: i + 1 })));
-    const { rows } = await db.query('SELECT u.quota, (SELECT sum(quota_delta) FROM billing_logs WHERE user_id = u.id)::bigint AS s FROM users u WHERE id = $1', [body.id]);
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) => svc.admin('POST', `/admin/users/${body.id}/topup`, { quota: i + 1 })),
+    );
+    const { rows } = await db.query(
+      'SELECT u.quota, (SELECT sum(quota_delta) FROM billing_logs WHERE user_id = u.id)::bigint AS s FROM users u WHERE id = $1',
+      [body.id],
+    );
     expect(rows[0].quota).toBe(210);
     expect(Number(rows[0].s)).toBe(210);
   });
   it('has a CLI over the admin API', async () => {
-    const run = (...args: string[]) => new Promise<{ code: number | null; out: string }>((resolve) => {
-      const child = spawn(process.execPath, ['scripts/admin.ts', ...args], {
-        env: { ...process.env, GATEWAY_URL: svc.url, ADMIN_TOKEN },
+    const run = (...args: string[]) =>
+      new Promise<{ code: number | null; out: string }>((resolve) => {
+        const child = spawn(process.execPath, ['scripts/admin.ts', ...args], {
+          env: { ...process.env, GATEWAY_URL: svc.url, ADMIN_TOKEN },
+        });
+        let out = '';
+        child.stdout.on('data', (d) => (out += d));
+        child.on('close', (code) => resolve({ code, out }));
       });
-      let out = '';
-      child.stdout.on('data', (d) => (out += d));
-      child.on('close', (code) => resolve({ code, out }));
-    });
     const created = await run('create-user', 'erin', '700');
     expect(created.code).toBe(0);
     const user = JSON.parse(created.out);

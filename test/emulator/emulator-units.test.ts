@@ -1,24 +1,34 @@
-import { describe, it, expect } from '@jest/globals';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PNG } from 'pngjs';
 import { CRC32C, Storage } from '@google-cloud/storage';
-import { randomBytes } from 'node:crypto';
-import { Crc32c } from '../../src/emulator/crc32c.ts';
+import { describe, expect, it } from '@jest/globals';
+import { PNG } from 'pngjs';
 import { loadEmulatorConfig, parseTransportFaults } from '../../src/config.ts';
+import { Crc32c } from '../../src/emulator/crc32c.ts';
+import { generateImage, generatePng, imageDimensions } from '../../src/emulator/image-generator.ts';
 import { startEmulators } from '../../src/emulator/index.ts';
-import { validateBatchJob } from '../../src/emulator/vertex-validation.ts';
 import { compileFilter } from '../../src/emulator/vertex-emulator.ts';
 import type { JobResource } from '../../src/emulator/vertex-jobs.ts';
-import { generateImage, generatePng, imageDimensions } from '../../src/emulator/image-generator.ts';
+import { validateBatchJob } from '../../src/emulator/vertex-validation.ts';
 import { decodeImage, meanDifference } from './image-decoders.ts';
 
 describe('emulator settings', () => {
   it('has documented defaults', () => {
     expect(loadEmulatorConfig({})).toEqual({
       dataDir: path.resolve('./data'),
-      emulator: { gcsPort: 4443, vertexPort: 8090, queueMs: 2000, queueExpireMs: 72 * 3_600_000, lineMs: 20, slowMs: 2000, imagePadBytes: 0, jobFault: 'none', transportFaults: [] },
+      emulator: {
+        gcsPort: 4443,
+        vertexPort: 8090,
+        queueMs: 2000,
+        queueExpireMs: 72 * 3_600_000,
+        lineMs: 20,
+        slowMs: 2000,
+        imagePadBytes: 0,
+        jobFault: 'none',
+        transportFaults: [],
+      },
     });
   });
 
@@ -36,7 +46,16 @@ describe('emulator settings', () => {
       VERTEX_EMULATOR_FAULTS: 'GetBatchPredictionJob:3:503, CreateBatchPredictionJob:1:429',
     });
     expect(s.dataDir).toBe('/tmp/x');
-    expect(s.emulator).toMatchObject({ gcsPort: 0, vertexPort: 9999, queueMs: 10, queueExpireMs: 90_000, lineMs: 1, slowMs: 5, imagePadBytes: 1_000_000, jobFault: 'stuck' });
+    expect(s.emulator).toMatchObject({
+      gcsPort: 0,
+      vertexPort: 9999,
+      queueMs: 10,
+      queueExpireMs: 90_000,
+      lineMs: 1,
+      slowMs: 5,
+      imagePadBytes: 1_000_000,
+      jobFault: 'stuck',
+    });
     expect(s.emulator.transportFaults).toEqual([
       { method: 'GetBatchPredictionJob', call: 3, status: 503 },
       { method: 'CreateBatchPredictionJob', call: 1, status: 429 },
@@ -50,7 +69,9 @@ describe('emulator settings', () => {
   it('parses transport fault specs strictly', () => {
     const problems: string[] = [];
     expect(parseTransportFaults('', problems)).toEqual([]);
-    expect(parseTransportFaults('ListBatchPredictionJobs:2:500', problems)).toEqual([{ method: 'ListBatchPredictionJobs', call: 2, status: 500 }]);
+    expect(parseTransportFaults('ListBatchPredictionJobs:2:500', problems)).toEqual([
+      { method: 'ListBatchPredictionJobs', call: 2, status: 500 },
+    ]);
     expect(problems).toEqual([]);
     for (const bad of ['GetJob:1:503', 'GetBatchPredictionJob:0:503', 'GetBatchPredictionJob:1:404']) {
       const found: string[] = [];
@@ -76,10 +97,15 @@ describe('batch job validation against the shipped protos', () => {
   });
 
   it('rejects unknown fields at any depth, with the path', () => {
-    expect(() => validateBatchJob({ ...good, colour: 'red' })).toThrow(/Unknown name "colour" at 'batch_prediction_job'/);
-    expect(() => validateBatchJob({ ...good, inputConfig: { ...good.inputConfig, gcsSource: { uris: good.inputConfig.gcsSource.uris, bucket: 'x' } } })).toThrow(
-      /Unknown name "bucket" at 'batch_prediction_job.input_config.gcs_source'/,
+    expect(() => validateBatchJob({ ...good, colour: 'red' })).toThrow(
+      /Unknown name "colour" at 'batch_prediction_job'/,
     );
+    expect(() =>
+      validateBatchJob({
+        ...good,
+        inputConfig: { ...good.inputConfig, gcsSource: { uris: good.inputConfig.gcsSource.uris, bucket: 'x' } },
+      }),
+    ).toThrow(/Unknown name "bucket" at 'batch_prediction_job.input_config.gcs_source'/);
   });
 
   it('enforces label rules', () => {
@@ -104,7 +130,11 @@ describe('crc32c', () => {
 });
 
 describe('list filters', () => {
-  const job = { labels: { shard: 'abc', batch: 'b1' }, state: 'JOB_STATE_RUNNING', displayName: 'n' } as unknown as JobResource;
+  const job = {
+    labels: { shard: 'abc', batch: 'b1' },
+    state: 'JOB_STATE_RUNNING',
+    displayName: 'n',
+  } as unknown as JobResource;
   it('matches labels quoted and bare, AND-joined, plus state', () => {
     expect(compileFilter('labels.shard="abc"')(job)).toBe(true);
     expect(compileFilter('labels.shard=abc AND labels.batch="b1"')(job)).toBe(true);
@@ -134,7 +164,7 @@ describe('placeholder images', () => {
     expect(PNG.sync.read(png).width).toBe(5376);
   });
 
-  it('encodes JPEG and WebP with the PNG\'s pixels, deterministically', async () => {
+  it("encodes JPEG and WebP with the PNG's pixels, deterministically", async () => {
     const spec = { width: 640, height: 360, seed: 'formats' };
     const png = await decodeImage('image/png', generatePng(spec));
     for (const mimeType of ['image/jpeg', 'image/webp'] as const) {
@@ -158,11 +188,16 @@ describe('placeholder images', () => {
         expect(image.data.length).toBeLessThanOrEqual(padToBytes);
         const decoded = await decodeImage(mimeType, image.data);
         expect([decoded.width, decoded.height]).toEqual([512, 512]);
-        const plain = await decodeImage(mimeType, (await generateImage({ width: 512, height: 512, seed: 'pad', mimeType })).data);
+        const plain = await decodeImage(
+          mimeType,
+          (await generateImage({ width: 512, height: 512, seed: 'pad', mimeType })).data,
+        );
         expect(Buffer.from(decoded.data).equals(Buffer.from(plain.data))).toBe(true); // padding changes no pixel
       }
     }
-    const webp = (await generateImage({ width: 64, height: 48, seed: 'pad', mimeType: 'image/webp', padToBytes: 10_000 })).data;
+    const webp = (
+      await generateImage({ width: 64, height: 48, seed: 'pad', mimeType: 'image/webp', padToBytes: 10_000 })
+    ).data;
     expect(webp.toString('latin1', 12, 16)).toBe('VP8X'); // unknown chunks need the extended format
     expect(webp.readUInt32LE(4)).toBe(webp.length - 8); // RIFF size rewritten
   });
@@ -192,7 +227,10 @@ describe('placeholder images', () => {
 describe('startEmulators', () => {
   it('starts both on random ports, wired together, and closes them', async () => {
     const dataDir = await mkdtemp(path.join(tmpdir(), 'emus-'));
-    const emus = await startEmulators({ dataDir, vertex: { queueMs: 0, lineMs: 0, slowMs: 0, imagePadBytes: 0, jobFault: 'none', transportFaults: [] } });
+    const emus = await startEmulators({
+      dataDir,
+      vertex: { queueMs: 0, lineMs: 0, slowMs: 0, imagePadBytes: 0, jobFault: 'none', transportFaults: [] },
+    });
     try {
       expect(emus.gcs.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
       expect(emus.vertex.port).not.toBe(emus.gcs.port);

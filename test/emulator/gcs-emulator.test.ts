@@ -1,13 +1,13 @@
-import { describe, it, expect, beforeAll, afterAll } from '@jest/globals';
+import { createHash } from 'node:crypto';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Storage } from '@google-cloud/storage';
-import { startGcsEmulator } from '../../src/emulator/gcs-emulator.ts';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { RunningEmulator } from '../../src/emulator/gcs-emulator.ts';
+import { startGcsEmulator } from '../../src/emulator/gcs-emulator.ts';
 
 /** Deterministic pseudo-random bytes (incompressible, so corruption would show). */
 function bytesOf(size: number, seed: string): Buffer {
@@ -23,7 +23,10 @@ function bytesOf(size: number, seed: string): Buffer {
 async function upload(storage: Storage, bucket: string, name: string, data: Buffer, resumable: boolean): Promise<void> {
   const file = storage.bucket(bucket).file(name);
   // Small writes, so the body really streams in many chunks.
-  await pipeline(Readable.from(chunks(data, 256 * 1024)), file.createWriteStream({ resumable, contentType: 'application/octet-stream' }));
+  await pipeline(
+    Readable.from(chunks(data, 256 * 1024)),
+    file.createWriteStream({ resumable, contentType: 'application/octet-stream' }),
+  );
 }
 
 function* chunks(data: Buffer, size: number): Generator<Buffer> {
@@ -68,7 +71,9 @@ describe('Cloud Storage emulator through @google-cloud/storage', () => {
   it('round-trips several MB through a resumable upload, with md5 validation on download', async () => {
     const data = bytesOf(7 * 1024 * 1024 + 1, 'resumable');
     await upload(storage, bucket, 'dir/sub/resumable.bin', data, true);
-    const back = await readAll(storage.bucket(bucket).file('dir/sub/resumable.bin').createReadStream({ validation: 'md5' }));
+    const back = await readAll(
+      storage.bucket(bucket).file('dir/sub/resumable.bin').createReadStream({ validation: 'md5' }),
+    );
     expect(createHash('sha256').update(back).digest('hex')).toBe(createHash('sha256').update(data).digest('hex'));
   });
 
@@ -78,7 +83,12 @@ describe('Cloud Storage emulator through @google-cloud/storage', () => {
     const file = storage.bucket(bucket).file('corrupt/me.bin');
     const [meta] = await file.getMetadata();
     // Flip one byte in the stored file, behind the emulator's back.
-    const stored = path.join(dataDir, 'buckets', bucket, `${createHash('sha256').update('corrupt/me.bin').digest('hex')}.${meta.generation}.data`);
+    const stored = path.join(
+      dataDir,
+      'buckets',
+      bucket,
+      `${createHash('sha256').update('corrupt/me.bin').digest('hex')}.${meta.generation}.data`,
+    );
     const handle = await open(stored, 'r+');
     await handle.write(Buffer.from([data[1000] ^ 0xff]), 0, 1, 1000);
     await handle.close();
@@ -88,7 +98,10 @@ describe('Cloud Storage emulator through @google-cloud/storage', () => {
   it('takes a chunked resumable upload (308 + Range between chunks)', async () => {
     const data = bytesOf(3 * 256 * 1024 + 77, 'chunked');
     const file = storage.bucket(bucket).file('dir/chunked.bin');
-    await pipeline(Readable.from(chunks(data, 100_000)), file.createWriteStream({ resumable: true, chunkSize: 256 * 1024 }));
+    await pipeline(
+      Readable.from(chunks(data, 100_000)),
+      file.createWriteStream({ resumable: true, chunkSize: 256 * 1024 }),
+    );
     const [back] = await file.download();
     expect(back.equals(data)).toBe(true);
   });
@@ -124,8 +137,12 @@ describe('Cloud Storage emulator through @google-cloud/storage', () => {
     await file.save('v1', { resumable: false });
     const [meta] = await file.getMetadata();
     // 0 means "only if it does not exist yet".
-    await expect(file.save('v2', { resumable: false, preconditionOpts: { ifGenerationMatch: 0 } })).rejects.toMatchObject({ code: 412 });
-    await expect(file.save('v2', { resumable: true, preconditionOpts: { ifGenerationMatch: 0 } })).rejects.toMatchObject({ code: 412 });
+    await expect(
+      file.save('v2', { resumable: false, preconditionOpts: { ifGenerationMatch: 0 } }),
+    ).rejects.toMatchObject({ code: 412 });
+    await expect(
+      file.save('v2', { resumable: true, preconditionOpts: { ifGenerationMatch: 0 } }),
+    ).rejects.toMatchObject({ code: 412 });
     await file.save('v2', { resumable: false, preconditionOpts: { ifGenerationMatch: Number(meta.generation) } });
     const [content] = await file.download();
     expect(content.toString()).toBe('v2');
@@ -160,7 +177,13 @@ describe('Cloud Storage emulator through @google-cloud/storage', () => {
     const entries: string[] = [];
     pageToken = undefined;
     do {
-      const [files, next, resp]: [Array<{ name: string }>, unknown, unknown] = await b.getFiles({ delimiter: '/', prefix: 'a/', autoPaginate: false, maxResults: 2, pageToken });
+      const [files, next, resp]: [Array<{ name: string }>, unknown, unknown] = await b.getFiles({
+        delimiter: '/',
+        prefix: 'a/',
+        autoPaginate: false,
+        maxResults: 2,
+        pageToken,
+      });
       entries.push(...files.map((f) => f.name), ...((resp as { prefixes?: string[] }).prefixes ?? []));
       pageToken = (next as { pageToken?: string } | null)?.pageToken;
     } while (pageToken);

@@ -6,8 +6,8 @@
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import jpegJs from 'jpeg-js';
 import decodeWebpWasm, { init as initWebpDecoder } from '@jsquash/webp/decode.js';
+import jpegJs from 'jpeg-js';
 import { PNG } from 'pngjs';
 
 /** The "es2024" lib without "dom" has no WebAssembly typings. */
@@ -46,7 +46,11 @@ export async function decodeImage(mimeType: string, bytes: Buffer): Promise<Deco
     // libwebp reads from its own copy, so hand it exactly the file's bytes.
     const copy = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length) as ArrayBuffer;
     const webp = (await decodeWebpWasm(copy)) as unknown as { width: number; height: number; data: Uint8ClampedArray };
-    return { width: webp.width, height: webp.height, data: new Uint8Array(webp.data.buffer, webp.data.byteOffset, webp.data.length) };
+    return {
+      width: webp.width,
+      height: webp.height,
+      data: new Uint8Array(webp.data.buffer, webp.data.byteOffset, webp.data.length),
+    };
   }
   throw new Error(`no decoder for ${mimeType}`);
 }
@@ -55,7 +59,10 @@ export async function decodeImage(mimeType: string, bytes: Buffer): Promise<Deco
 export function meanDifference(a: DecodedImage, b: DecodedImage): number {
   let sum = 0;
   for (let i = 0; i < a.data.length; i += 4) {
-    sum += Math.abs(a.data[i] - b.data[i]) + Math.abs(a.data[i + 1] - b.data[i + 1]) + Math.abs(a.data[i + 2] - b.data[i + 2]);
+    sum +=
+      Math.abs(a.data[i] - b.data[i]) +
+      Math.abs(a.data[i + 1] - b.data[i + 1]) +
+      Math.abs(a.data[i + 2] - b.data[i + 2]);
   }
   return sum / ((a.data.length / 4) * 3);
 }

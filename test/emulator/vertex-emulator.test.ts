@@ -1,16 +1,16 @@
-import { describe, it, expect, beforeAll, afterAll } from '@jest/globals';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { protos, v1 } from '@google-cloud/aiplatform';
 import { Storage } from '@google-cloud/storage';
-import { v1, protos } from '@google-cloud/aiplatform';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { GoogleAuth, PassThroughClient } from 'google-auth-library';
 import { PNG } from 'pngjs';
-import { decodeImage } from './image-decoders.ts';
-import { startGcsEmulator } from '../../src/emulator/gcs-emulator.ts';
 import type { RunningEmulator } from '../../src/emulator/gcs-emulator.ts';
-import { startVertexEmulator } from '../../src/emulator/vertex-emulator.ts';
+import { startGcsEmulator } from '../../src/emulator/gcs-emulator.ts';
 import type { RunningVertexEmulator, VertexEmulatorOptions } from '../../src/emulator/vertex-emulator.ts';
+import { startVertexEmulator } from '../../src/emulator/vertex-emulator.ts';
+import { decodeImage } from './image-decoders.ts';
 
 type Job = protos.google.cloud.aiplatform.v1.IBatchPredictionJob;
 const JobState = protos.google.cloud.aiplatform.v1.JobState;
@@ -54,7 +54,11 @@ function inputLine(spec: LineSpec): string {
       contents: [{ role: 'user', parts }],
       generationConfig: {
         responseModalities: ['IMAGE'],
-        imageConfig: { aspectRatio: spec.aspectRatio ?? '16:9', imageSize: spec.imageSize ?? '1K', ...(spec.output ? { imageOutputOptions: spec.output } : {}) },
+        imageConfig: {
+          aspectRatio: spec.aspectRatio ?? '16:9',
+          imageSize: spec.imageSize ?? '1K',
+          ...(spec.output ? { imageOutputOptions: spec.output } : {}),
+        },
       },
       labels: { ibg_line: String(spec.line), ibg_img: '0' },
     },
@@ -98,7 +102,10 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
   });
 
   async function writeInput(name: string, lines: string[]): Promise<string> {
-    await storage.bucket(BUCKET).file(name).save(lines.join('\n') + '\n', { resumable: false, contentType: 'application/jsonl' });
+    await storage
+      .bucket(BUCKET)
+      .file(name)
+      .save(`${lines.join('\n')}\n`, { resumable: false, contentType: 'application/jsonl' });
     return `gs://${BUCKET}/${name}`;
   }
 
@@ -109,7 +116,10 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
         displayName: 'emulator-test',
         model: MODEL,
         inputConfig: { instancesFormat: 'jsonl', gcsSource: { uris: [inputUri] } },
-        outputConfig: { predictionsFormat: 'jsonl', gcsDestination: { outputUriPrefix: `gs://${BUCKET}/out/${labels.shard ?? 'x'}` } },
+        outputConfig: {
+          predictionsFormat: 'jsonl',
+          gcsDestination: { outputUriPrefix: `gs://${BUCKET}/out/${labels.shard ?? 'x'}` },
+        },
         labels,
       },
     });
@@ -136,7 +146,11 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
     const predictions = files.find((f) => f.name.endsWith('/predictions.jsonl'));
     expect(predictions).toBeDefined();
     const [content] = await predictions!.download();
-    return content.toString('utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    return content
+      .toString('utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
   }
 
   function imageOf(line: Record<string, any>): Buffer {
@@ -194,7 +208,12 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
       inputLine({ prompt: 'a lighthouse', line: 1, output: { mimeType: 'image/jpeg' } }),
       inputLine({ prompt: 'a lighthouse', line: 2, output: { mimeType: 'image/webp', compressionQuality: 80 } }),
       inputLine({ prompt: 'a lighthouse', line: 3, output: { mimeType: 'image/webp', compressionQuality: 80 } }),
-      inputLine({ prompt: 'a lighthouse', line: 4, output: { mimeType: 'image/jpeg', compressionQuality: 20 }, aspectRatio: '3:4' }),
+      inputLine({
+        prompt: 'a lighthouse',
+        line: 4,
+        output: { mimeType: 'image/jpeg', compressionQuality: 20 },
+        aspectRatio: '3:4',
+      }),
       inputLine({ prompt: 'a lighthouse', line: 5, output: { mimeType: 'image/png' } }),
       inputLine({ prompt: 'a lighthouse', line: 6, output: { mimeType: 'image/gif' } }),
     ]);
@@ -209,7 +228,14 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
       const decoded = await decodeImage(mimeType, imageOf(lines[i]));
       sizes.push([decoded.width, decoded.height]);
     }
-    expect(sizes).toEqual([[1344, 768], [1344, 768], [1344, 768], [1344, 768], [864, 1184], [1344, 768]]);
+    expect(sizes).toEqual([
+      [1344, 768],
+      [1344, 768],
+      [1344, 768],
+      [1344, 768],
+      [864, 1184],
+      [1344, 768],
+    ]);
     expect(imageOf(lines[0]).equals(imageOf(lines[1]))).toBe(true); // same prompt, same bytes
     expect(imageOf(lines[2]).equals(imageOf(lines[3]))).toBe(true);
     expect(imageOf(lines[0]).subarray(0, 3).toString('hex')).toBe('ffd8ff');
@@ -239,7 +265,9 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
   });
 
   it('cancels a running job: CANCELLED, with the finished lines written', async () => {
-    const lines = Array.from({ length: 40 }, (_, i) => inputLine({ prompt: `slow picture ${i} [emulate:slow]`, line: i }));
+    const lines = Array.from({ length: 40 }, (_, i) =>
+      inputLine({ prompt: `slow picture ${i} [emulate:slow]`, line: i }),
+    );
     const created = await createJob(await writeInput('in/cancel.jsonl', lines), { shard: 'cancel' });
     await waitFor(created.name!, (job) => Number(job.completionStats?.successfulCount ?? 0) >= 1);
     await client.cancelBatchPredictionJob({ name: created.name });
@@ -260,7 +288,10 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
     const [all] = await client.listBatchPredictionJobs({ parent: PARENT, filter: 'labels.shard="abc"', pageSize: 2 });
     expect(all.map((j) => j.name).sort()).toEqual([...names].sort());
 
-    const [page1, next] = await client.listBatchPredictionJobs({ parent: PARENT, filter: 'labels.shard=abc AND labels.batch="listed"', pageSize: 2 }, { autoPaginate: false });
+    const [page1, next] = await client.listBatchPredictionJobs(
+      { parent: PARENT, filter: 'labels.shard=abc AND labels.batch="listed"', pageSize: 2 },
+      { autoPaginate: false },
+    );
     expect(page1).toHaveLength(2);
     expect(next?.pageToken).toBeTruthy();
     const [page2, last] = await client.listBatchPredictionJobs(next!, { autoPaginate: false });
@@ -273,7 +304,10 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
   });
 
   it('refuses to delete an unfinished job and deletes a finished one (an Operation)', async () => {
-    const uri = await writeInput('in/delete.jsonl', [inputLine({ prompt: 'slow [emulate:slow]', line: 0 }), inputLine({ prompt: 'y', line: 1 })]);
+    const uri = await writeInput('in/delete.jsonl', [
+      inputLine({ prompt: 'slow [emulate:slow]', line: 0 }),
+      inputLine({ prompt: 'y', line: 1 }),
+    ]);
     const created = await createJob(uri, { shard: 'delete' });
     await expect(client.deleteBatchPredictionJob({ name: created.name })).rejects.toMatchObject({ code: 9 }); // FAILED_PRECONDITION
     const done = await waitFor(created.name!, (job) => TERMINAL.has(stateOf(job)));
@@ -300,22 +334,33 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
       { ...good, displayName: '' },
     ];
     for (const batchPredictionJob of bad) {
-      await expect(client.createBatchPredictionJob({ parent: PARENT, batchPredictionJob })).rejects.toMatchObject({ code: 3 });
+      await expect(client.createBatchPredictionJob({ parent: PARENT, batchPredictionJob })).rejects.toMatchObject({
+        code: 3,
+      });
     }
-    await expect(client.getBatchPredictionJob({ name: `${PARENT}/batchPredictionJobs/42` })).rejects.toMatchObject({ code: 5 });
+    await expect(client.getBatchPredictionJob({ name: `${PARENT}/batchPredictionJobs/42` })).rejects.toMatchObject({
+      code: 5,
+    });
   });
 
   it('answers transport faults as the client error, then serves the next call', async () => {
     const uri = await writeInput('in/fault.jsonl', [inputLine({ prompt: 'z', line: 0 })]);
     const created = await createJob(uri, { shard: 'fault' });
-    vertex.setFaults({ transportFaults: [{ method: 'GetBatchPredictionJob', call: 2, status: 503 }, { method: 'CreateBatchPredictionJob', call: 1, status: 429 }] });
+    vertex.setFaults({
+      transportFaults: [
+        { method: 'GetBatchPredictionJob', call: 2, status: 503 },
+        { method: 'CreateBatchPredictionJob', call: 1, status: 429 },
+      ],
+    });
     await client.getBatchPredictionJob({ name: created.name });
     await expect(client.getBatchPredictionJob({ name: created.name })).rejects.toMatchObject({ code: 14 }); // UNAVAILABLE
     await client.getBatchPredictionJob({ name: created.name });
     await expect(createJob(uri, { shard: 'fault' })).rejects.toMatchObject({ code: 8 }); // RESOURCE_EXHAUSTED
     await createJob(uri, { shard: 'fault' });
     vertex.setFaults({ transportFaults: [{ method: 'ListBatchPredictionJobs', call: 1, status: 500 }] });
-    await expect(client.listBatchPredictionJobs({ parent: PARENT, filter: 'labels.shard="fault"' })).rejects.toMatchObject({ code: 13 }); // INTERNAL
+    await expect(
+      client.listBatchPredictionJobs({ parent: PARENT, filter: 'labels.shard="fault"' }),
+    ).rejects.toMatchObject({ code: 13 }); // INTERNAL
     const [listed] = await client.listBatchPredictionJobs({ parent: PARENT, filter: 'labels.shard="fault"' });
     expect(listed).toHaveLength(2);
     vertex.setFaults({ transportFaults: [] });
@@ -339,7 +384,11 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
 
     it("jobFault 'fail' ends the job FAILED with an error", async () => {
       own.setFaults({ jobFault: 'fail' });
-      const created = await createJob(await writeInput('in/jobfail.jsonl', [inputLine({ prompt: 'q', line: 0 })]), { shard: 'jobfail' }, ownClient);
+      const created = await createJob(
+        await writeInput('in/jobfail.jsonl', [inputLine({ prompt: 'q', line: 0 })]),
+        { shard: 'jobfail' },
+        ownClient,
+      );
       const done = await waitFor(created.name!, (job) => TERMINAL.has(stateOf(job)), 10_000, ownClient);
       expect(stateOf(done)).toBe(JobState.JOB_STATE_FAILED);
       expect(done.error?.code).toBe(13);
@@ -348,7 +397,11 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
 
     it("jobFault 'stuck' keeps the job QUEUED until it is cancelled", async () => {
       own.setFaults({ jobFault: 'stuck' });
-      const created = await createJob(await writeInput('in/stuck.jsonl', [inputLine({ prompt: 'q', line: 0 })]), { shard: 'stuck' }, ownClient);
+      const created = await createJob(
+        await writeInput('in/stuck.jsonl', [inputLine({ prompt: 'q', line: 0 })]),
+        { shard: 'stuck' },
+        ownClient,
+      );
       await new Promise((r) => setTimeout(r, 300)); // well past queueMs: asserting that nothing happens
       const [still] = await ownClient.getBatchPredictionJob({ name: created.name });
       expect(stateOf(still)).toBe(JobState.JOB_STATE_QUEUED);
@@ -357,8 +410,12 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
       expect(stateOf(done)).toBe(JobState.JOB_STATE_CANCELLED);
     });
 
-    it("a job still QUEUED after queueExpireMs ends EXPIRED, with an error and no output", async () => {
-      const expiring = await startVertexEmulator({ ...options(path.join(dataDir, 'vertex-expiry'), gcs.url), jobFault: 'stuck', queueExpireMs: 300 });
+    it('a job still QUEUED after queueExpireMs ends EXPIRED, with an error and no output', async () => {
+      const expiring = await startVertexEmulator({
+        ...options(path.join(dataDir, 'vertex-expiry'), gcs.url),
+        jobFault: 'stuck',
+        queueExpireMs: 300,
+      });
       const expiringClient = jobClient(expiring.port);
       try {
         const input = await writeInput('in/expire.jsonl', [inputLine({ prompt: 'q', line: 0 })]);

@@ -1,12 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { v1 } from '@google-cloud/aiplatform';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { GoogleAuth, PassThroughClient } from 'google-auth-library';
 import pg from 'pg';
-import { startTestService, type TestService } from '../support/service.ts';
-import { imageLine } from '../support/http.ts';
 import { download, eventually, ledger, uploadBatch, waitForBatch } from '../support/batches.ts';
+import { imageLine } from '../support/http.ts';
+import { startTestService, type TestService } from '../support/service.ts';
 
 const PER_IMAGE = 2500;
 
@@ -59,7 +59,10 @@ describe('worker processes', () => {
     try {
       // wait until the shards are out at Vertex, then kill one worker without warning
       await eventually(async () => {
-        const { rows } = await db.query("SELECT count(*)::int AS n FROM shards WHERE batch_id = $1 AND status = 'submitted'", [batchId]);
+        const { rows } = await db.query(
+          "SELECT count(*)::int AS n FROM shards WHERE batch_id = $1 AND status = 'submitted'",
+          [batchId],
+        );
         return rows[0].n >= 2 ? true : null;
       }, 30_000);
       a.kill('SIGKILL');
@@ -78,11 +81,15 @@ describe('worker processes', () => {
       expect(shards).toHaveLength(4);
       const url = new URL(svc.runtime.emulators!.vertex.url);
       const client = new v1.JobServiceClient({
-        apiEndpoint: url.hostname, port: Number(url.port), protocol: 'http', fallback: true,
+        apiEndpoint: url.hostname,
+        port: Number(url.port),
+        protocol: 'http',
+        fallback: true,
         auth: new GoogleAuth({ authClient: new PassThroughClient() }),
       } as never);
       const [jobs] = await client.listBatchPredictionJobs({
-        parent: 'projects/local-project/locations/us-central1', filter: `labels.ibg_batch="${batchId.toLowerCase()}"`,
+        parent: 'projects/local-project/locations/us-central1',
+        filter: `labels.ibg_batch="${batchId.toLowerCase()}"`,
       });
       await client.close();
       expect(jobs).toHaveLength(4);

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { startTestService, type TestService } from '../support/service.ts';
-import { imageLine } from '../support/http.ts';
 import { download, ledger, uploadBatch, waitForBatch } from '../support/batches.ts';
+import { imageLine } from '../support/http.ts';
+import { startTestService, type TestService } from '../support/service.ts';
 
 const PER_IMAGE = 2500;
 

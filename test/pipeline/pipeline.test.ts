@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { startTestService, type TestService } from '../support/service.ts';
-import { call, expectEnvelope, form, imageLine, PNG_1x1 } from '../support/http.ts';
 import { decodePng, download, eventually, ledger, uploadBatch, waitForBatch } from '../support/batches.ts';
+import { call, expectEnvelope, form, imageLine, PNG_1x1 } from '../support/http.ts';
+import { startTestService, type TestService } from '../support/service.ts';
 
 // gemini-2.5-flash-image: 5,000 quota units per image, batch ratio 0.5 → 2,500 per image.
 const PER_IMAGE = 2500;
@@ -18,11 +18,19 @@ describe('the batch pipeline', () => {
   it('runs a batch end to end: images decode, output in input order, bill exact', async () => {
     const user = await svc.createUser(100_000);
     const ref = await call(`${svc.url}/v1/image-files`, {
-      method: 'POST', key: user.apiKey, body: form([['purpose', 'vision'], ['file', { data: PNG_1x1, filename: 'ref.png' }]]),
+      method: 'POST',
+      key: user.apiKey,
+      body: form([
+        ['purpose', 'vision'],
+        ['file', { data: PNG_1x1, filename: 'ref.png' }],
+      ]),
     });
     const lines = [
       imageLine('first', 'a red cube'),
-      { custom_id: 'second', body: { model: 'gemini-2.5-flash-image', prompt: 'two blue spheres', n: 2, size: '1536x1024' } },
+      {
+        custom_id: 'second',
+        body: { model: 'gemini-2.5-flash-image', prompt: 'two blue spheres', n: 2, size: '1536x1024' },
+      },
       imageLine('third', 'a cat in the style of the reference', { image_file_id: ref.body.id }),
       imageLine('fourth', 'a wide landscape', { image_config: { aspect_ratio: '16:9', image_size: '1K' } }),
       imageLine('fifth', 'a green pyramid'),
@@ -39,7 +47,9 @@ describe('the batch pipeline', () => {
 
     const out = await download(svc, user.apiKey, done.output_file_id);
     expect(out.map((l) => l.custom_id)).toEqual(['first', 'second', 'third', 'fourth', 'fifth', 'sixth']);
-    expect(Buffer.from(out[5].response.body.data[0].b64_json, 'base64').subarray(0, 3)).toEqual(Buffer.from([0xff, 0xd8, 0xff]));
+    expect(Buffer.from(out[5].response.body.data[0].b64_json, 'base64').subarray(0, 3)).toEqual(
+      Buffer.from([0xff, 0xd8, 0xff]),
+    );
     for (const l of out) {
       expect(l.id).toMatch(/^batch_req_/);
       expect(l.error).toBeNull();
@@ -86,7 +96,11 @@ describe('the batch pipeline', () => {
     expect(errors[0].error.code).toBe('image_generation_failed');
     expect(errors[1].error.code).toBe('content_blocked');
     const l = await ledger(svc, user.id);
-    expect(l.logs.map((x) => [x.type, x.quota_delta])).toEqual([['topup', 100_000], ['pre_deduction', -7 * PER_IMAGE], ['difference', 3 * PER_IMAGE]]);
+    expect(l.logs.map((x) => [x.type, x.quota_delta])).toEqual([
+      ['topup', 100_000],
+      ['pre_deduction', -7 * PER_IMAGE],
+      ['difference', 3 * PER_IMAGE],
+    ]);
     expect(l.quota).toBe(100_000 - 4 * PER_IMAGE);
     expect(l.used).toBe(4 * PER_IMAGE);
     expect(l.sum).toBe(l.quota);
@@ -94,7 +108,11 @@ describe('the batch pipeline', () => {
 
   it('refunds everything when every line fails, and still says where the errors are', async () => {
     const user = await svc.createUser(100_000);
-    const created = await uploadBatch(svc, user.apiKey, [imageLine('a', 'x [emulate:fail]'), imageLine('b', 'y [emulate:fail]'), imageLine('c', 'z [emulate:block]')]);
+    const created = await uploadBatch(svc, user.apiKey, [
+      imageLine('a', 'x [emulate:fail]'),
+      imageLine('b', 'y [emulate:fail]'),
+      imageLine('c', 'z [emulate:block]'),
+    ]);
     const done = await waitForBatch(svc, user.apiKey, created.body.id);
     expect(done.status).toBe('completed');
     expect(done.output_file_id).toBeNull();
@@ -116,7 +134,7 @@ describe('the batch pipeline', () => {
       JSON.stringify({ custom_id: 'c', body: { model: 'no-such-model', prompt: 'x' } }),
       JSON.stringify(imageLine('d', 'x', { n: 11 })),
     ].join('\r\n');
-    const created = await uploadBatch(svc, user.apiKey, '\uFEFF' + content + '\n\n');
+    const created = await uploadBatch(svc, user.apiKey, `\uFEFF${content}\n\n`);
     const done = await waitForBatch(svc, user.apiKey, created.body.id);
     expect(done.status).toBe('failed');
     expect(done.failed_at).not.toBeNull();
@@ -143,7 +161,9 @@ describe('the batch pipeline', () => {
   it('never lets concurrent batches of one user overdraw', async () => {
     const user = await svc.createUser(PER_IMAGE * 5);
     // five batches of two images each, for quota worth five images: at most two can run
-    const created = await Promise.all(Array.from({ length: 5 }, (_, i) => uploadBatch(svc, user.apiKey, [imageLine(`r${i}`, 'x', { n: 2 })])));
+    const created = await Promise.all(
+      Array.from({ length: 5 }, (_, i) => uploadBatch(svc, user.apiKey, [imageLine(`r${i}`, 'x', { n: 2 })])),
+    );
     const done = await Promise.all(created.map((c) => waitForBatch(svc, user.apiKey, c.body.id)));
     const ran = done.filter((b) => b.status === 'completed');
     const refused = done.filter((b) => b.status === 'failed');
@@ -160,7 +180,10 @@ describe('the batch pipeline', () => {
     const created = await uploadBatch(svc, user.apiKey, lines);
     // some images done, others still generating
     await waitForBatch(svc, user.apiKey, created.body.id, (b) => b.request_counts.completed >= 1);
-    const cancelled = await call(`${svc.url}/v1/image-batches/${created.body.id}/cancel`, { method: 'POST', key: user.apiKey });
+    const cancelled = await call(`${svc.url}/v1/image-batches/${created.body.id}/cancel`, {
+      method: 'POST',
+      key: user.apiKey,
+    });
     expect(cancelled.status).toBe(200);
     expect(['cancelling', 'cancelled']).toContain(cancelled.body.status);
     const done = await waitForBatch(svc, user.apiKey, created.body.id);
@@ -178,15 +201,23 @@ describe('the batch pipeline', () => {
     const l = await ledger(svc, user.id);
     expect(l.sum).toBe(l.quota);
     // a finished batch can be cancelled no more, and can be deleted
-    const again = await call(`${svc.url}/v1/image-batches/${created.body.id}/cancel`, { method: 'POST', key: user.apiKey });
+    const again = await call(`${svc.url}/v1/image-batches/${created.body.id}/cancel`, {
+      method: 'POST',
+      key: user.apiKey,
+    });
     expect(again.body.status).toBe('cancelled');
-    expect((await call(`${svc.url}/v1/image-batches/${created.body.id}`, { method: 'DELETE', key: user.apiKey })).status).toBe(200);
+    expect(
+      (await call(`${svc.url}/v1/image-batches/${created.body.id}`, { method: 'DELETE', key: user.apiKey })).status,
+    ).toBe(200);
     expect((await call(`${svc.url}/v1/files/${done.error_file_id}`, { key: user.apiKey })).status).toBe(404);
   });
 
   it('cancels a batch before anything was sent: every request reported, everything refunded', async () => {
     const user = await svc.createUser(100_000);
-    const created = await uploadBatch(svc, user.apiKey, [imageLine('a', 'x [emulate:slow]'), imageLine('b', 'y [emulate:slow]')]);
+    const created = await uploadBatch(svc, user.apiKey, [
+      imageLine('a', 'x [emulate:slow]'),
+      imageLine('b', 'y [emulate:slow]'),
+    ]);
     await waitForBatch(svc, user.apiKey, created.body.id, (b) => b.status !== 'validating');
     await call(`${svc.url}/v1/image-batches/${created.body.id}/cancel`, { method: 'POST', key: user.apiKey });
     const done = await waitForBatch(svc, user.apiKey, created.body.id);

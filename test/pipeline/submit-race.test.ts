@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { startTestService, type TestService } from '../support/service.ts';
-import { imageLine } from '../support/http.ts';
-import { uploadBatch } from '../support/batches.ts';
-import { validateBatch } from '../../src/pipeline/validate.ts';
+import { listShards } from '../../src/pipeline/shard-queries.ts';
 import { stageBatch } from '../../src/pipeline/stage.ts';
 import { submitShard } from '../../src/pipeline/submit.ts';
-import { listShards } from '../../src/pipeline/shard-queries.ts';
+import { validateBatch } from '../../src/pipeline/validate.ts';
+import { uploadBatch } from '../support/batches.ts';
+import { imageLine } from '../support/http.ts';
+import { startTestService, type TestService } from '../support/service.ts';
 
 /**
  * submitShard run twice at once (a redelivered job, or two worker processes): run A is held

@@ -1,9 +1,9 @@
-import { describe, expect, it } from '@jest/globals';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { describe, expect, it } from '@jest/globals';
 
 /**
  * `npm start` as a newcomer runs it: no settings but a data directory, so an embedded
@@ -13,7 +13,13 @@ describe('npm start', () => {
   it('starts on embedded defaults, serves, and stops cleanly on SIGTERM', async () => {
     const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'ibg-start-'));
     const child = spawn(process.execPath, ['src/main.ts'], {
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, DATA_DIR: dataDir, PORT: '0', ADMIN_TOKEN: 'start-test-admin-token' },
+      env: {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        DATA_DIR: dataDir,
+        PORT: '0',
+        ADMIN_TOKEN: 'start-test-admin-token',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderr = '';
@@ -30,11 +36,14 @@ describe('npm start', () => {
       });
       expect((await fetch(`${url}/healthz`)).status).toBe(200);
       const created = await fetch(`${url}/admin/users`, {
-        method: 'POST', headers: { authorization: 'Bearer start-test-admin-token', 'content-type': 'application/json' },
+        method: 'POST',
+        headers: { authorization: 'Bearer start-test-admin-token', 'content-type': 'application/json' },
         body: JSON.stringify({ name: 'newcomer', quota: 10 }),
       });
       expect(created.status).toBe(201);
-      const pgPid = Number((await fs.readFile(path.join(dataDir, 'postgres', 'postmaster.pid'), 'utf8')).split('\n')[0]);
+      const pgPid = Number(
+        (await fs.readFile(path.join(dataDir, 'postgres', 'postmaster.pid'), 'utf8')).split('\n')[0],
+      );
       child.kill('SIGTERM');
       const [code] = await once(child, 'exit');
       expect(code).toBe(0);
@@ -48,7 +57,8 @@ describe('npm start', () => {
 
   it('refuses bad configuration with one line per problem', async () => {
     const child = spawn(process.execPath, ['src/main.ts'], {
-      env: { PATH: process.env.PATH, PORT: 'x', ROLE: 'everything' }, stdio: ['ignore', 'pipe', 'pipe'],
+      env: { PATH: process.env.PATH, PORT: 'x', ROLE: 'everything' },
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));

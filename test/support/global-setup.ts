@@ -3,8 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../../src/db/embedded.ts';
-import { createPool } from '../../src/db/pool.ts';
 import { migrate } from '../../src/db/migrate.ts';
+import { createPool } from '../../src/db/pool.ts';
 
 /**
  * One real Postgres for the whole run (embedded, or TEST_DATABASE_URL's server), and a

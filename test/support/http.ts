@@ -26,11 +26,18 @@ export async function call(url: string, init: RequestInit & { key?: string; json
 }
 
 /** A multipart upload as curl -F sends it; fields in the given order. */
-export function form(fields: Array<[string, string | { data: Buffer | string; filename?: string; type?: string }]>): FormData {
+export function form(
+  fields: Array<[string, string | { data: Buffer | string; filename?: string; type?: string }]>,
+): FormData {
   const fd = new FormData();
   for (const [name, value] of fields) {
     if (typeof value === 'string') fd.append(name, value);
-    else fd.append(name, new Blob([value.data], { type: value.type ?? 'application/octet-stream' }), value.filename ?? 'file');
+    else
+      fd.append(
+        name,
+        new Blob([value.data], { type: value.type ?? 'application/octet-stream' }),
+        value.filename ?? 'file',
+      );
   }
   return fd;
 }
@@ -43,14 +50,25 @@ export const PNG_1x1 = Buffer.from(
 
 export function expectEnvelope(a: Answer) {
   const e = a.body?.error;
-  if (!e || typeof e.message !== 'string' || typeof e.type !== 'string' || typeof e.code !== 'string' || !('param' in e)) {
+  if (
+    !e ||
+    typeof e.message !== 'string' ||
+    typeof e.type !== 'string' ||
+    typeof e.code !== 'string' ||
+    !('param' in e)
+  ) {
     throw new Error(`not an error envelope (${a.status}): ${a.text.slice(0, 300)}`);
   }
   return e as { message: string; type: string; code: string; param: string | null };
 }
 
-export const jsonl = (lines: unknown[]) => lines.map((l) => JSON.stringify(l)).join('\n') + '\n';
+export const jsonl = (lines: unknown[]) => `${lines.map((l) => JSON.stringify(l)).join('\n')}\n`;
 
 export function imageLine(customId: string, prompt = 'a red cube', extra: Record<string, unknown> = {}) {
-  return { custom_id: customId, method: 'POST', url: '/v1/images/generations', body: { model: 'gemini-2.5-flash-image', prompt, n: 1, ...extra } };
+  return {
+    custom_id: customId,
+    method: 'POST',
+    url: '/v1/images/generations',
+    body: { model: 'gemini-2.5-flash-image', prompt, n: 1, ...extra },
+  };
 }

@@ -5,7 +5,7 @@ import pg from 'pg';
 import { loadConfig } from '../../src/config.ts';
 import { randomToken } from '../../src/ids.ts';
 import { setLogLevel } from '../../src/logger.ts';
-import { startRuntime, type Runtime } from '../../src/runtime.ts';
+import { type Runtime, startRuntime } from '../../src/runtime.ts';
 import { withDatabase } from './global-setup.ts';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';

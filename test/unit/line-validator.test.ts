@@ -1,5 +1,5 @@
-import { describe, it, expect } from '@jest/globals';
-import { validateBatchInput, type ValidationContext } from '../../src/pipeline/line-validator.ts';
+import { describe, expect, it } from '@jest/globals';
+import { type ValidationContext, validateBatchInput } from '../../src/pipeline/line-validator.ts';
 import { body, line, streamOf, testModel } from './fixtures.ts';
 
 function context(extra: Partial<ValidationContext> = {}): ValidationContext & { calls: string[][] } {
@@ -7,7 +7,10 @@ function context(extra: Partial<ValidationContext> = {}): ValidationContext & { 
   const owned = new Set(['file_ok1', 'file_ok2', 'file_ok3']);
   const pro = testModel({ id: 'gemini-3-pro-image', imageSizes: ['1K', '2K', '4K'] });
   return {
-    models: new Map([['gemini-2.5-flash-image', testModel()], [pro.id, pro]]),
+    models: new Map([
+      ['gemini-2.5-flash-image', testModel()],
+      [pro.id, pro],
+    ]),
     maxRequests: 1000,
     maxErrors: 100,
     async findOwnedVisionFiles(ids: string[]) {
@@ -28,7 +31,10 @@ describe('validateBatchInput', () => {
     const text = [
       line('a', body({ n: 2 })),
       line('b', body({ size: '2048x2048' })),
-      JSON.stringify({ custom_id: 'c', body: body({ image_config: { aspect_ratio: '16:9', image_size: '2K' }, n: 3 }) }),
+      JSON.stringify({
+        custom_id: 'c',
+        body: body({ image_config: { aspect_ratio: '16:9', image_size: '2K' }, n: 3 }),
+      }),
       line('d', body({ size: 'auto' })),
     ].join('\n');
     const r = await validate(text);
@@ -41,7 +47,14 @@ describe('validateBatchInput', () => {
   });
 
   it('tolerates a BOM, CRLF line ends and blank lines, and keeps physical line numbers', async () => {
-    const text = '\uFEFF' + line('a', body()) + '\r\n\r\n   \r\n' + line('b', body({ n: 0 })) + '\r\n\n' + line('c', body()) + '\r\n';
+    const text =
+      '\uFEFF' +
+      line('a', body()) +
+      '\r\n\r\n   \r\n' +
+      line('b', body({ n: 0 })) +
+      '\r\n\n' +
+      line('c', body()) +
+      '\r\n';
     for (const chunkSize of [1, 3, 64, 100_000]) {
       const r = await validate(text, context(), chunkSize);
       expect(r.requestCount).toBe(2);
@@ -163,7 +176,9 @@ describe('validateBatchInput', () => {
     expect(ctx.calls.length).toBe(3);
     expect(ctx.calls.every((c) => c.length <= 1000)).toBe(true);
     expect(new Set(ctx.calls.flat()).size).toBe(2501); // each distinct id looked up once
-    expect(r.errors.map((e) => [e.code, e.line])).toEqual([7, 507, 1007, 1507, 2007].map((i) => ['file_not_found', i + 1]));
+    expect(r.errors.map((e) => [e.code, e.line])).toEqual(
+      [7, 507, 1007, 1507, 2007].map((i) => ['file_not_found', i + 1]),
+    );
     expect(r.requestCount).toBe(2495);
     expect(r.imageCount).toBe(2495);
     expect(r.imagesBySize).toEqual({ '1K': 2495 });

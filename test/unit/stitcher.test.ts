@@ -1,9 +1,16 @@
-import { describe, it, expect } from '@jest/globals';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
-import { stitchShard, type ByteRange, type PredictionFile, type ReorderStats, type ShardLine, type StitchCounts } from '../../src/pipeline/stitcher.ts';
+import { describe, expect, it } from '@jest/globals';
+import {
+  type ByteRange,
+  type PredictionFile,
+  type ReorderStats,
+  type ShardLine,
+  type StitchCounts,
+  stitchShard,
+} from '../../src/pipeline/stitcher.ts';
 
 /** A Writable collecting what it is given; a small highWaterMark exercises backpressure. */
 class Collector extends Writable {
@@ -18,7 +25,10 @@ class Collector extends Writable {
   lines(): Array<Record<string, any>> {
     const text = Buffer.concat(this.chunks).toString('utf8');
     expect(text === '' || text.endsWith('\n')).toBe(true);
-    return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l));
+    return text
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l));
   }
 }
 
@@ -31,11 +41,21 @@ function imageFor(line: number, img: number, bytes = 3000): string {
 
 function okPrediction(line: number, img: number, data = imageFor(line, img)): string {
   return JSON.stringify({
-    request: { contents: [{ role: 'user', parts: [{ text: `prompt ${line}` }] }], labels: { ibg_line: String(line), ibg_img: String(img) } },
+    request: {
+      contents: [{ role: 'user', parts: [{ text: `prompt ${line}` }] }],
+      labels: { ibg_line: String(line), ibg_img: String(img) },
+    },
     status: '',
     response: {
-      candidates: [{ content: { role: 'model', parts: [{ inlineData: { mimeType: 'image/png', data } }] }, finishReason: 'STOP' }],
-      usageMetadata: { promptTokenCount: 10, candidatesTokenCount: 1290, totalTokenCount: 1300, promptTokensDetails: [{ modality: 'TEXT', tokenCount: 10 }] },
+      candidates: [
+        { content: { role: 'model', parts: [{ inlineData: { mimeType: 'image/png', data } }] }, finishReason: 'STOP' },
+      ],
+      usageMetadata: {
+        promptTokenCount: 10,
+        candidatesTokenCount: 1290,
+        totalTokenCount: 1300,
+        promptTokensDetails: [{ modality: 'TEXT', tokenCount: 10 }],
+      },
       modelVersion: 'gemini-2.5-flash-image',
     },
     processed_time: '2026-11-21T10:00:00.000Z',
@@ -43,14 +63,21 @@ function okPrediction(line: number, img: number, data = imageFor(line, img)): st
 }
 
 function failedPrediction(line: number, img: number, status: string): string {
-  return JSON.stringify({ request: { labels: { ibg_line: String(line), ibg_img: String(img) } }, status, processed_time: '2026-11-21T10:00:00Z' });
+  return JSON.stringify({
+    request: { labels: { ibg_line: String(line), ibg_img: String(img) } },
+    status,
+    processed_time: '2026-11-21T10:00:00Z',
+  });
 }
 
 function blockedPrediction(line: number, img: number): string {
   return JSON.stringify({
     request: { labels: { ibg_line: String(line), ibg_img: String(img) } },
     status: '',
-    response: { promptFeedback: { blockReason: 'PROHIBITED_CONTENT' }, usageMetadata: { promptTokenCount: 10, totalTokenCount: 10 } },
+    response: {
+      promptFeedback: { blockReason: 'PROHIBITED_CONTENT' },
+      usageMetadata: { promptTokenCount: 10, totalTokenCount: 10 },
+    },
   });
 }
 
@@ -80,8 +107,8 @@ interface RangeLog {
  */
 function rangeFiles(files: string[][], chunkSize: number, log: RangeLog): PredictionFile[] {
   return files.map((f, file) => {
-    const whole = streamOf(f.map((l) => l + '\n').join(''), chunkSize);
-    const bytes = Buffer.from(f.map((l) => l + '\n').join(''));
+    const whole = streamOf(f.map((l) => `${l}\n`).join(''), chunkSize);
+    const bytes = Buffer.from(f.map((l) => `${l}\n`).join(''));
     return (range?: ByteRange) => {
       if (range === undefined) {
         log.wholeReads++;
@@ -112,13 +139,18 @@ async function* shardLines(lines: ShardLine[]): AsyncIterable<ShardLine> {
   yield* lines;
 }
 
-async function stitch(lines: ShardLine[], files: string[][], chunkSize = 1000, onLine?: (l: ShardLine, ok: number) => void) {
+async function stitch(
+  lines: ShardLine[],
+  files: string[][],
+  chunkSize = 1000,
+  onLine?: (l: ShardLine, ok: number) => void,
+) {
   const output = new Collector();
   const errorOutput = new Collector();
   let next = 0;
   const counts: StitchCounts = await stitchShard({
     lines: shardLines(lines),
-    predictionFiles: files.map((f) => streamOf(f.map((l) => l + '\n').join(''), chunkSize)),
+    predictionFiles: files.map((f) => streamOf(f.map((l) => `${l}\n`).join(''), chunkSize)),
     output,
     errorOutput,
     newRequestId: () => `batch_req_${next++}`,
@@ -138,11 +170,26 @@ describe('stitchShard', () => {
     const fileB = [okPrediction(1, 0), okPrediction(2, 0), okPrediction(1, 1)];
     for (const chunkSize of [1, 13, 1_000_000]) {
       const { counts, out, err } = await stitch(lines, [fileA, fileB], chunkSize);
-      expect(counts).toEqual({ linesSucceeded: 3, linesPartial: 0, linesFailed: 0, imagesSucceeded: 6, imagesFailed: 0, predictionsIgnored: 0, predictionsDuplicate: 0 });
+      expect(counts).toEqual({
+        linesSucceeded: 3,
+        linesPartial: 0,
+        linesFailed: 0,
+        imagesSucceeded: 6,
+        imagesFailed: 0,
+        predictionsIgnored: 0,
+        predictionsDuplicate: 0,
+      });
       expect(err).toEqual([]);
       expect(out.map((l) => l.custom_id)).toEqual(['a', 'b', 'c']);
-      expect(out[1].response.body.data.map((d: { b64_json: string }) => d.b64_json)).toEqual([imageFor(1, 0), imageFor(1, 1), imageFor(1, 2)]);
-      expect(out[2].response.body.data.map((d: { b64_json: string }) => d.b64_json)).toEqual([imageFor(2, 0), imageFor(2, 1)]);
+      expect(out[1].response.body.data.map((d: { b64_json: string }) => d.b64_json)).toEqual([
+        imageFor(1, 0),
+        imageFor(1, 1),
+        imageFor(1, 2),
+      ]);
+      expect(out[2].response.body.data.map((d: { b64_json: string }) => d.b64_json)).toEqual([
+        imageFor(2, 0),
+        imageFor(2, 1),
+      ]);
       expect(out[0]).toEqual({
         id: 'batch_req_0',
         custom_id: 'a',
@@ -152,7 +199,12 @@ describe('stitchShard', () => {
           body: {
             created: Date.parse('2026-11-21T10:00:00.000Z') / 1000,
             data: [{ b64_json: imageFor(0, 0) }],
-            usage: { total_tokens: 1300, input_tokens: 10, output_tokens: 1290, input_tokens_details: { text_tokens: 10, image_tokens: 0 } },
+            usage: {
+              total_tokens: 1300,
+              input_tokens: 10,
+              output_tokens: 1290,
+              input_tokens_details: { text_tokens: 10, image_tokens: 0 },
+            },
           },
         },
         error: null,
@@ -176,8 +228,19 @@ describe('stitchShard', () => {
     ];
     const seen: Array<[number, number]> = [];
     const { counts, out, err } = await stitch(lines, [file], 1000, (l, ok) => seen.push([l.lineIndex, ok]));
-    expect(seen).toEqual([[0, 0], [1, 0], [2, 1], [3, 0]]);
-    expect(counts).toMatchObject({ linesSucceeded: 1, linesPartial: 0, linesFailed: 3, imagesSucceeded: 1, imagesFailed: 4 });
+    expect(seen).toEqual([
+      [0, 0],
+      [1, 0],
+      [2, 1],
+      [3, 0],
+    ]);
+    expect(counts).toMatchObject({
+      linesSucceeded: 1,
+      linesPartial: 0,
+      linesFailed: 3,
+      imagesSucceeded: 1,
+      imagesFailed: 4,
+    });
     expect(out.map((l) => l.custom_id)).toEqual(['ok']);
     expect(err.map((l) => [l.custom_id, l.error.code])).toEqual([
       ['fail', 'image_generation_failed'],
@@ -187,7 +250,13 @@ describe('stitchShard', () => {
     expect(err[0].response).toEqual({
       status_code: 503,
       request_id: `vertex_${err[0].id}`,
-      body: { error: { message: expect.stringContaining('all 2 images failed'), type: 'server_error', code: 'image_generation_failed' } },
+      body: {
+        error: {
+          message: expect.stringContaining('all 2 images failed'),
+          type: 'server_error',
+          code: 'image_generation_failed',
+        },
+      },
     });
     expect(err[1].response.status_code).toBe(400);
     expect(err[1].response.body.error.type).toBe('invalid_request_error');
@@ -201,22 +270,37 @@ describe('stitchShard', () => {
     const file = [okPrediction(5, 3), blockedPrediction(5, 1), okPrediction(5, 0)]; // image 2 never came
     const seen: Array<[number, number]> = [];
     const { counts, out, err } = await stitch(lines, [file], 1000, (l, ok) => seen.push([l.lineIndex, ok]));
-    expect(counts).toMatchObject({ linesSucceeded: 0, linesPartial: 1, linesFailed: 0, imagesSucceeded: 2, imagesFailed: 2 });
+    expect(counts).toMatchObject({
+      linesSucceeded: 0,
+      linesPartial: 1,
+      linesFailed: 0,
+      imagesSucceeded: 2,
+      imagesFailed: 2,
+    });
     expect(seen).toEqual([[5, 2]]);
     expect(out).toHaveLength(1);
     expect(out[0].error).toBeNull();
-    expect(out[0].response.body.data.map((d: { b64_json: string }) => d.b64_json)).toEqual([imageFor(5, 0), imageFor(5, 3)]);
+    expect(out[0].response.body.data.map((d: { b64_json: string }) => d.b64_json)).toEqual([
+      imageFor(5, 0),
+      imageFor(5, 3),
+    ]);
     expect(err).toHaveLength(1);
     expect(err[0]).toEqual({
       id: out[0].id,
       custom_id: 'part',
       response: null,
-      error: { code: 'partial_failure', message: expect.stringMatching(/^2 of 4 images failed: 1 content_blocked .*; 1 missing_prediction/) },
+      error: {
+        code: 'partial_failure',
+        message: expect.stringMatching(/^2 of 4 images failed: 1 content_blocked .*; 1 missing_prediction/),
+      },
     });
   });
 
   it('counts duplicates once (a success wins) and ignores predictions of other lines', async () => {
-    const lines: ShardLine[] = [{ lineIndex: 0, customId: 'a', n: 1 }, { lineIndex: 1, customId: 'b', n: 1 }];
+    const lines: ShardLine[] = [
+      { lineIndex: 0, customId: 'a', n: 1 },
+      { lineIndex: 1, customId: 'b', n: 1 },
+    ];
     const file = [
       failedPrediction(0, 0, 'transient'),
       okPrediction(0, 0),
@@ -227,16 +311,35 @@ describe('stitchShard', () => {
       '{"truncated": ',
     ];
     const { counts, out } = await stitch(lines, [file]);
-    expect(counts).toEqual({ linesSucceeded: 2, linesPartial: 0, linesFailed: 0, imagesSucceeded: 2, imagesFailed: 0, predictionsIgnored: 3, predictionsDuplicate: 2 });
+    expect(counts).toEqual({
+      linesSucceeded: 2,
+      linesPartial: 0,
+      linesFailed: 0,
+      imagesSucceeded: 2,
+      imagesFailed: 0,
+      predictionsIgnored: 3,
+      predictionsDuplicate: 2,
+    });
     expect(out.map((l) => l.response.body.data[0].b64_json)).toEqual([imageFor(0, 0), imageFor(1, 0)]);
   });
 
   it('copies tiny inline images and escaped strings correctly', async () => {
     const lines: ShardLine[] = [{ lineIndex: 0, customId: 'we"ird\\id', n: 2 }];
     const tricky = JSON.stringify({
-      request: { contents: [{ parts: [{ text: 'quote " and backslash \\ ' + '\\"'.repeat(300) }] }], labels: { ibg_line: '0', ibg_img: '1' } },
+      request: {
+        contents: [{ parts: [{ text: `quote " and backslash \\ ${'\\"'.repeat(300)}` }] }],
+        labels: { ibg_line: '0', ibg_img: '1' },
+      },
       status: '',
-      response: { candidates: [{ content: { parts: [{ text: 'x'.repeat(400) }, { inlineData: { mimeType: 'image/png', data: imageFor(0, 1, 2000) } }] } }] },
+      response: {
+        candidates: [
+          {
+            content: {
+              parts: [{ text: 'x'.repeat(400) }, { inlineData: { mimeType: 'image/png', data: imageFor(0, 1, 2000) } }],
+            },
+          },
+        ],
+      },
     });
     const file = [okPrediction(0, 0, 'iVBORw0KGgo='), tricky];
     for (const chunkSize of [1, 7, 4096]) {
@@ -251,13 +354,16 @@ describe('stitchShard', () => {
     try {
       const files = [path.join(srcDir, 'p0.jsonl'), path.join(srcDir, 'p1.jsonl')];
       // A big image spans several 1 MiB scan reads; the last line has no newline.
-      fs.writeFileSync(files[0], okPrediction(1, 0, imageFor(1, 0, 2_500_000)) + '\n' + okPrediction(0, 1));
-      fs.writeFileSync(files[1], okPrediction(0, 0) + '\n' + failedPrediction(1, 1, 'boom') + '\n');
+      fs.writeFileSync(files[0], `${okPrediction(1, 0, imageFor(1, 0, 2_500_000))}\n${okPrediction(0, 1)}`);
+      fs.writeFileSync(files[1], `${okPrediction(0, 0)}\n${failedPrediction(1, 1, 'boom')}\n`);
       const output = new Collector();
       const errorOutput = new Collector();
       let next = 0;
       const counts = await stitchShard({
-        lines: shardLines([{ lineIndex: 0, customId: 'a', n: 2 }, { lineIndex: 1, customId: 'b', n: 2 }]),
+        lines: shardLines([
+          { lineIndex: 0, customId: 'a', n: 2 },
+          { lineIndex: 1, customId: 'b', n: 2 },
+        ]),
         predictionFiles: files.map((f) => (range?: ByteRange) => fs.createReadStream(f, range)),
         output,
         errorOutput,
@@ -307,7 +413,7 @@ function shuffled<T>(items: T[], seed: number): T[] {
 /** Round-robin over `count` files. */
 function deal(predictions: string[], count: number): string[][] {
   const files: string[][] = Array.from({ length: count }, () => []);
-  predictions.forEach((p, i) => files[i % count].push(p));
+  for (const [i, p] of predictions.entries()) files[i % count].push(p);
   return files;
 }
 
@@ -334,7 +440,7 @@ async function stitchRaw(
     lines: shardLines(lines),
     predictionFiles: options.ranges
       ? rangeFiles(files, options.chunkSize ?? 1000, options.ranges)
-      : files.map((f) => streamOf(f.map((l) => l + '\n').join(''), options.chunkSize ?? 1000)),
+      : files.map((f) => streamOf(f.map((l) => `${l}\n`).join(''), options.chunkSize ?? 1000)),
     output,
     errorOutput,
     newRequestId: () => `batch_req_${next++}`,
@@ -366,7 +472,11 @@ describe('stitchShard reordering', () => {
   it('gives the same bytes for shuffled predictions over two files as for predictions in order', async () => {
     const inOrder = await stitchRaw(lines, [predictions]);
     expect(inOrder.stats.rereadImages).toBe(0);
-    expect(inOrder.counts).toMatchObject({ linesPartial: expect.any(Number), predictionsIgnored: 0, predictionsDuplicate: 0 });
+    expect(inOrder.counts).toMatchObject({
+      linesPartial: expect.any(Number),
+      predictionsIgnored: 0,
+      predictionsDuplicate: 0,
+    });
     expect(inOrder.counts.linesPartial).toBeGreaterThan(0);
     expect(inOrder.counts.linesFailed).toBeGreaterThan(0);
     for (const seed of [1, 2, 3]) {
@@ -383,7 +493,11 @@ describe('stitchShard reordering', () => {
     const inOrder = await stitchRaw(lines, [predictions]);
     for (const budget of [0, 5 * IMAGE_B64, 20 * IMAGE_B64]) {
       const ranges = newRangeLog();
-      const run = await stitchRaw(lines, deal(shuffled(predictions, 7), 2), { reorderBufferBytes: budget, chunkSize: 4096, ranges });
+      const run = await stitchRaw(lines, deal(shuffled(predictions, 7), 2), {
+        reorderBufferBytes: budget,
+        chunkSize: 4096,
+        ranges,
+      });
       expect(run.output).toBe(inOrder.output);
       expect(run.errors).toBe(inOrder.errors);
       expect(run.counts).toEqual(inOrder.counts);
@@ -396,7 +510,7 @@ describe('stitchShard reordering', () => {
 
   it('asks each file for exactly the bytes of the base64 of each dropped image, once', async () => {
     const files = deal(shuffled(predictions, 3), 2);
-    const texts = files.map((f) => Buffer.from(f.map((l) => l + '\n').join('')));
+    const texts = files.map((f) => Buffer.from(f.map((l) => `${l}\n`).join('')));
     const ranges = newRangeLog();
     const run = await stitchRaw(lines, files, { reorderBufferBytes: 0, chunkSize: 500, ranges });
     expect(ranges.wholeReads).toBe(2);
@@ -421,24 +535,31 @@ describe('stitchShard reordering', () => {
     // 5.3 MB of base64 each: three fit in the 16 MiB read ahead, a fourth does not.
     const big = Array.from({ length: 6 }, (_, k) => imageFor(0, k, 4_000_000));
     const bigRanges = newRangeLog();
-    const run = await stitchRaw([{ lineIndex: 0, customId: 'a', n: 6 }], [big.map((b, k) => okPrediction(0, k, b)).reverse()], {
-      reorderBufferBytes: 0,
-      chunkSize: 1 << 20,
-      ranges: bigRanges,
-    });
+    const run = await stitchRaw(
+      [{ lineIndex: 0, customId: 'a', n: 6 }],
+      [big.map((b, k) => okPrediction(0, k, b)).reverse()],
+      {
+        reorderBufferBytes: 0,
+        chunkSize: 1 << 20,
+        ranges: bigRanges,
+      },
+    );
     expect(bigRanges.maxOpen).toBe(3);
     expect(JSON.parse(run.output).response.body.data.map((d: { b64_json: string }) => d.b64_json)).toEqual(big);
   });
 
   it('fails rather than write wrong bytes when a range reads back short', async () => {
-    const file = [okPrediction(1, 0), okPrediction(0, 0)].map((l) => l + '\n').join('');
+    const file = [okPrediction(1, 0), okPrediction(0, 0)].map((l) => `${l}\n`).join('');
     const truncating: PredictionFile = (range?: ByteRange) => {
       const bytes = Buffer.from(file);
       return Readable.from([range ? bytes.subarray(range.start, range.end) : bytes]);
     };
     await expect(
       stitchShard({
-        lines: shardLines([{ lineIndex: 0, customId: 'a', n: 1 }, { lineIndex: 1, customId: 'b', n: 1 }]),
+        lines: shardLines([
+          { lineIndex: 0, customId: 'a', n: 1 },
+          { lineIndex: 1, customId: 'b', n: 1 },
+        ]),
         predictionFiles: [truncating],
         output: new Collector(),
         errorOutput: new Collector(),
@@ -449,14 +570,22 @@ describe('stitchShard reordering', () => {
   });
 
   it('lets a line with a failed image wait for a retry until the buffer is full, then writes the failure', async () => {
-    const two: ShardLine[] = [{ lineIndex: 0, customId: 'a', n: 1 }, { lineIndex: 1, customId: 'b', n: 1 }, { lineIndex: 2, customId: 'c', n: 1 }];
+    const two: ShardLine[] = [
+      { lineIndex: 0, customId: 'a', n: 1 },
+      { lineIndex: 1, customId: 'b', n: 1 },
+      { lineIndex: 2, customId: 'c', n: 1 },
+    ];
     const file = [failedPrediction(0, 0, 'transient'), okPrediction(1, 0), okPrediction(2, 0), okPrediction(0, 0)];
     const roomy = await stitchRaw(two, [file]);
     expect(roomy.counts).toMatchObject({ linesSucceeded: 3, linesFailed: 0, predictionsDuplicate: 1 });
     // Two images fill this buffer: line 0 is written failed before its retry comes, which then counts as a duplicate.
     const tight = await stitchRaw(two, [file], { reorderBufferBytes: IMAGE_B64 });
     expect(tight.counts).toMatchObject({ linesSucceeded: 2, linesFailed: 1, predictionsDuplicate: 1 });
-    expect(tight.seen).toEqual([[0, 0], [1, 1], [2, 1]]);
+    expect(tight.seen).toEqual([
+      [0, 0],
+      [1, 1],
+      [2, 1],
+    ]);
     expect(tight.stats.rereadImages).toBe(0);
   });
 
@@ -472,7 +601,15 @@ describe('stitchShard reordering', () => {
     }
     await stitchShard({
       lines: counted(),
-      predictionFiles: [streamOf(ones.slice(0, 5).map((l) => okPrediction(l.lineIndex, 0) + '\n').join(''), 1000)],
+      predictionFiles: [
+        streamOf(
+          ones
+            .slice(0, 5)
+            .map((l) => `${okPrediction(l.lineIndex, 0)}\n`)
+            .join(''),
+          1000,
+        ),
+      ],
       output: new Collector(),
       errorOutput: new Collector(),
       newRequestId: () => 'id',

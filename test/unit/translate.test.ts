@@ -1,6 +1,6 @@
-import { describe, it, expect } from '@jest/globals';
-import { sizeTier, toGeminiLines, type ImageRequestBody } from '../../src/vertex/translate.ts';
+import { describe, expect, it } from '@jest/globals';
 import { isSizeProblem, resolveSize } from '../../src/vertex/sizes.ts';
+import { type ImageRequestBody, sizeTier, toGeminiLines } from '../../src/vertex/translate.ts';
 import { testModel } from './fixtures.ts';
 
 const model = testModel({ imageSizes: ['1K', '2K', '4K'] });
@@ -40,9 +40,17 @@ describe('size mapping', () => {
   });
 
   it('lets image_config win over size, field by field', () => {
-    expect(resolveSize(req({ size: '1536x1024', image_config: { aspect_ratio: '21:9', image_size: '4K' } }), model)).toEqual({ aspectRatio: '21:9', imageSize: '4K' });
-    expect(resolveSize(req({ size: '1536x1024', image_config: { image_size: '2k' } }), model)).toEqual({ aspectRatio: '3:2', imageSize: '2K' });
-    expect(resolveSize(req({ image_config: { aspect_ratio: '9:16' } }), model)).toEqual({ aspectRatio: '9:16', imageSize: '1K' });
+    expect(
+      resolveSize(req({ size: '1536x1024', image_config: { aspect_ratio: '21:9', image_size: '4K' } }), model),
+    ).toEqual({ aspectRatio: '21:9', imageSize: '4K' });
+    expect(resolveSize(req({ size: '1536x1024', image_config: { image_size: '2k' } }), model)).toEqual({
+      aspectRatio: '3:2',
+      imageSize: '2K',
+    });
+    expect(resolveSize(req({ image_config: { aspect_ratio: '9:16' } }), model)).toEqual({
+      aspectRatio: '9:16',
+      imageSize: '1K',
+    });
     const r = resolveSize(req({ image_config: { aspect_ratio: '7:1' } }), model);
     expect(isSizeProblem(r) && r.param).toBe('body.image_config.aspect_ratio');
   });
@@ -60,24 +68,33 @@ describe('toGeminiLines', () => {
     const lines = toGeminiLines(req({ n: 3, size: '1792x1024', output_format: 'jpeg', output_compression: 80 }), {
       lineIndex: 41,
       model,
-      references: [{ gcsUri: 'gs://b/ref/1.png', mimeType: 'image/png' }, { gcsUri: 'gs://b/ref/2.jpg', mimeType: 'image/jpeg' }],
+      references: [
+        { gcsUri: 'gs://b/ref/1.png', mimeType: 'image/png' },
+        { gcsUri: 'gs://b/ref/2.jpg', mimeType: 'image/jpeg' },
+      ],
     });
     expect(lines).toHaveLength(3);
     const parsed = lines.map((l) => JSON.parse(JSON.stringify(l)));
     expect(parsed.map((l) => l.request.labels)).toEqual([0, 1, 2].map((k) => ({ ibg_line: '41', ibg_img: String(k) })));
     expect(parsed[2]).toEqual({
       request: {
-        contents: [{
-          role: 'user',
-          parts: [
-            { text: 'a red cube' },
-            { fileData: { fileUri: 'gs://b/ref/1.png', mimeType: 'image/png' } },
-            { fileData: { fileUri: 'gs://b/ref/2.jpg', mimeType: 'image/jpeg' } },
-          ],
-        }],
+        contents: [
+          {
+            role: 'user',
+            parts: [
+              { text: 'a red cube' },
+              { fileData: { fileUri: 'gs://b/ref/1.png', mimeType: 'image/png' } },
+              { fileData: { fileUri: 'gs://b/ref/2.jpg', mimeType: 'image/jpeg' } },
+            ],
+          },
+        ],
         generationConfig: {
           responseModalities: ['IMAGE'],
-          imageConfig: { aspectRatio: '16:9', imageSize: '1K', imageOutputOptions: { mimeType: 'image/jpeg', compressionQuality: 80 } },
+          imageConfig: {
+            aspectRatio: '16:9',
+            imageSize: '1K',
+            imageOutputOptions: { mimeType: 'image/jpeg', compressionQuality: 80 },
+          },
         },
         labels: { ibg_line: '41', ibg_img: '2' },
       },
@@ -85,7 +102,9 @@ describe('toGeminiLines', () => {
   });
 
   it('defaults to one image, no output options, and labels Vertex accepts', () => {
-    const lines = toGeminiLines(req({ size: 'auto' }), { lineIndex: 199_999, model, references: [] }) as Array<{ request: any }>;
+    const lines = toGeminiLines(req({ size: 'auto' }), { lineIndex: 199_999, model, references: [] }) as Array<{
+      request: any;
+    }>;
     expect(lines).toHaveLength(1);
     expect(lines[0].request.contents[0].parts).toEqual([{ text: 'a red cube' }]);
     expect(lines[0].request.generationConfig.imageConfig).toEqual({ aspectRatio: '1:1', imageSize: '1K' });
@@ -96,6 +115,8 @@ describe('toGeminiLines', () => {
   });
 
   it('refuses a size the model cannot serve', () => {
-    expect(() => toGeminiLines(req({ size: '1000x300' }), { lineIndex: 0, model, references: [] })).toThrow(/not supported/);
+    expect(() => toGeminiLines(req({ size: '1000x300' }), { lineIndex: 0, model, references: [] })).toThrow(
+      /not supported/,
+    );
   });
 });

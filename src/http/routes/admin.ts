@@ -1,9 +1,9 @@
-import { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { timingSafeEqual } from 'node:crypto';
-import type { Services } from '../../services.ts';
+import { type NextFunction, type Request, type RequestHandler, type Response, Router } from 'express';
 import type { UserRow } from '../../accounts/account-queries.ts';
-import { upsertModel, type ModelPatch } from '../../billing/model-catalog.ts';
+import { type ModelPatch, upsertModel } from '../../billing/model-catalog.ts';
 import { ApiError, badRequest } from '../../errors.ts';
+import type { Services } from '../../services.ts';
 import { bearer } from '../middleware.ts';
 import { modelView } from './models.ts';
 
@@ -32,7 +32,8 @@ export function adminRoutes(s: Services, json: RequestHandler): Router {
       throw badRequest('invalid_name', 'name must be a non-empty string of at most 200 characters.', 'name');
     }
     const quota = req.body?.quota ?? 0;
-    if (!Number.isSafeInteger(quota) || quota < 0) throw badRequest('invalid_quota', 'quota must be a whole number ≥ 0.', 'quota');
+    if (!Number.isSafeInteger(quota) || quota < 0)
+      throw badRequest('invalid_quota', 'quota must be a whole number ≥ 0.', 'quota');
     const { user, apiKey } = await s.accounts.createUser(name.trim(), quota);
     res.status(201).json({ ...userView(user), api_key: apiKey });
   });
@@ -42,13 +43,19 @@ export function adminRoutes(s: Services, json: RequestHandler): Router {
     const keys = await s.accounts.listKeys(id);
     res.json({
       ...userView(user),
-      api_keys: keys.map((k) => ({ id: k.id, hint: k.keyHint, created_at: unix(k.createdAt), revoked_at: unix(k.revokedAt) })),
+      api_keys: keys.map((k) => ({
+        id: k.id,
+        hint: k.keyHint,
+        created_at: unix(k.createdAt),
+        revoked_at: unix(k.revokedAt),
+      })),
     });
   });
   r.post('/users/:id/topup', async (req, res) => {
     const id = idParam(req.params.id);
     const quota = req.body?.quota;
-    if (!Number.isSafeInteger(quota) || quota <= 0) throw badRequest('invalid_quota', 'quota must be a whole number > 0.', 'quota');
+    if (!Number.isSafeInteger(quota) || quota <= 0)
+      throw badRequest('invalid_quota', 'quota must be a whole number > 0.', 'quota');
     await s.billing.topUp(id, quota);
     res.json(userView(await s.accounts.getUser(id)));
   });
@@ -64,13 +71,20 @@ export function adminRoutes(s: Services, json: RequestHandler): Router {
     const batchId = typeof req.query.batch_id === 'string' ? req.query.batch_id : undefined;
     const afterId = req.query.after === undefined ? 0 : idParam(String(req.query.after), 'after');
     const limit = req.query.limit === undefined ? 100 : Number(req.query.limit);
-    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw badRequest('invalid_limit', 'limit must be 1–1000.', 'limit');
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+      throw badRequest('invalid_limit', 'limit must be 1–1000.', 'limit');
     const rows = await s.billing.logs(s.pool, { userId, batchId, afterId, limit });
     res.json({
       object: 'list',
       data: rows.map((l) => ({
-        id: l.id, user_id: l.userId, batch_id: l.batchId, model: l.model, type: l.type,
-        quota_delta: l.quotaDelta, content: l.content, created_at: unix(l.createdAt),
+        id: l.id,
+        user_id: l.userId,
+        batch_id: l.batchId,
+        model: l.model,
+        type: l.type,
+        quota_delta: l.quotaDelta,
+        content: l.content,
+        created_at: unix(l.createdAt),
       })),
       has_more: rows.length === limit,
     });
@@ -80,7 +94,8 @@ export function adminRoutes(s: Services, json: RequestHandler): Router {
   });
   r.put('/models/:id', async (req, res) => {
     const id = req.params.id;
-    if (!/^[a-z0-9][a-z0-9.\-]{0,99}$/.test(id)) throw badRequest('invalid_model_id', 'Model ids are lowercase letters, digits, dots and dashes.', 'id');
+    if (!/^[a-z0-9][a-z0-9.-]{0,99}$/.test(id))
+      throw badRequest('invalid_model_id', 'Model ids are lowercase letters, digits, dots and dashes.', 'id');
     await upsertModel(s.pool, id, modelPatch(req.body));
     const model = (await s.models(false)).find((m) => m.id === id)!;
     res.json(modelView(model));
@@ -95,7 +110,8 @@ function adminAuth(token: string | null) {
     if (given === null) throw new ApiError(401, 'missing_admin_token', 'Send Authorization: Bearer <ADMIN_TOKEN>.');
     const a = Buffer.from(given);
     const b = Buffer.from(token);
-    if (a.length !== b.length || !timingSafeEqual(a, b)) throw new ApiError(401, 'invalid_admin_token', 'Wrong admin token.');
+    if (a.length !== b.length || !timingSafeEqual(a, b))
+      throw new ApiError(401, 'invalid_admin_token', 'Wrong admin token.');
     next();
   };
 }
@@ -111,27 +127,40 @@ function modelPatch(body: unknown): ModelPatch {
   const b = body as Record<string, unknown>;
   const patch: ModelPatch = {};
   const strings = (v: unknown, name: string) => {
-    if (!Array.isArray(v) || !v.length || !v.every((x) => typeof x === 'string')) throw badRequest('invalid_field', `${name} must be a non-empty array of strings.`, name);
+    if (!Array.isArray(v) || !v.length || !v.every((x) => typeof x === 'string'))
+      throw badRequest('invalid_field', `${name} must be a non-empty array of strings.`, name);
     return v as string[];
   };
   const positive = (v: unknown, name: string, max = Number.MAX_SAFE_INTEGER) => {
-    if (typeof v !== 'number' || !(v > 0) || v > max) throw badRequest('invalid_field', `${name} must be a number in (0, ${max}].`, name);
+    if (typeof v !== 'number' || !(v > 0) || v > max)
+      throw badRequest('invalid_field', `${name} must be a number in (0, ${max}].`, name);
     return v;
   };
   if (b.vertex_model !== undefined) {
-    if (typeof b.vertex_model !== 'string') throw badRequest('invalid_field', 'vertex_model must be a string.', 'vertex_model');
+    if (typeof b.vertex_model !== 'string')
+      throw badRequest('invalid_field', 'vertex_model must be a string.', 'vertex_model');
     patch.publisherModel = b.vertex_model;
   }
   if (b.aspect_ratios !== undefined) patch.aspectRatios = strings(b.aspect_ratios, 'aspect_ratios');
   if (b.image_sizes !== undefined) patch.imageSizes = strings(b.image_sizes, 'image_sizes');
-  if (b.max_prompt_chars !== undefined) patch.maxPromptChars = Math.floor(positive(b.max_prompt_chars, 'max_prompt_chars'));
-  if (b.max_reference_images !== undefined) patch.maxReferenceImages = Math.floor(positive(b.max_reference_images, 'max_reference_images', 16));
+  if (b.max_prompt_chars !== undefined)
+    patch.maxPromptChars = Math.floor(positive(b.max_prompt_chars, 'max_prompt_chars'));
+  if (b.max_reference_images !== undefined)
+    patch.maxReferenceImages = Math.floor(positive(b.max_reference_images, 'max_reference_images', 16));
   if (b.price_multiplier !== undefined) patch.priceMultiplier = positive(b.price_multiplier, 'price_multiplier', 1000);
   if (b.batch_ratio !== undefined) patch.batchRatio = positive(b.batch_ratio, 'batch_ratio', 1);
   if (b.base_prices !== undefined) {
     const bp = b.base_prices as Record<string, unknown>;
-    if (!bp || typeof bp !== 'object' || !Object.values(bp).every((v) => Number.isSafeInteger(v) && (v as number) > 0)) {
-      throw badRequest('invalid_field', 'base_prices maps size tiers to whole numbers of quota units, e.g. {"1K": 5000}.', 'base_prices');
+    if (
+      !bp ||
+      typeof bp !== 'object' ||
+      !Object.values(bp).every((v) => Number.isSafeInteger(v) && (v as number) > 0)
+    ) {
+      throw badRequest(
+        'invalid_field',
+        'base_prices maps size tiers to whole numbers of quota units, e.g. {"1K": 5000}.',
+        'base_prices',
+      );
     }
     patch.basePrices = bp as Record<string, number>;
   }

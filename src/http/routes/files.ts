@@ -1,7 +1,7 @@
-import { Router } from 'express';
 import { pipeline } from 'node:stream/promises';
-import type { Services } from '../../services.ts';
+import { Router } from 'express';
 import { fileView } from '../../files/file-service.ts';
+import type { Services } from '../../services.ts';
 import { userId } from '../middleware.ts';
 
 /** `GET /v1/files/{id}` and `GET /v1/files/{id}/content` (streamed, with Range). */

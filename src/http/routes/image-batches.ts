@@ -1,9 +1,9 @@
 import { Router } from 'express';
-import type { Services } from '../../services.ts';
-import { STATUSES } from '../../batches/batch-service.ts';
 import type { BatchStatus } from '../../batches/batch-queries.ts';
+import { STATUSES } from '../../batches/batch-service.ts';
 import { batchView } from '../../batches/batch-view.ts';
 import { ApiError } from '../../errors.ts';
+import type { Services } from '../../services.ts';
 import { userId } from '../middleware.ts';
 
 /** `GET/DELETE /v1/image-batches/{id}`, `GET /v1/image-batches`, `POST /v1/image-batches/{id}/cancel`. */
@@ -42,11 +42,21 @@ function listQuery(query: Record<string, unknown>) {
   const rawLimit = single('limit');
   const limit = rawLimit === undefined ? 20 : Number(rawLimit);
   if (!/^\d+$/.test(rawLimit ?? '20') || limit < 1 || limit > 100) {
-    throw new ApiError(400, 'invalid_limit', `limit must be a whole number from 1 to 100 (got '${rawLimit}').`, 'limit');
+    throw new ApiError(
+      400,
+      'invalid_limit',
+      `limit must be a whole number from 1 to 100 (got '${rawLimit}').`,
+      'limit',
+    );
   }
   const status = single('status');
   if (status !== undefined && !STATUSES.includes(status as BatchStatus)) {
-    throw new ApiError(400, 'invalid_status', `status must be one of ${STATUSES.join(', ')} (got '${status}').`, 'status');
+    throw new ApiError(
+      400,
+      'invalid_status',
+      `status must be one of ${STATUSES.join(', ')} (got '${status}').`,
+      'status',
+    );
   }
   return { limit, after: single('after') ?? null, status: (status as BatchStatus | undefined) ?? null };
 }

@@ -1,11 +1,11 @@
 import { Router } from 'express';
 import multer from 'multer';
-import type { Services } from '../../services.ts';
 import { batchView } from '../../batches/batch-view.ts';
+import { ApiError, badRequest } from '../../errors.ts';
 import { fileView } from '../../files/file-service.ts';
 import type { StoredUpload } from '../../files/upload-engine.ts';
 import { fileTooLarge, notAnImage, objectStoreEngine } from '../../files/upload-engine.ts';
-import { ApiError, badRequest } from '../../errors.ts';
+import type { Services } from '../../services.ts';
 import { userId } from '../middleware.ts';
 
 const PURPOSES = ['vision', 'image_batch'];
@@ -21,61 +21,85 @@ export function imageFileRoutes(s: Services): Router {
     storage: objectStoreEngine({
       store: s.store,
       limitFor: (purpose) =>
-        purpose === 'vision' ? limits.visionMaxBytes
-          : purpose === 'image_batch' ? limits.batchUploadMaxBytes
+        purpose === 'vision'
+          ? limits.visionMaxBytes
+          : purpose === 'image_batch'
+            ? limits.batchUploadMaxBytes
             : Math.max(limits.visionMaxBytes, limits.batchUploadMaxBytes),
       precheck: async (req, purpose) => {
         if (purpose !== undefined && !PURPOSES.includes(purpose)) throw invalidPurpose(purpose);
         if (purpose === 'image_batch') await s.accounts.requirePrivacy(userId(req));
       },
     }),
-    limits: { files: 1, fields: 8, fieldSize: 64 * 1024, parts: 10, fileSize: Math.max(limits.visionMaxBytes, limits.batchUploadMaxBytes) + 1 },
+    limits: {
+      files: 1,
+      fields: 8,
+      fieldSize: 64 * 1024,
+      parts: 10,
+      fileSize: Math.max(limits.visionMaxBytes, limits.batchUploadMaxBytes) + 1,
+    },
   }).single('file');
 
   const r = Router();
-  r.post('/image-files', (req, _res, next) => {
-    if (!req.is('multipart/form-data')) {
-      return next(new ApiError(415, 'invalid_content_type', 'Send multipart/form-data with the fields `purpose` and `file`.', null));
-    }
-    upload(req, _res, next);
-  }, async (req, res) => {
-    const stored = req.file as (Express.Multer.File & StoredUpload) | undefined;
-    try {
-      const purpose = req.body?.purpose;
-      if (purpose === undefined) throw badRequest('missing_purpose', "Give a 'purpose': vision or image_batch.", 'purpose');
-      if (typeof purpose !== 'string' || !PURPOSES.includes(purpose)) throw invalidPurpose(String(purpose));
-      if (!stored) throw badRequest('missing_file', "Attach the file in the multipart field 'file'.", 'file');
-      if (stored.size === 0) throw badRequest('empty_file', 'The uploaded file is empty.', 'file');
-      const base = {
-        id: stored.fileId,
-        userId: userId(req),
-        filename: cleanFilename(stored.originalname),
-        bytes: stored.size,
-        objectKey: stored.objectKey,
-      };
-      if (purpose === 'vision') {
-        // The purpose may have come after the file, when its limit and type were not yet known.
-        if (stored.size > limits.visionMaxBytes) throw fileTooLarge(limits.visionMaxBytes);
-        if (!stored.sniffedType) throw notAnImage();
-        return void res.json(fileView(await s.files.recordVision({ ...base, mimeType: stored.sniffedType })));
+  r.post(
+    '/image-files',
+    (req, _res, next) => {
+      if (!req.is('multipart/form-data')) {
+        return next(
+          new ApiError(
+            415,
+            'invalid_content_type',
+            'Send multipart/form-data with the fields `purpose` and `file`.',
+            null,
+          ),
+        );
       }
-      await s.accounts.requirePrivacy(base.userId);
-      const metadata = parseMetadata(req.body?.metadata);
-      const batch = await s.batches.create({ ...base, mimeType: 'application/jsonl' }, metadata);
-      res.json(batchView(batch));
-    } catch (err) {
-      if (stored?.objectKey) await s.store.delete(stored.objectKey).catch(() => {});
-      throw err;
-    }
-  });
+      upload(req, _res, next);
+    },
+    async (req, res) => {
+      const stored = req.file as (Express.Multer.File & StoredUpload) | undefined;
+      try {
+        const purpose = req.body?.purpose;
+        if (purpose === undefined)
+          throw badRequest('missing_purpose', "Give a 'purpose': vision or image_batch.", 'purpose');
+        if (typeof purpose !== 'string' || !PURPOSES.includes(purpose)) throw invalidPurpose(String(purpose));
+        if (!stored) throw badRequest('missing_file', "Attach the file in the multipart field 'file'.", 'file');
+        if (stored.size === 0) throw badRequest('empty_file', 'The uploaded file is empty.', 'file');
+        const base = {
+          id: stored.fileId,
+          userId: userId(req),
+          filename: cleanFilename(stored.originalname),
+          bytes: stored.size,
+          objectKey: stored.objectKey,
+        };
+        if (purpose === 'vision') {
+          // The purpose may have come after the file, when its limit and type were not yet known.
+          if (stored.size > limits.visionMaxBytes) throw fileTooLarge(limits.visionMaxBytes);
+          if (!stored.sniffedType) throw notAnImage();
+          return void res.json(fileView(await s.files.recordVision({ ...base, mimeType: stored.sniffedType })));
+        }
+        await s.accounts.requirePrivacy(base.userId);
+        const metadata = parseMetadata(req.body?.metadata);
+        const batch = await s.batches.create({ ...base, mimeType: 'application/jsonl' }, metadata);
+        res.json(batchView(batch));
+      } catch (err) {
+        if (stored?.objectKey) await s.store.delete(stored.objectKey).catch(() => {});
+        throw err;
+      }
+    },
+  );
   return r;
 }
 
 const invalidPurpose = (purpose: string) =>
-  badRequest('invalid_purpose', `purpose must be 'vision' or 'image_batch' (got '${purpose.slice(0, 40)}').`, 'purpose');
+  badRequest(
+    'invalid_purpose',
+    `purpose must be 'vision' or 'image_batch' (got '${purpose.slice(0, 40)}').`,
+    'purpose',
+  );
 
 function cleanFilename(name: string | undefined): string {
-  const cleaned = (name ?? '').replace(/[\u0000-\u001f\u007f]/g, '').slice(0, 255);
+  const cleaned = (name ?? '').replace(/\p{Cc}/gu, '').slice(0, 255);
   return cleaned || 'upload';
 }
 
@@ -92,9 +116,14 @@ export function parseMetadata(raw: unknown): Record<string, string> | null {
     throw badRequest('invalid_metadata', 'metadata must be a JSON object of string keys and values.', 'metadata');
   }
   const entries = Object.entries(value);
-  const ok = entries.length <= 16 && entries.every(([k, v]) => k.length <= 64 && typeof v === 'string' && v.length <= 512);
+  const ok =
+    entries.length <= 16 && entries.every(([k, v]) => k.length <= 64 && typeof v === 'string' && v.length <= 512);
   if (!ok) {
-    throw badRequest('invalid_metadata', 'metadata holds at most 16 pairs; keys ≤ 64 and string values ≤ 512 characters.', 'metadata');
+    throw badRequest(
+      'invalid_metadata',
+      'metadata holds at most 16 pairs; keys ≤ 64 and string values ≤ 512 characters.',
+      'metadata',
+    );
   }
   return value as Record<string, string>;
 }

@@ -1,6 +1,6 @@
 import { Router } from 'express';
-import type { Services } from '../../services.ts';
 import type { ModelInfo } from '../../billing/model-catalog.ts';
+import type { Services } from '../../services.ts';
 
 export function modelView(m: ModelInfo) {
   return {
