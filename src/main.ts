@@ -1,6 +1,7 @@
 import { type Config, ConfigError, loadConfig } from './config.ts';
+import { MigrationError } from './db/migrate.ts';
 import { log, setLogLevel } from './logger.ts';
-import { startRuntime } from './runtime.ts';
+import { type Runtime, startRuntime } from './runtime.ts';
 
 /** Process entry: config → runtime → wait for SIGTERM/SIGINT → graceful stop. */
 async function main() {
@@ -16,7 +17,17 @@ async function main() {
     throw err;
   }
   setLogLevel(config.logLevel);
-  const runtime = await startRuntime(config);
+  let runtime: Runtime;
+  try {
+    runtime = await startRuntime(config);
+  } catch (err) {
+    // The database and this code disagree about migrations: a message for the operator, not a crash.
+    if (err instanceof MigrationError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
   log.info('image batch gateway started', {
     role: config.role,
     url: runtime.url,
