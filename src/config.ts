@@ -77,6 +77,8 @@ export interface Config {
     sweepIntervalMs: number;
     workerConcurrency: number;
     jobHeartbeatSeconds: number;
+    /** Tries of a failing step after the first, with backoff, before it is dead-lettered. */
+    jobRetryLimit: number;
     jobSuperviseSeconds: number;
   };
 }
@@ -267,6 +269,7 @@ export function loadConfig(env: Env = process.env): Config {
       workerConcurrency: r.int('WORKER_CONCURRENCY', 4, 1, 64),
       jobHeartbeatSeconds: r.int('JOB_HEARTBEAT_SECONDS', 30, 10, 3600),
       jobSuperviseSeconds: r.int('JOB_SUPERVISE_SECONDS', 30, 1, 3600),
+      jobRetryLimit: r.int('JOB_RETRY_LIMIT', 8, 0, 100),
     },
   };
   if (config.pipeline.pollMaxIntervalMs < config.pipeline.pollIntervalMs) {

@@ -3,12 +3,14 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { Config } from './config.ts';
+import { DatabaseAvailability } from './db/availability.ts';
 import { type EmbeddedDatabase, ensureDatabase, startEmbeddedPostgres } from './db/embedded.ts';
 import { migrate } from './db/migrate.ts';
 import { createPool, type Pool } from './db/pool.ts';
 import { createApp } from './http/app.ts';
 import { log } from './logger.ts';
 import { JobQueue } from './pipeline/job-queue.ts';
+import { PIPELINE_JOBS } from './pipeline/jobs.ts';
 import { startWorkers, type Workers } from './pipeline/workers.ts';
 import { createServices, type Services } from './services.ts';
 import { ObjectStore } from './storage/object-store.ts';
@@ -51,6 +53,8 @@ export async function startRuntime(config: Config): Promise<Runtime> {
       databaseUrl = embedded.connectionString(DATABASE);
     }
     const pool: Pool = createPool(databaseUrl, 20);
+    const database = new DatabaseAvailability();
+    pool.on('connect', () => database.reachable());
     stops.push(() => pool.end());
     const applied = await migrate(pool);
     if (applied.length) log.info('migrations applied', { applied });
@@ -81,11 +85,16 @@ export async function startRuntime(config: Config): Promise<Runtime> {
     const vertex = new BatchJobs(jobClient, config.google.project, config.google.location);
 
     const queue = await JobQueue.start(databaseUrl, {
+      jobs: PIPELINE_JOBS,
       heartbeatSeconds: config.pipeline.jobHeartbeatSeconds,
       superviseSeconds: config.pipeline.jobSuperviseSeconds,
+      retryLimit: config.pipeline.jobRetryLimit,
+      onError: (err) => {
+        if (!database.report(err, 'job queue')) log.warn('job queue error', { err });
+      },
     });
     stops.push(() => queue.stop());
-    const services = createServices({ config, pool, store, queue, vertex });
+    const services = createServices({ config, pool, database, store, queue, vertex });
 
     if (config.role !== 'api') {
       const workers: Workers = await startWorkers(services);

@@ -3,6 +3,7 @@ import { BatchService } from './batches/batch-service.ts';
 import { BillingService } from './billing/billing-service.ts';
 import { listModels, type ModelInfo } from './billing/model-catalog.ts';
 import type { Config } from './config.ts';
+import type { DatabaseAvailability } from './db/availability.ts';
 import type { Pool } from './db/pool.ts';
 import { FileService } from './files/file-service.ts';
 import type { JobQueue } from './pipeline/job-queue.ts';
@@ -13,6 +14,8 @@ import type { BatchJobs } from './vertex/batch-jobs.ts';
 export interface Services {
   config: Config;
   pool: Pool;
+  /** Whether Postgres is reachable, so an outage is answered 503 and logged once. */
+  database: DatabaseAvailability;
   store: ObjectStore;
   queue: JobQueue;
   vertex: BatchJobs;
@@ -23,13 +26,9 @@ export interface Services {
   models(onlyEnabled: boolean): Promise<ModelInfo[]>;
 }
 
-export function createServices(deps: {
-  config: Config;
-  pool: Pool;
-  store: ObjectStore;
-  queue: JobQueue;
-  vertex: BatchJobs;
-}): Services {
+export function createServices(
+  deps: Omit<Services, 'accounts' | 'billing' | 'files' | 'batches' | 'models'>,
+): Services {
   const { config, pool, store, queue } = deps;
   const billing = new BillingService({ pool });
   return {

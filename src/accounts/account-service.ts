@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { BillingService } from '../billing/billing-service.ts';
 import type { Pool } from '../db/pool.ts';
 import { withTransaction } from '../db/pool.ts';
-import { ApiError, badRequest } from '../errors.ts';
+import { ApiError } from '../errors/api-error.ts';
 import { randomToken } from '../ids.ts';
 import * as q from './account-queries.ts';
 
@@ -39,7 +39,7 @@ export class AccountService {
 
   async revokeKey(userId: number, keyId: number): Promise<void> {
     if (!(await q.revokeApiKey(this.pool, userId, keyId))) {
-      throw new ApiError(404, 'api_key_not_found', `No API key ${keyId} for user ${userId}.`);
+      throw new ApiError('api_key_not_found', `No API key ${keyId} for user ${userId}.`);
     }
   }
 
@@ -57,7 +57,7 @@ export class AccountService {
 
   async getUser(userId: number): Promise<q.UserRow> {
     const user = await q.findUser(this.pool, userId);
-    if (!user) throw new ApiError(404, 'user_not_found', `No user with id ${userId}.`);
+    if (!user) throw new ApiError('user_not_found', `No user with id ${userId}.`);
     return user;
   }
 
@@ -66,7 +66,6 @@ export class AccountService {
     const user = await this.getUser(userId);
     if (!user.privacyAcceptedAt) {
       throw new ApiError(
-        403,
         'privacy_not_accepted',
         'Accept the image batch privacy policy first: PUT /api/image-batch-privacy {"accept": true}.',
         'purpose',
@@ -77,10 +76,11 @@ export class AccountService {
   async acceptPrivacy(userId: number, body: unknown): Promise<Date> {
     const accept = (body as { accept?: unknown } | null)?.accept;
     if (accept !== true) {
-      throw badRequest(
+      throw new ApiError(
         'privacy_not_accepted',
         'Send {"accept": true} to accept the image batch privacy policy.',
         'accept',
+        400,
       );
     }
     return q.acceptPrivacy(this.pool, userId);

@@ -1,18 +1,8 @@
 import type { ModelInfo } from '../billing/model-catalog.ts';
-import type { Db } from '../db/pool.ts';
+import { type Db, jsonb } from '../db/pool.ts';
+import { type BatchOutcome, type BatchStatus, canTransition } from './batch-states.ts';
 
-export type BatchStatus =
-  | 'validating'
-  | 'failed'
-  | 'in_progress'
-  | 'finalizing'
-  | 'completed'
-  | 'expired'
-  | 'cancelling'
-  | 'cancelled';
-export type BatchOutcome = 'completed' | 'failed' | 'cancelled' | 'expired';
-
-export const FINISHED: BatchStatus[] = ['completed', 'failed', 'expired', 'cancelled'];
+export type { BatchOutcome, BatchStatus } from './batch-states.ts';
 
 export interface BatchError {
   code: string;
@@ -146,6 +136,8 @@ export async function transition(
   to: BatchStatus | null,
   changes: BatchChanges = {},
 ): Promise<BatchRow | null> {
+  const illegal = to ? from.filter((f) => !canTransition(f, to)) : [];
+  if (illegal.length) throw new Error(`a batch cannot go from ${illegal.join(', ')} to ${to}`);
   const sets: string[] = [];
   const values: unknown[] = [id, from];
   if (to) {
@@ -156,7 +148,7 @@ export async function transition(
   for (const [key, value] of Object.entries(changes)) {
     const column = settable[key as keyof typeof settable];
     if (!column) throw new Error(`batch column ${key} cannot be set`);
-    values.push(key === 'errors' || key === 'modelSnapshot' ? JSON.stringify(value) : value);
+    values.push(key === 'errors' || key === 'modelSnapshot' ? jsonb(value) : value);
     // An outcome, once decided (e.g. expired), is kept: a later cancel cannot rewrite it.
     sets.push(key === 'outcome' ? `outcome = coalesce(outcome, $${values.length})` : `${column} = $${values.length}`);
   }

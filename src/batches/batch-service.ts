@@ -1,27 +1,16 @@
 import type { Pool } from '../db/pool.ts';
 import { withTransaction } from '../db/pool.ts';
-import { ApiError, notFound } from '../errors.ts';
+import { ApiError, notFound } from '../errors/api-error.ts';
 import type { FileRow } from '../files/file-queries.ts';
 import { insertFile, markFilesDeleted } from '../files/file-queries.ts';
 import { looksLikeId, newId } from '../ids.ts';
-import { JOBS, type JobQueue } from '../pipeline/job-queue.ts';
+import { cancelJob } from '../pipeline/cancel.ts';
+import type { JobQueue } from '../pipeline/job-queue.ts';
+import { validateJob } from '../pipeline/validate.ts';
+import { batchPrefix } from '../storage/object-keys.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
-import { tenantPrefix } from '../storage/object-store.ts';
 import * as q from './batch-queries.ts';
-
-export const STATUSES: q.BatchStatus[] = [
-  'validating',
-  'failed',
-  'in_progress',
-  'finalizing',
-  'completed',
-  'expired',
-  'cancelling',
-  'cancelled',
-];
-
-/** Where a batch's staging inputs and Vertex outputs live in the store. */
-export const batchPrefix = (userId: number, batchId: string) => `${tenantPrefix(userId)}batches/${batchId}/`;
+import { FINISHED } from './batch-states.ts';
 
 /** The client-facing life of a batch: create, read, list, cancel, delete. The pipeline does the rest. */
 export class BatchService {
@@ -51,7 +40,7 @@ export class BatchService {
         metadata,
         expiresAt: new Date(Date.now() + this.completionWindowMs),
       });
-      await this.queue.send(JOBS.validate, { batchId: batch.id }, { tx, key: batch.id });
+      await this.queue.send(validateJob, { batchId: batch.id }, { tx, key: batch.id });
       return batch;
     });
   }
@@ -68,7 +57,6 @@ export class BatchService {
       !(looksLikeId('batch', opts.after) && (await q.batchExistsForUser(this.pool, userId, opts.after)))
     ) {
       throw new ApiError(
-        400,
         'invalid_cursor',
         `'after' must be the id of one of your batches (got '${opts.after}').`,
         'after',
@@ -95,14 +83,13 @@ export class BatchService {
     if (cancelled) return cancelled;
     const cancelling = await withTransaction(this.pool, async (tx) => {
       const row = await q.transition(tx, id, ['in_progress'], 'cancelling', { outcome: 'cancelled' });
-      if (row) await this.queue.send(JOBS.cancel, { batchId: id }, { tx, key: id });
+      if (row) await this.queue.send(cancelJob, { batchId: id }, { tx, key: id });
       return row;
     });
     if (cancelling) return cancelling;
     const now = await this.get(userId, id);
     if (now.status === 'cancelling' || now.status === 'cancelled') return now;
     throw new ApiError(
-      409,
       'batch_not_cancellable',
       `Batch ${id} is ${now.status} and can no longer be cancelled.`,
       'batch_id',
@@ -112,9 +99,8 @@ export class BatchService {
   /** Deletes a finished batch and every file it has (input, output, errors, staging). */
   async delete(userId: number, id: string): Promise<void> {
     const batch = await this.get(userId, id);
-    if (!q.FINISHED.includes(batch.status)) {
+    if (!FINISHED.includes(batch.status)) {
       throw new ApiError(
-        409,
         'batch_not_finished',
         `Batch ${id} is ${batch.status}; only a finished batch can be deleted (cancel it first).`,
         'batch_id',

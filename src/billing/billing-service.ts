@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { lockUser } from '../accounts/account-queries.ts';
 import type { Db, Pool } from '../db/pool.ts';
 import { withTransaction } from '../db/pool.ts';
-import { ApiError } from '../errors.ts';
+import { ApiError } from '../errors/api-error.ts';
 import * as q from './billing-queries.ts';
 
 /**
@@ -22,9 +22,9 @@ export class BillingService {
 
   async topUpIn(tx: pg.PoolClient, userId: number, amount: number, note: string): Promise<void> {
     if (!Number.isSafeInteger(amount) || amount <= 0) {
-      throw new ApiError(400, 'invalid_quota', 'quota must be a positive whole number of quota units', 'quota');
+      throw new ApiError('invalid_quota', 'quota must be a positive whole number of quota units', 'quota');
     }
-    if (!(await lockUser(tx, userId))) throw new ApiError(404, 'user_not_found', `No user with id ${userId}.`);
+    if (!(await lockUser(tx, userId))) throw new ApiError('user_not_found', `No user with id ${userId}.`);
     await q.moveQuota(tx, userId, amount, 0);
     await q.insertLog(tx, { userId, type: 'topup', quotaDelta: amount, content: `${note}: +${amount}` });
   }

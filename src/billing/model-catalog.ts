@@ -81,7 +81,7 @@ export async function upsertModel(db: Db, id: string, patch: ModelPatch): Promis
       patch.defaultImageSize ?? null,
       patch.maxPromptChars ?? null,
       patch.maxReferenceImages ?? null,
-      patch.basePrices ? JSON.stringify(patch.basePrices) : null,
+      patch.basePrices ?? null,
       patch.priceMultiplier ?? null,
       patch.batchRatio ?? null,
       patch.enabled ?? null,

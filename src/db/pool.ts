@@ -7,11 +7,60 @@ export type Pool = pg.Pool;
 /** Anything that runs a query: the pool, or a client inside a transaction. */
 export type Db = Pick<pg.Pool, 'query'> | pg.PoolClient;
 
+/** A connection attempt that takes longer fails (and the request answers 503), instead of hanging. */
+const CONNECT_TIMEOUT_MS = 5000;
+
 export function createPool(connectionString: string, max = 10): pg.Pool {
-  const pool = new pg.Pool({ connectionString, max, idleTimeoutMillis: 10_000 });
+  const pool = new pg.Pool({
+    connectionString,
+    max,
+    idleTimeoutMillis: 10_000,
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+  });
   // An idle client losing its connection (e.g. Postgres restarting) must not crash the process.
   pool.on('error', () => {});
+  // Every query of the pool and of its transaction clients goes through here: the one place where
+  // user strings are made storable.
+  pool.on('connect', (client) => {
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+    client.query = ((...args: unknown[]) => query(...storableArgs(args))) as typeof client.query;
+  });
   return pool;
+}
+
+/**
+ * U+0000 is the one character Postgres cannot store in `text` or `jsonb`, and user strings (a
+ * file's bytes echoed in a validation message, a JSON `\u0000` in a custom_id) may hold it. Every
+ * query parameter is made storable here, at the database boundary: NUL becomes U+FFFD, in strings,
+ * arrays and JSON values alike.
+ */
+export function storable(value: unknown): unknown {
+  if (typeof value === 'string') return value.includes('\u0000') ? value.replaceAll('\u0000', '\uFFFD') : value;
+  if (Array.isArray(value)) return value.map(storable);
+  if (value === null || typeof value !== 'object' || value instanceof Date || Buffer.isBuffer(value)) return value;
+  if ('toPostgres' in value) return value;
+  return jsonText(value); // what pg would send for an object, made storable
+}
+
+/** A value for a `jsonb` parameter (an array would otherwise go as a Postgres array). */
+export const jsonb = (value: unknown) => ({ toPostgres: () => jsonText(value) });
+
+/**
+ * JSON.stringify escapes NUL as `\u0000` (and a backslash as `\\`), so an escape preceded by an
+ * even run of backslashes is a NUL, whether it came from a key or a value.
+ */
+function jsonText(value: unknown): string {
+  return JSON.stringify(value).replace(/(?<!\\)((?:\\\\)*)\\u0000/g, '$1\\ufffd');
+}
+
+function storableArgs(args: unknown[]): unknown[] {
+  const [first, values, ...rest] = args;
+  if (typeof first === 'string' && Array.isArray(values)) return [first, values.map(storable), ...rest];
+  if (first && typeof first === 'object' && 'text' in first && Array.isArray((first as pg.QueryConfig).values)) {
+    const config = first as pg.QueryConfig;
+    return [{ ...config, values: config.values!.map(storable) }, values, ...rest];
+  }
+  return args;
 }
 
 /**

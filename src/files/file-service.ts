@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import type { Pool } from '../db/pool.ts';
-import { ApiError, notFound } from '../errors.ts';
+import { ApiError, notFound } from '../errors/api-error.ts';
 import { looksLikeId } from '../ids.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
 import { parseRange } from './byte-range.ts';
@@ -59,7 +59,6 @@ export class FileService {
     const range = parseRange(rangeHeader, file.bytes);
     if (range === 'unsatisfiable') {
       throw new ApiError(
-        416,
         'range_not_satisfiable',
         `The range '${rangeHeader}' is outside the file's ${file.bytes} bytes.`,
         'Range',

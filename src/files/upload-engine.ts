@@ -2,10 +2,10 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Request } from 'express';
 import type multer from 'multer';
-import { ApiError } from '../errors.ts';
+import { ApiError } from '../errors/api-error.ts';
 import { newId } from '../ids.ts';
+import { uploadKey } from '../storage/object-keys.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
-import { tenantPrefix } from '../storage/object-store.ts';
 
 /** What the engine hands back on `req.file` once the upload is in the store. */
 export interface StoredUpload {
@@ -62,10 +62,10 @@ class UploadGuard extends Transform {
 }
 
 export const notAnImage = () =>
-  new ApiError(400, 'invalid_image', 'A vision file must be a PNG, JPEG or WebP image.', 'file');
+  new ApiError('invalid_image', 'A vision file must be a PNG, JPEG or WebP image.', 'file');
 
 export const fileTooLarge = (limit: number) =>
-  new ApiError(413, 'file_too_large', `The file is larger than the limit of ${limit} bytes.`, 'file');
+  new ApiError('file_too_large', `The file is larger than the limit of ${limit} bytes.`, 'file');
 
 export interface UploadEngineOptions {
   store: ObjectStore;
@@ -81,7 +81,7 @@ export function objectStoreEngine(opts: UploadEngineOptions): multer.StorageEngi
       const purpose = typeof req.body?.purpose === 'string' ? req.body.purpose : undefined;
       const userId = (req as Request & { userId: number }).userId;
       const fileId = newId('file');
-      const objectKey = `${tenantPrefix(userId)}files/${fileId}`;
+      const objectKey = uploadKey(userId, fileId);
       const guard = new UploadGuard(opts.limitFor(purpose), purpose === 'vision');
       const run = async () => {
         try {

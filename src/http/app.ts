@@ -1,6 +1,6 @@
-import express from 'express';
+import express, { type RequestHandler } from 'express';
 import type { Services } from '../services.ts';
-import { apiKeyAuth, errorHandler, notFoundRoute } from './middleware.ts';
+import { apiKeyAuth, errorHandler, notFoundRoute, rejectNulCharacters } from './middleware.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { fileRoutes } from './routes/files.ts';
 import { imageBatchRoutes } from './routes/image-batches.ts';
@@ -12,16 +12,34 @@ export function createApp(s: Services): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
+  // Liveness: the process answers. Readiness: it can do work (Postgres and the job queue answer).
   app.get('/healthz', (_req, res) => void res.json({ ok: true }));
+  app.get('/readyz', async (_req, res) => {
+    const checks = await readiness(s);
+    res.status(checks.database && checks.queue ? 200 : 503).json({ ok: checks.database && checks.queue, ...checks });
+  });
 
   // Bodies are parsed only after authentication: an anonymous caller learns nothing else.
-  const json = express.json({ limit: '256kb' });
+  const json: RequestHandler[] = [express.json({ limit: '256kb' }), rejectNulCharacters];
   app.use('/admin', adminRoutes(s, json));
   const auth = apiKeyAuth((key) => s.accounts.authenticate(key));
   app.use('/api', auth, json, privacyRoutes(s));
   app.use('/v1', auth, json, imageFileRoutes(s), imageBatchRoutes(s), fileRoutes(s), modelRoutes(s));
 
   app.use(notFoundRoute);
-  app.use(errorHandler);
+  app.use(errorHandler(s.database));
   return app;
+}
+
+const READY_TIMEOUT_MS = 2000;
+
+/** Each check answers within READY_TIMEOUT_MS, so a hung database makes readiness fail, not hang. */
+async function readiness(s: Services): Promise<{ database: boolean; queue: boolean }> {
+  const within = (check: Promise<unknown>) =>
+    Promise.race([
+      check.then(() => true),
+      new Promise<boolean>((resolve) => setTimeout(resolve, READY_TIMEOUT_MS, false).unref()),
+    ]).catch(() => false);
+  const [database, queue] = await Promise.all([within(s.pool.query('SELECT 1')), within(s.queue.ping())]);
+  return { database, queue };
 }

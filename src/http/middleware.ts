@@ -1,6 +1,8 @@
 import type { NextFunction, Request, Response } from 'express';
 import multer from 'multer';
-import { ApiError } from '../errors.ts';
+import type { DatabaseAvailability } from '../db/availability.ts';
+import { ApiError } from '../errors/api-error.ts';
+import type { HttpErrorCode } from '../errors/codes.ts';
 import { log } from '../logger.ts';
 
 export type AuthedRequest = Request & { userId: number };
@@ -20,55 +22,97 @@ export function apiKeyAuth(authenticate: (key: string) => Promise<number | null>
   return async (req: Request, _res: Response, next: NextFunction) => {
     const token = bearer(req);
     if (token === null) {
-      throw new ApiError(401, 'missing_api_key', 'Missing API key: send Authorization: Bearer sk-…', null);
+      throw new ApiError('missing_api_key', 'Missing API key: send Authorization: Bearer sk-…', null);
     }
     const id = token ? await authenticate(token) : null;
-    if (id === null) throw new ApiError(401, 'invalid_api_key', 'Incorrect or revoked API key provided.', null);
+    if (id === null) throw new ApiError('invalid_api_key', 'Incorrect or revoked API key provided.', null);
     (req as AuthedRequest).userId = id;
     next();
   };
 }
 
-const multerCodes: Record<string, [number, string, string]> = {
-  LIMIT_FILE_SIZE: [413, 'file_too_large', 'The file is larger than the allowed size.'],
-  LIMIT_FILE_COUNT: [400, 'too_many_files', 'Send exactly one file, in the `file` field.'],
-  LIMIT_UNEXPECTED_FILE: [400, 'unexpected_file_field', 'Files go in the `file` field only.'],
-  LIMIT_FIELD_KEY: [400, 'invalid_multipart', 'A form field name is too long.'],
-  LIMIT_FIELD_VALUE: [400, 'field_too_long', 'A form field value is too long.'],
-  LIMIT_FIELD_COUNT: [400, 'too_many_fields', 'Too many form fields.'],
-  LIMIT_PART_COUNT: [400, 'too_many_parts', 'Too many parts in the multipart body.'],
+const multerCodes: Record<string, [HttpErrorCode, string]> = {
+  LIMIT_FILE_SIZE: ['file_too_large', 'The file is larger than the allowed size.'],
+  LIMIT_FILE_COUNT: ['too_many_files', 'Send exactly one file, in the `file` field.'],
+  LIMIT_UNEXPECTED_FILE: ['unexpected_file_field', 'Files go in the `file` field only.'],
+  LIMIT_FIELD_KEY: ['invalid_multipart', 'A form field name is too long.'],
+  LIMIT_FIELD_VALUE: ['field_too_long', 'A form field value is too long.'],
+  LIMIT_FIELD_COUNT: ['too_many_fields', 'Too many form fields.'],
+  LIMIT_PART_COUNT: ['too_many_parts', 'Too many parts in the multipart body.'],
 };
 
-/** Renders every error as the OpenAI envelope; only unexpected ones are logged as errors. */
-export function errorHandler(err: unknown, req: Request, res: Response, _next: NextFunction) {
-  const apiError = toApiError(err);
-  if (apiError.status >= 500) log.error('request failed', { err, method: req.method, path: req.path });
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  res.status(apiError.status).set(apiError.headers).json(apiError.toBody());
+/** Seconds a client is told to wait while the database is unreachable. */
+const RETRY_AFTER_SECONDS = 5;
+
+/**
+ * Renders every error as the OpenAI envelope. A lost database is a 503 logged once per outage;
+ * only other unexpected errors are logged as errors.
+ */
+export function errorHandler(db: DatabaseAvailability) {
+  return (err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const apiError = db.report(err, 'http') ? unavailable() : toApiError(err);
+    if (apiError.code === 'internal_error') log.error('request failed', { err, method: req.method, path: req.path });
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    res.status(apiError.status).set(apiError.headers).json(apiError.toBody());
+  };
 }
+
+const unavailable = () =>
+  new ApiError('service_unavailable', 'The service cannot reach its database; try again shortly.').withHeaders({
+    'Retry-After': String(RETRY_AFTER_SECONDS),
+  });
 
 function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof multer.MulterError) {
-    const [status, code, message] = multerCodes[err.code] ?? [400, 'invalid_multipart', err.message];
-    return new ApiError(status, code, message, err.field ?? 'file');
+    const [code, message] = multerCodes[err.code] ?? ['invalid_multipart', err.message];
+    return new ApiError(code, message, err.field ?? 'file');
   }
   const e = err as { type?: string; status?: number; message?: string };
-  if (e?.type === 'entity.parse.failed')
-    return new ApiError(400, 'invalid_json', 'The request body is not valid JSON.');
-  if (e?.type === 'entity.too.large') return new ApiError(413, 'body_too_large', 'The request body is too large.');
+  if (e?.type === 'entity.parse.failed') return new ApiError('invalid_json', 'The request body is not valid JSON.');
+  if (e?.type === 'entity.too.large') return new ApiError('body_too_large', 'The request body is too large.');
+  if (e?.status === 415) return new ApiError('invalid_content_type', e.message ?? 'Unsupported content type.');
   if (e?.message && /Multipart|Unexpected end of form|Malformed part header|boundary/i.test(e.message)) {
-    return new ApiError(400, 'invalid_multipart', `The multipart body could not be read: ${e.message}`);
+    return new ApiError('invalid_multipart', `The multipart body could not be read: ${e.message}`);
   }
   if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) {
-    return new ApiError(e.status, 'invalid_request', e.message ?? 'Bad request.');
+    return new ApiError('invalid_request', e.message ?? 'Bad request.');
   }
-  return new ApiError(500, 'internal_error', 'The server failed to handle this request.');
+  return new ApiError('internal_error', 'The server failed to handle this request.');
+}
+
+/**
+ * Refuses a NUL character anywhere in the query string or a JSON body: Postgres cannot store one
+ * in text, and no name, id or setting needs one.
+ */
+export function rejectNulCharacters(req: Request, _res: Response, next: NextFunction) {
+  const where = nulPath(req.query, '') ?? nulPath(req.body, '');
+  if (where !== null) {
+    throw new ApiError(
+      'invalid_value',
+      `${where || 'The body'} must not contain a NUL character (U+0000).`,
+      where || null,
+    );
+  }
+  next();
+}
+
+/** The path of the first string (or key) holding U+0000, `''` for the root, or null. */
+function nulPath(value: unknown, path: string): string | null {
+  if (typeof value === 'string') return value.includes('\u0000') ? path : null;
+  if (!value || typeof value !== 'object') return null;
+  for (const [key, child] of Object.entries(value)) {
+    const childPath = Array.isArray(value) ? `${path}[${key}]` : path ? `${path}.${key}` : key;
+    if (key.includes('\u0000')) return childPath;
+    const found = nulPath(child, childPath);
+    if (found !== null) return found;
+  }
+  return null;
 }
 
 export function notFoundRoute(req: Request) {
-  throw new ApiError(404, 'route_not_found', `No route for ${req.method} ${req.path}.`);
+  throw new ApiError('route_not_found', `No route for ${req.method} ${req.path}.`);
 }

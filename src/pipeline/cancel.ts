@@ -1,6 +1,8 @@
 import * as batches from '../batches/batch-queries.ts';
 import { withTransaction } from '../db/pool.ts';
 import type { Services } from '../services.ts';
+import { abandonBatch } from './dead-letter.ts';
+import { defineJob, SHORT_STEP } from './job.ts';
 import { finalizeWhenAllDone, schedulePoll } from './poll.ts';
 import { listShards, markNeverSubmitted } from './shard-queries.ts';
 
@@ -29,3 +31,11 @@ export async function cancelBatch(s: Services, batchId: string): Promise<void> {
     await schedulePoll(s, shard.id, 0);
   }
 }
+
+export const cancelJob = defineJob<{ batchId: string }>({
+  name: 'batch-cancel',
+  queue: SHORT_STEP,
+  concurrency: 1,
+  handle: (s, { batchId }) => cancelBatch(s, batchId),
+  onDead: (s, { batchId }, error) => abandonBatch(s, batchId, error),
+});

@@ -1,14 +1,16 @@
 import * as batches from '../batches/batch-queries.ts';
-import { batchPrefix } from '../batches/batch-service.ts';
 import { batchPrice } from '../billing/pricing.ts';
 import { withTransaction } from '../db/pool.ts';
 import { findUserFile, insertFile } from '../files/file-queries.ts';
 import { newId, randomToken } from '../ids.ts';
 import type { Services } from '../services.ts';
+import { resultKeys, shardKeys } from '../storage/object-keys.ts';
 import { finish } from '../storage/streams.ts';
+import { abandonBatch } from './dead-letter.ts';
+import { defineJob, LONG_STEP } from './job.ts';
 import { readJsonLines } from './json-lines.ts';
 import { listShards, type ShardRow } from './shard-queries.ts';
-import { type ManifestLine, shardKeys } from './stage.ts';
+import type { ManifestLine } from './stage.ts';
 import { type ShardLine, stitchShard } from './stitcher.ts';
 
 const VERTEX_FAILED = new Set(['JOB_STATE_FAILED', 'JOB_STATE_EXPIRED']);
@@ -31,11 +33,10 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
   const batch = await batches.findBatch(s.pool, batchId);
   if (batch?.status !== 'finalizing') return;
   const shards = await listShards(s.pool, batchId);
-  const prefix = batchPrefix(batch.userId, batchId);
   // Keys of this run's own: a second run (a redelivered job) never overwrites the files the
   // first one settled with; whichever commits first wins, and the other deletes its copies.
   const run = randomToken(8).toLowerCase();
-  const keys = { output: `${prefix}output-${run}.jsonl`, errors: `${prefix}errors-${run}.jsonl` };
+  const keys = resultKeys(batch.userId, batchId, run);
   const tally = await stitchAll(s, batch, shards, keys);
 
   // Every Vertex job failed (or expired unstarted in Vertex's queue): the batch failed; anything
@@ -183,3 +184,10 @@ async function predictionKeys(s: Services, outputDir: string): Promise<string[]>
     .filter((k) => /(^|\/)(predictions[^/]*\.jsonl|prediction\.results-[^/]*)$/.test(k))
     .sort();
 }
+
+export const finalizeJob = defineJob<{ batchId: string }>({
+  name: 'batch-finalize',
+  queue: LONG_STEP,
+  handle: (s, { batchId }) => finalizeBatch(s, batchId),
+  onDead: (s, { batchId }, error) => abandonBatch(s, batchId, error),
+});

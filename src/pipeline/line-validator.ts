@@ -95,6 +95,7 @@ export async function validateBatchInput(input: Readable, ctx: ValidationContext
   const v = new BatchValidator(ctx);
   for await (const chunk of input) {
     v.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
+    if (v.refusedWhole) break; // one error says it all; the rest is not read
     if (v.lookupDue()) await v.lookUpPendingFiles(false);
   }
   v.end();
@@ -133,7 +134,32 @@ class BatchValidator {
   }
 
   /** Split a chunk into lines by hand over the Buffer: cheaper than a string splitter + stream per line. */
+  /** The file as a whole is not UTF-8 text (UTF-16, compressed): one error, nothing else read. */
+  refusedWhole = false;
+  /** The first bytes, until there are enough to recognise a file that is not UTF-8 at all. */
+  private head: Buffer | null = Buffer.alloc(0);
+
   push(chunk: Buffer): void {
+    if (this.refusedWhole) return;
+    if (this.head) {
+      const head = Buffer.concat([this.head, chunk]);
+      if (head.length < 2) {
+        this.head = head;
+        return;
+      }
+      this.head = null;
+      const problem = notUtf8File(head);
+      if (problem) {
+        this.refusedWhole = true;
+        this.addError('invalid_encoding', problem, null, 1);
+        return;
+      }
+      chunk = head;
+    }
+    this.splitLines(chunk);
+  }
+
+  private splitLines(chunk: Buffer): void {
     let start = 0;
     const length = chunk.length;
     while (start <= length) {
@@ -163,6 +189,9 @@ class BatchValidator {
 
   /** The last line may lack a newline. */
   end(): void {
+    if (this.refusedWhole) return;
+    if (this.head?.length) this.splitLines(this.head);
+    this.head = null;
     if (this.skippingLongLine) {
       this.skippingLongLine = false;
       this.lineNo++;
@@ -263,9 +292,17 @@ class BatchValidator {
     this.nonBlankLines++;
     if (this.overRequestLimit(line)) return;
 
+    let text: string;
+    try {
+      text = utf8.decode(buf.subarray(start, end));
+    } catch {
+      const param = pathOfUndecodable(buf.toString('utf8', start, end));
+      this.addError('invalid_encoding', `line is not valid UTF-8${param ? ` (in ${param})` : ''}`, param, line);
+      return;
+    }
     let parsed: unknown;
     try {
-      parsed = JSON.parse(buf.toString('utf8', start, end));
+      parsed = JSON.parse(text);
     } catch (err) {
       this.addError('invalid_json', `line is not valid JSON: ${(err as Error).message}`, null, line);
       return;
@@ -318,8 +355,8 @@ class BatchValidator {
       return;
     }
     const prompt = body.prompt;
-    if (!/\S/.test(prompt)) {
-      this.addError('invalid_prompt', 'prompt must not be empty', 'body.prompt', line);
+    if (!hasVisibleCharacter(prompt)) {
+      this.addError('invalid_prompt', 'prompt must have at least one visible character', 'body.prompt', line);
       return;
     }
     if (prompt.length > model.maxPromptChars && countCodePoints(prompt) > model.maxPromptChars) {
@@ -411,6 +448,51 @@ class BatchValidator {
 function fileParam(body: ImageRequestBody, index: number): string {
   return body.image_file_ids ? `body.image_file_ids[${index}]` : 'body.image_file_id';
 }
+
+/** Fatal: a byte sequence that is not UTF-8 is an error, never silently replaced (a custom_id must come back as sent). */
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** Why a file is not UTF-8 text at all, from its first two bytes, or null. */
+function notUtf8File(head: Buffer): string | null {
+  if ((head[0] === 0xff && head[1] === 0xfe) || (head[0] === 0xfe && head[1] === 0xff)) {
+    return 'the file is UTF-16 (it starts with a UTF-16 byte order mark); save it as UTF-8';
+  }
+  if (head[0] === 0x1f && head[1] === 0x8b) return 'the file is gzip-compressed; upload the uncompressed JSONL';
+  return null;
+}
+
+/**
+ * Where in a line the undecodable bytes are: the JSON path of the first string holding the
+ * replacement character once decoded leniently, or null (then the line is not JSON either).
+ */
+function pathOfUndecodable(lenient: string): string | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(lenient);
+  } catch {
+    return null;
+  }
+  const find = (v: unknown, path: string): string | null => {
+    if (typeof v === 'string') return v.includes('\uFFFD') ? path : null;
+    if (!v || typeof v !== 'object') return null;
+    for (const [key, child] of Object.entries(v)) {
+      const childPath = Array.isArray(v) ? `${path}[${key}]` : path ? `${path}.${key}` : key;
+      if (key.includes('\uFFFD')) return childPath;
+      const found = find(child, childPath);
+      if (found !== null) return found;
+    }
+    return null;
+  };
+  return find(value, '');
+}
+
+/**
+ * A prompt must show something: white space, zero-width and other format characters (U+200B,
+ * U+2060, U+FEFF), fillers and the blank braille pattern render as nothing and would be billed
+ * for an image of nothing.
+ */
+const VISIBLE = /[^\p{White_Space}\p{Default_Ignorable_Code_Point}\p{Cc}\p{Cf}\p{Zs}\u2800]/u;
+export const hasVisibleCharacter = (text: string) => VISIBLE.test(text);
 
 function isJsonSpace(c: number): boolean {
   return c === 0x20 || c === 0x09 || c === CR;

@@ -3,7 +3,9 @@ import * as batches from '../batches/batch-queries.ts';
 import { withTransaction } from '../db/pool.ts';
 import type { Services } from '../services.ts';
 import { isNotFound, type JobSnapshot } from '../vertex/batch-jobs.ts';
-import { JOBS } from './job-queue.ts';
+import { abandonShardBatch } from './dead-letter.ts';
+import { finalizeJob } from './finalize.ts';
+import { defineJob, SHORT_STEP } from './job.ts';
 import { findShard, listShards, markDone, recordProgress, refreshLiveCounts } from './shard-queries.ts';
 
 /**
@@ -61,12 +63,19 @@ export async function finalizeWhenAllDone(s: Services, tx: pg.PoolClient, batchI
   const shards = await listShards(tx, batchId);
   if (shards.some((x) => x.status !== 'done')) return;
   const moved = await batches.transition(tx, batchId, ['in_progress', 'cancelling'], 'finalizing');
-  if (moved) await s.queue.send(JOBS.finalize, { batchId }, { tx, key: batchId });
+  if (moved) await s.queue.send(finalizeJob, { batchId }, { tx, key: batchId });
 }
 
 export async function schedulePoll(s: Services, shardId: string, attempt: number): Promise<void> {
   const { pollIntervalMs, pollMaxIntervalMs } = s.config.pipeline;
   // Backoff: a long queue is asked less often, but never less than every POLL_MAX_INTERVAL_MS.
   const delayMs = Math.min(pollMaxIntervalMs, Math.round(pollIntervalMs * 1.5 ** Math.min(attempt, 30)));
-  await s.queue.send(JOBS.poll, { shardId, attempt }, { key: shardId, delayMs });
+  await s.queue.send(pollJob, { shardId, attempt }, { key: shardId, delayMs });
 }
+
+export const pollJob = defineJob<{ shardId: string; attempt: number }>({
+  name: 'shard-poll',
+  queue: SHORT_STEP,
+  handle: (s, { shardId, attempt }) => pollShard(s, shardId, attempt ?? 0),
+  onDead: (s, { shardId }, error) => abandonShardBatch(s, shardId, error),
+});

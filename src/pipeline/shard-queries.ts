@@ -93,7 +93,7 @@ export async function markDone(
     `UPDATE shards SET status = 'done', vertex_state = $2, output_dir = $3, error = $4,
             images_succeeded = $5, images_failed = $6, updated_at = now()
       WHERE id = $1 AND status <> 'done'`,
-    [id, end.state, end.outputDir, end.error ? JSON.stringify(end.error) : null, end.succeeded, end.failed],
+    [id, end.state, end.outputDir, end.error ?? null, end.succeeded, end.failed],
   );
   return rowCount === 1;
 }

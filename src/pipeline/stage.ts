@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import * as batches from '../batches/batch-queries.ts';
-import { batchPrefix } from '../batches/batch-service.ts';
+import { isLive } from '../batches/batch-states.ts';
 import type { ModelInfo } from '../billing/model-catalog.ts';
 import { withTransaction } from '../db/pool.ts';
 import { findOwnedVisionFiles, findUserFile } from '../files/file-queries.ts';
 import type { Services } from '../services.ts';
+import { shardKeys } from '../storage/object-keys.ts';
 import { finish, writeWithBackpressure } from '../storage/streams.ts';
 import {
   type ImageRequestBody,
@@ -13,9 +14,11 @@ import {
   sizeTier,
   toGeminiLines,
 } from '../vertex/translate.ts';
-import { JOBS } from './job-queue.ts';
+import { abandonBatch } from './dead-letter.ts';
+import { defineJob, LONG_STEP } from './job.ts';
 import { readJsonLines } from './json-lines.ts';
 import { insertShard, listShards, type NewShard } from './shard-queries.ts';
+import { submitJob } from './submit.ts';
 
 /** One line of a shard's manifest: what stitching needs to know of each request, in order. */
 export interface ManifestLine {
@@ -30,14 +33,6 @@ export function shardId(batchId: string, seq: number): string {
   return `sh-${createHash('sha256').update(`${batchId}/${seq}`).digest('hex').slice(0, 32)}`;
 }
 
-export const shardKeys = (userId: number, batchId: string, seq: number) => {
-  const base = `${batchPrefix(userId, batchId)}shards/${String(seq).padStart(4, '0')}/`;
-  return { dir: base, input: `${base}input.jsonl`, manifest: `${base}manifest.jsonl`, output: `${base}output` };
-};
-
-/** A batch that is still meant to run: in progress and not expiring. */
-export const isLive = (b: batches.BatchRow) => b.status === 'in_progress' && b.outcome === null;
-
 /**
  * Step 2: translate every request into Gemini batch lines (one per image) and write them,
  * streaming, into shards of at most SHARD_MAX_REQUESTS requests and SHARD_MAX_BYTES bytes,
@@ -50,7 +45,7 @@ export async function stageBatch(s: Services, batchId: string): Promise<void> {
   const existing = await listShards(s.pool, batchId);
   if (existing.length) {
     for (const shard of existing.filter((x) => x.status === 'staged')) {
-      await s.queue.send(JOBS.submit, { shardId: shard.id }, { key: shard.id });
+      await s.queue.send(submitJob, { shardId: shard.id }, { key: shard.id });
     }
     return;
   }
@@ -63,7 +58,7 @@ export async function stageBatch(s: Services, batchId: string): Promise<void> {
     if (!locked || !isLive(locked) || (await listShards(tx, batchId)).length) return;
     for (const shard of shards) {
       await insertShard(tx, shard);
-      await s.queue.send(JOBS.submit, { shardId: shard.id }, { tx, key: shard.id });
+      await s.queue.send(submitJob, { shardId: shard.id }, { tx, key: shard.id });
     }
   });
 }
@@ -160,3 +155,10 @@ async function resolveReferences(
     return ref;
   });
 }
+
+export const stageJob = defineJob<{ batchId: string }>({
+  name: 'batch-stage',
+  queue: LONG_STEP,
+  handle: (s, { batchId }) => stageBatch(s, batchId),
+  onDead: (s, { batchId }, error) => abandonBatch(s, batchId, error),
+});

@@ -1,11 +1,13 @@
 import * as batches from '../batches/batch-queries.ts';
+import { isLive } from '../batches/batch-states.ts';
 import { withTransaction } from '../db/pool.ts';
+import { isTransient } from '../errors/transient.ts';
 import type { Services } from '../services.ts';
-import { isTransient, type JobSnapshot } from '../vertex/batch-jobs.ts';
-import { JOBS } from './job-queue.ts';
-import { finalizeWhenAllDone, schedulePoll } from './poll.ts';
+import type { JobSnapshot } from '../vertex/batch-jobs.ts';
+import { abandonShardBatch } from './dead-letter.ts';
+import { defineJob, SHORT_STEP } from './job.ts';
+import { finalizeWhenAllDone, pollJob, schedulePoll } from './poll.ts';
 import { findShard, markDone, markSubmitted } from './shard-queries.ts';
-import { isLive } from './stage.ts';
 
 export const SHARD_LABEL = 'ibg_shard';
 export const BATCH_LABEL = 'ibg_batch';
@@ -55,7 +57,7 @@ export async function submitShard(s: Services, shardId: string): Promise<void> {
     await batches.findBatch(tx, shard.batchId, { forUpdate: true });
     if (await markSubmitted(tx, shardId, job.name)) {
       await s.queue.send(
-        JOBS.poll,
+        pollJob,
         { shardId, attempt: 0 },
         { tx, key: shardId, delayMs: s.config.pipeline.pollIntervalMs },
       );
@@ -67,3 +69,10 @@ export async function submitShard(s: Services, shardId: string): Promise<void> {
   if (orphan) await s.vertex.cancel(orphan);
   if (next === 'poll') await schedulePoll(s, shardId, 0);
 }
+
+export const submitJob = defineJob<{ shardId: string }>({
+  name: 'shard-submit',
+  queue: SHORT_STEP,
+  handle: (s, { shardId }) => submitShard(s, shardId),
+  onDead: (s, { shardId }, error) => abandonShardBatch(s, shardId, error),
+});

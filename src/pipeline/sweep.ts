@@ -1,7 +1,13 @@
 import * as batches from '../batches/batch-queries.ts';
 import type { Services } from '../services.ts';
-import { JOBS } from './job-queue.ts';
+import { cancelJob } from './cancel.ts';
+import { finalizeJob } from './finalize.ts';
+import { defineJob, SHORT_STEP } from './job.ts';
+import { pollJob } from './poll.ts';
 import { listShards } from './shard-queries.ts';
+import { stageJob } from './stage.ts';
+import { submitJob } from './submit.ts';
+import { validateJob } from './validate.ts';
 
 /**
  * The safety net, run every SWEEP_INTERVAL_MS by one worker at a time: expires batches past
@@ -29,29 +35,36 @@ async function expire(s: Services, id: string) {
   const batch = await batches.findBatch(s.pool, id);
   if (batch?.status !== 'in_progress') return;
   if (batch.outcome === null) await batches.transition(s.pool, id, ['in_progress'], null, { outcome: 'expired' });
-  await s.queue.send(JOBS.cancel, { batchId: id }, { key: id });
+  await s.queue.send(cancelJob, { batchId: id }, { key: id });
 }
 
 async function resume(s: Services, id: string, status: batches.BatchStatus) {
   const batch = await batches.findBatch(s.pool, id);
   if (!batch || batch.status !== status) return;
-  const send = (name: Parameters<typeof s.queue.send>[0], data: object, key: string) =>
-    s.queue.send(name, data, { key });
+  const byBatch = { batchId: id };
   switch (status) {
     case 'validating':
-      return send(JOBS.validate, { batchId: id }, id);
+      return s.queue.send(validateJob, byBatch, { key: id });
     case 'finalizing':
-      return send(JOBS.finalize, { batchId: id }, id);
+      return s.queue.send(finalizeJob, byBatch, { key: id });
     case 'cancelling':
-      return send(JOBS.cancel, { batchId: id }, id);
+      return s.queue.send(cancelJob, byBatch, { key: id });
     case 'in_progress': {
-      if (batch.outcome === 'expired') return send(JOBS.cancel, { batchId: id }, id);
+      if (batch.outcome === 'expired') return s.queue.send(cancelJob, byBatch, { key: id });
       const shards = await listShards(s.pool, id);
-      if (!shards.length) return send(JOBS.stage, { batchId: id }, id);
+      if (!shards.length) return s.queue.send(stageJob, byBatch, { key: id });
       for (const shard of shards) {
-        if (shard.status === 'staged') await send(JOBS.submit, { shardId: shard.id }, shard.id);
-        if (shard.status === 'submitted') await send(JOBS.poll, { shardId: shard.id, attempt: 0 }, shard.id);
+        const key = { key: shard.id };
+        if (shard.status === 'staged') await s.queue.send(submitJob, { shardId: shard.id }, key);
+        if (shard.status === 'submitted') await s.queue.send(pollJob, { shardId: shard.id, attempt: 0 }, key);
       }
     }
   }
 }
+
+export const sweepJob = defineJob<Record<string, never>>({
+  name: 'batch-sweep',
+  queue: SHORT_STEP,
+  concurrency: 1,
+  handle: (s) => sweep(s),
+});

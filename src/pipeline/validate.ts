@@ -4,8 +4,10 @@ import { batchPrice } from '../billing/pricing.ts';
 import { withTransaction } from '../db/pool.ts';
 import { findOwnedVisionFiles, findUserFile } from '../files/file-queries.ts';
 import type { Services } from '../services.ts';
-import { JOBS } from './job-queue.ts';
+import { abandonBatch } from './dead-letter.ts';
+import { defineJob, LONG_STEP } from './job.ts';
 import { type ValidationResult, validateBatchInput } from './line-validator.ts';
+import { stageJob } from './stage.ts';
 
 /**
  * Step 1: stream the uploaded JSONL through the line validator. Any invalid line fails the
@@ -62,7 +64,7 @@ export async function validateBatch(s: Services, batchId: string): Promise<void>
       preDeducted: price,
       modelSnapshot: model,
     });
-    await s.queue.send(JOBS.stage, { batchId }, { tx, key: batchId });
+    await s.queue.send(stageJob, { batchId }, { tx, key: batchId });
   });
 }
 
@@ -95,3 +97,10 @@ function failedChanges(errors: BatchError[], _result: ValidationResult, model: s
 async function fail(s: Services, batchId: string, errors: BatchError[], result: ValidationResult) {
   await batches.transition(s.pool, batchId, ['validating'], 'failed', failedChanges(errors, result, result.model));
 }
+
+export const validateJob = defineJob<{ batchId: string }>({
+  name: 'batch-validate',
+  queue: LONG_STEP,
+  handle: (s, { batchId }) => validateBatch(s, batchId),
+  onDead: (s, { batchId }, error) => abandonBatch(s, batchId, error),
+});

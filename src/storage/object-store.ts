@@ -81,6 +81,3 @@ export class ObjectStore {
     for (const { key } of await this.list(prefix)) await this.delete(key);
   }
 }
-
-/** Object keys are prefixed by tenant, so one user's objects never share a path with another's. */
-export const tenantPrefix = (userId: number) => `tenants/${userId}/`;

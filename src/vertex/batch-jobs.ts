@@ -111,17 +111,3 @@ function snapshot(job: RawJob): JobSnapshot {
 }
 
 export const isNotFound = (err: unknown) => (err as { code?: number }).code === 5;
-
-/**
- * Errors worth retrying with backoff rather than failing the batch: quota (429 /
- * RESOURCE_EXHAUSTED), unavailability (503 / UNAVAILABLE), timeouts, dropped connections.
- */
-export function isTransient(err: unknown): boolean {
-  const e = err as { code?: number | string; status?: number };
-  const grpc = new Set([4, 8, 10, 13, 14]); // DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE
-  if (typeof e?.code === 'number' && (grpc.has(e.code) || [429, 500, 502, 503, 504].includes(e.code))) return true;
-  if (typeof e?.status === 'number' && [429, 500, 502, 503, 504].includes(e.status)) return true;
-  return (
-    typeof e?.code === 'string' && ['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN'].includes(e.code)
-  );
-}

@@ -2,7 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { type NextFunction, type Request, type RequestHandler, type Response, Router } from 'express';
 import type { UserRow } from '../../accounts/account-queries.ts';
 import { type ModelPatch, upsertModel } from '../../billing/model-catalog.ts';
-import { ApiError, badRequest } from '../../errors.ts';
+import { ApiError } from '../../errors/api-error.ts';
 import type { Services } from '../../services.ts';
 import { bearer } from '../middleware.ts';
 import { modelView } from './models.ts';
@@ -22,18 +22,18 @@ function userView(u: UserRow) {
 }
 
 /** The gateway operator's API, behind `Authorization: Bearer $ADMIN_TOKEN`. */
-export function adminRoutes(s: Services, json: RequestHandler): Router {
+export function adminRoutes(s: Services, json: RequestHandler[]): Router {
   const r = Router();
   r.use(adminAuth(s.config.adminToken), json);
 
   r.post('/users', async (req, res) => {
     const name = req.body?.name;
     if (typeof name !== 'string' || !name.trim() || name.length > 200) {
-      throw badRequest('invalid_name', 'name must be a non-empty string of at most 200 characters.', 'name');
+      throw new ApiError('invalid_name', 'name must be a non-empty string of at most 200 characters.', 'name');
     }
     const quota = req.body?.quota ?? 0;
     if (!Number.isSafeInteger(quota) || quota < 0)
-      throw badRequest('invalid_quota', 'quota must be a whole number ≥ 0.', 'quota');
+      throw new ApiError('invalid_quota', 'quota must be a whole number ≥ 0.', 'quota');
     const { user, apiKey } = await s.accounts.createUser(name.trim(), quota);
     res.status(201).json({ ...userView(user), api_key: apiKey });
   });
@@ -55,7 +55,7 @@ export function adminRoutes(s: Services, json: RequestHandler): Router {
     const id = idParam(req.params.id);
     const quota = req.body?.quota;
     if (!Number.isSafeInteger(quota) || quota <= 0)
-      throw badRequest('invalid_quota', 'quota must be a whole number > 0.', 'quota');
+      throw new ApiError('invalid_quota', 'quota must be a whole number > 0.', 'quota');
     await s.billing.topUp(id, quota);
     res.json(userView(await s.accounts.getUser(id)));
   });
@@ -72,7 +72,7 @@ export function adminRoutes(s: Services, json: RequestHandler): Router {
     const afterId = req.query.after === undefined ? 0 : idParam(String(req.query.after), 'after');
     const limit = req.query.limit === undefined ? 100 : Number(req.query.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
-      throw badRequest('invalid_limit', 'limit must be 1–1000.', 'limit');
+      throw new ApiError('invalid_limit', 'limit must be 1–1000.', 'limit');
     const rows = await s.billing.logs(s.pool, { userId, batchId, afterId, limit });
     res.json({
       object: 'list',
@@ -95,7 +95,7 @@ export function adminRoutes(s: Services, json: RequestHandler): Router {
   r.put('/models/:id', async (req, res) => {
     const id = req.params.id;
     if (!/^[a-z0-9][a-z0-9.-]{0,99}$/.test(id))
-      throw badRequest('invalid_model_id', 'Model ids are lowercase letters, digits, dots and dashes.', 'id');
+      throw new ApiError('invalid_model_id', 'Model ids are lowercase letters, digits, dots and dashes.', 'id');
     await upsertModel(s.pool, id, modelPatch(req.body));
     const model = (await s.models(false)).find((m) => m.id === id)!;
     res.json(modelView(model));
@@ -105,40 +105,41 @@ export function adminRoutes(s: Services, json: RequestHandler): Router {
 
 function adminAuth(token: string | null) {
   return (req: Request, _res: Response, next: NextFunction) => {
-    if (!token) throw new ApiError(403, 'admin_disabled', 'The admin API is disabled: set ADMIN_TOKEN to enable it.');
+    if (!token) throw new ApiError('admin_disabled', 'The admin API is disabled: set ADMIN_TOKEN to enable it.');
     const given = bearer(req);
-    if (given === null) throw new ApiError(401, 'missing_admin_token', 'Send Authorization: Bearer <ADMIN_TOKEN>.');
+    if (given === null) throw new ApiError('missing_admin_token', 'Send Authorization: Bearer <ADMIN_TOKEN>.');
     const a = Buffer.from(given);
     const b = Buffer.from(token);
     if (a.length !== b.length || !timingSafeEqual(a, b))
-      throw new ApiError(401, 'invalid_admin_token', 'Wrong admin token.');
+      throw new ApiError('invalid_admin_token', 'Wrong admin token.');
     next();
   };
 }
 
 /** A positive whole-number id from the path or query (user, key, log cursor). */
 function idParam(raw: string, param = 'id'): number {
-  if (!/^\d{1,15}$/.test(raw)) throw badRequest('invalid_id', `${param} must be a positive whole number.`, param);
+  if (!/^\d{1,15}$/.test(raw)) throw new ApiError('invalid_id', `${param} must be a positive whole number.`, param);
   return Number(raw);
 }
 
 function modelPatch(body: unknown): ModelPatch {
-  if (!body || typeof body !== 'object' || Array.isArray(body)) throw badRequest('invalid_body', 'Send a JSON object.');
+  if (!body || typeof body !== 'object' || Array.isArray(body))
+    throw new ApiError('invalid_body', 'Send a JSON object.');
   const b = body as Record<string, unknown>;
   const patch: ModelPatch = {};
   const strings = (v: unknown, name: string) => {
     if (!Array.isArray(v) || !v.length || !v.every((x) => typeof x === 'string'))
-      throw badRequest('invalid_field', `${name} must be a non-empty array of strings.`, name);
+      throw new ApiError('invalid_field', `${name} must be a non-empty array of strings.`, name);
     return v as string[];
   };
   const positive = (v: unknown, name: string, max = Number.MAX_SAFE_INTEGER) => {
     if (typeof v !== 'number' || !(v > 0) || v > max)
-      throw badRequest('invalid_field', `${name} must be a number in (0, ${max}].`, name);
+      throw new ApiError('invalid_field', `${name} must be a number in (0, ${max}].`, name);
     return v;
   };
   if (b.vertex_model !== undefined) {
     if (typeof b.vertex_model !== 'string')
-      throw badRequest('invalid_field', 'vertex_model must be a string.', 'vertex_model');
+      throw new ApiError('invalid_field', 'vertex_model must be a string.', 'vertex_model');
     patch.publisherModel = b.vertex_model;
   }
   if (b.aspect_ratios !== undefined) patch.aspectRatios = strings(b.aspect_ratios, 'aspect_ratios');
@@ -156,7 +157,7 @@ function modelPatch(body: unknown): ModelPatch {
       typeof bp !== 'object' ||
       !Object.values(bp).every((v) => Number.isSafeInteger(v) && (v as number) > 0)
     ) {
-      throw badRequest(
+      throw new ApiError(
         'invalid_field',
         'base_prices maps size tiers to whole numbers of quota units, e.g. {"1K": 5000}.',
         'base_prices',
@@ -165,7 +166,8 @@ function modelPatch(body: unknown): ModelPatch {
     patch.basePrices = bp as Record<string, number>;
   }
   if (b.enabled !== undefined) {
-    if (typeof b.enabled !== 'boolean') throw badRequest('invalid_field', 'enabled must be true or false.', 'enabled');
+    if (typeof b.enabled !== 'boolean')
+      throw new ApiError('invalid_field', 'enabled must be true or false.', 'enabled');
     patch.enabled = b.enabled;
   }
   return patch;

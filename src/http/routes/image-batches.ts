@@ -1,8 +1,7 @@
 import { Router } from 'express';
-import type { BatchStatus } from '../../batches/batch-queries.ts';
-import { STATUSES } from '../../batches/batch-service.ts';
+import { BATCH_STATUSES, isBatchStatus } from '../../batches/batch-states.ts';
 import { batchView } from '../../batches/batch-view.ts';
-import { ApiError } from '../../errors.ts';
+import { ApiError } from '../../errors/api-error.ts';
 import type { Services } from '../../services.ts';
 import { userId } from '../middleware.ts';
 
@@ -36,27 +35,21 @@ export function imageBatchRoutes(s: Services): Router {
 function listQuery(query: Record<string, unknown>) {
   const single = (name: string) => {
     const v = query[name];
-    if (Array.isArray(v)) throw new ApiError(400, 'invalid_query', `Give '${name}' once.`, name);
+    if (Array.isArray(v)) throw new ApiError('invalid_query', `Give '${name}' once.`, name);
     return typeof v === 'string' ? v : undefined;
   };
   const rawLimit = single('limit');
   const limit = rawLimit === undefined ? 20 : Number(rawLimit);
   if (!/^\d+$/.test(rawLimit ?? '20') || limit < 1 || limit > 100) {
-    throw new ApiError(
-      400,
-      'invalid_limit',
-      `limit must be a whole number from 1 to 100 (got '${rawLimit}').`,
-      'limit',
-    );
+    throw new ApiError('invalid_limit', `limit must be a whole number from 1 to 100 (got '${rawLimit}').`, 'limit');
   }
   const status = single('status');
-  if (status !== undefined && !STATUSES.includes(status as BatchStatus)) {
+  if (status !== undefined && !isBatchStatus(status)) {
     throw new ApiError(
-      400,
       'invalid_status',
-      `status must be one of ${STATUSES.join(', ')} (got '${status}').`,
+      `status must be one of ${BATCH_STATUSES.join(', ')} (got '${status}').`,
       'status',
     );
   }
-  return { limit, after: single('after') ?? null, status: (status as BatchStatus | undefined) ?? null };
+  return { limit, after: single('after') ?? null, status: status ?? null };
 }

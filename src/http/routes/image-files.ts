@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import multer from 'multer';
 import { batchView } from '../../batches/batch-view.ts';
-import { ApiError, badRequest } from '../../errors.ts';
+import { ApiError } from '../../errors/api-error.ts';
 import { fileView } from '../../files/file-service.ts';
 import type { StoredUpload } from '../../files/upload-engine.ts';
 import { fileTooLarge, notAnImage, objectStoreEngine } from '../../files/upload-engine.ts';
@@ -46,12 +46,7 @@ export function imageFileRoutes(s: Services): Router {
     (req, _res, next) => {
       if (!req.is('multipart/form-data')) {
         return next(
-          new ApiError(
-            415,
-            'invalid_content_type',
-            'Send multipart/form-data with the fields `purpose` and `file`.',
-            null,
-          ),
+          new ApiError('invalid_content_type', 'Send multipart/form-data with the fields `purpose` and `file`.', null),
         );
       }
       upload(req, _res, next);
@@ -61,10 +56,10 @@ export function imageFileRoutes(s: Services): Router {
       try {
         const purpose = req.body?.purpose;
         if (purpose === undefined)
-          throw badRequest('missing_purpose', "Give a 'purpose': vision or image_batch.", 'purpose');
+          throw new ApiError('missing_purpose', "Give a 'purpose': vision or image_batch.", 'purpose');
         if (typeof purpose !== 'string' || !PURPOSES.includes(purpose)) throw invalidPurpose(String(purpose));
-        if (!stored) throw badRequest('missing_file', "Attach the file in the multipart field 'file'.", 'file');
-        if (stored.size === 0) throw badRequest('empty_file', 'The uploaded file is empty.', 'file');
+        if (!stored) throw new ApiError('missing_file', "Attach the file in the multipart field 'file'.", 'file');
+        if (stored.size === 0) throw new ApiError('empty_file', 'The uploaded file is empty.', 'file');
         const base = {
           id: stored.fileId,
           userId: userId(req),
@@ -92,7 +87,7 @@ export function imageFileRoutes(s: Services): Router {
 }
 
 const invalidPurpose = (purpose: string) =>
-  badRequest(
+  new ApiError(
     'invalid_purpose',
     `purpose must be 'vision' or 'image_batch' (got '${purpose.slice(0, 40)}').`,
     'purpose',
@@ -110,16 +105,16 @@ export function parseMetadata(raw: unknown): Record<string, string> | null {
   try {
     value = JSON.parse(String(raw));
   } catch {
-    throw badRequest('invalid_metadata', 'metadata must be a JSON object of string keys and values.', 'metadata');
+    throw new ApiError('invalid_metadata', 'metadata must be a JSON object of string keys and values.', 'metadata');
   }
   if (!value || typeof value !== 'object' || Array.isArray(value)) {
-    throw badRequest('invalid_metadata', 'metadata must be a JSON object of string keys and values.', 'metadata');
+    throw new ApiError('invalid_metadata', 'metadata must be a JSON object of string keys and values.', 'metadata');
   }
   const entries = Object.entries(value);
   const ok =
     entries.length <= 16 && entries.every(([k, v]) => k.length <= 64 && typeof v === 'string' && v.length <= 512);
   if (!ok) {
-    throw badRequest(
+    throw new ApiError(
       'invalid_metadata',
       'metadata holds at most 16 pairs; keys ≤ 64 and string values ≤ 512 characters.',
       'metadata',
