@@ -59,7 +59,8 @@ CREATE TABLE public.batches (
     cancelling_at timestamp with time zone,
     cancelled_at timestamp with time zone,
     expires_at timestamp with time zone NOT NULL,
-    deleted_at timestamp with time zone
+    deleted_at timestamp with time zone,
+    completion_window text DEFAULT '24h'::text NOT NULL
 );
 
 ALTER TABLE ONLY public.batches
@@ -118,7 +119,9 @@ CREATE TABLE public.files (
     mime_type text NOT NULL,
     object_key text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
-    deleted_at timestamp with time zone
+    deleted_at timestamp with time zone,
+    width integer,
+    height integer
 );
 
 ALTER TABLE ONLY public.files

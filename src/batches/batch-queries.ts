@@ -41,6 +41,8 @@ export interface BatchRow {
   cancellingAt: Date | null;
   cancelledAt: Date | null;
   expiresAt: Date;
+  /** As OpenAI shows it, e.g. `24h`. */
+  completionWindow: string;
 }
 
 /** Columns a state change may set, by their camelCase name. */
@@ -68,16 +70,23 @@ const batchColumns = `id, user_id AS "userId", status, outcome, endpoint, input_
   image_total AS "imageTotal", image_succeeded AS "imageSucceeded", model_snapshot AS "modelSnapshot", pre_deducted AS "preDeducted", settled, refunded,
   created_at AS "createdAt", in_progress_at AS "inProgressAt", finalizing_at AS "finalizingAt",
   completed_at AS "completedAt", failed_at AS "failedAt", expired_at AS "expiredAt",
-  cancelling_at AS "cancellingAt", cancelled_at AS "cancelledAt", expires_at AS "expiresAt"`;
+  cancelling_at AS "cancellingAt", cancelled_at AS "cancelledAt", expires_at AS "expiresAt", completion_window AS "completionWindow"`;
 
 export async function insertBatch(
   db: Db,
-  b: { id: string; userId: number; inputFileId: string; metadata: Record<string, string> | null; expiresAt: Date },
+  b: {
+    id: string;
+    userId: number;
+    inputFileId: string;
+    metadata: Record<string, string> | null;
+    expiresAt: Date;
+    completionWindow: string;
+  },
 ): Promise<BatchRow> {
   const { rows } = await db.query<BatchRow>(
-    `INSERT INTO batches (id, user_id, status, input_file_id, metadata, expires_at)
-     VALUES ($1, $2, 'validating', $3, $4, $5) RETURNING ${batchColumns}`,
-    [b.id, b.userId, b.inputFileId, b.metadata, b.expiresAt],
+    `INSERT INTO batches (id, user_id, status, input_file_id, metadata, expires_at, completion_window)
+     VALUES ($1, $2, 'validating', $3, $4, $5, $6) RETURNING ${batchColumns}`,
+    [b.id, b.userId, b.inputFileId, b.metadata, b.expiresAt, b.completionWindow],
   );
   return rows[0];
 }

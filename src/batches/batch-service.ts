@@ -1,7 +1,7 @@
 import type { Pool } from '../db/pool.ts';
 import { withTransaction } from '../db/pool.ts';
 import { ApiError, notFound } from '../errors/api-error.ts';
-import type { FileRow } from '../files/file-queries.ts';
+import type { NewFile } from '../files/file-queries.ts';
 import { insertFile, markFilesDeleted } from '../files/file-queries.ts';
 import { looksLikeId, newId } from '../ids.ts';
 import { cancelJob } from '../pipeline/cancel.ts';
@@ -27,10 +27,7 @@ export class BatchService {
   }
 
   /** Records the uploaded JSONL and its batch, and enqueues validation, in one transaction. */
-  async create(
-    input: Omit<FileRow, 'createdAt' | 'purpose'>,
-    metadata: Record<string, string> | null,
-  ): Promise<q.BatchRow> {
+  async create(input: Omit<NewFile, 'purpose'>, metadata: Record<string, string> | null): Promise<q.BatchRow> {
     return withTransaction(this.pool, async (tx) => {
       await insertFile(tx, { ...input, purpose: 'image_batch' });
       const batch = await q.insertBatch(tx, {
@@ -39,6 +36,7 @@ export class BatchService {
         inputFileId: input.id,
         metadata,
         expiresAt: new Date(Date.now() + this.completionWindowMs),
+        completionWindow: windowLabel(this.completionWindowMs),
       });
       await this.queue.send(validateJob, { batchId: batch.id }, { tx, key: batch.id });
       return batch;
@@ -109,7 +107,8 @@ export class BatchService {
     const fileIds = [batch.inputFileId, batch.outputFileId, batch.errorFileId].filter((f): f is string => Boolean(f));
     const files = await withTransaction(this.pool, async (tx) => {
       const locked = await q.findBatch(tx, id, { forUpdate: true });
-      if (!locked) return [];
+      // A concurrent delete got here first: the batch is gone, and only the first removes its files.
+      if (!locked) throw notFound('batch', id, 'batch_id');
       await q.markBatchDeleted(tx, id);
       return markFilesDeleted(tx, fileIds);
     });
@@ -118,4 +117,11 @@ export class BatchService {
     for (const f of files) await this.store.delete(f.objectKey);
     await this.store.deletePrefix(batchPrefix(userId, id));
   }
+}
+
+/** A duration as OpenAI writes a completion window: `24h`, or `90m`, `45s` when not whole hours. */
+export function windowLabel(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  return `${Math.ceil(ms / 1000)}s`;
 }

@@ -10,16 +10,21 @@ export interface FileRow {
   bytes: number;
   mimeType: string;
   objectKey: string;
+  /** Pixel size of a vision image; null for other files. */
+  width: number | null;
+  height: number | null;
   createdAt: Date;
 }
 
-const fileColumns = `id, user_id AS "userId", purpose, filename, bytes, mime_type AS "mimeType", object_key AS "objectKey", created_at AS "createdAt"`;
+const fileColumns = `id, user_id AS "userId", purpose, filename, bytes, mime_type AS "mimeType", object_key AS "objectKey", width, height, created_at AS "createdAt"`;
 
-export async function insertFile(db: Db, f: Omit<FileRow, 'createdAt'>): Promise<FileRow> {
+export type NewFile = Omit<FileRow, 'createdAt' | 'width' | 'height'> & { width?: number; height?: number };
+
+export async function insertFile(db: Db, f: NewFile): Promise<FileRow> {
   const { rows } = await db.query<FileRow>(
-    `INSERT INTO files (id, user_id, purpose, filename, bytes, mime_type, object_key)
-     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ${fileColumns}`,
-    [f.id, f.userId, f.purpose, f.filename, f.bytes, f.mimeType, f.objectKey],
+    `INSERT INTO files (id, user_id, purpose, filename, bytes, mime_type, object_key, width, height)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ${fileColumns}`,
+    [f.id, f.userId, f.purpose, f.filename, f.bytes, f.mimeType, f.objectKey, f.width ?? null, f.height ?? null],
   );
   return rows[0];
 }

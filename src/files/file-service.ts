@@ -8,19 +8,6 @@ import * as q from './file-queries.ts';
 
 export type FileRow = q.FileRow;
 
-/** The OpenAI file object. */
-export function fileView(f: FileRow) {
-  return {
-    id: f.id,
-    object: 'file',
-    purpose: f.purpose,
-    filename: f.filename,
-    bytes: f.bytes,
-    created_at: Math.floor(f.createdAt.getTime() / 1000),
-    status: 'processed',
-  };
-}
-
 export interface FileContent {
   file: FileRow;
   status: 200 | 206;
@@ -38,7 +25,7 @@ export class FileService {
   }
 
   /** Records an uploaded reference image (already in the store, its type checked). */
-  recordVision(file: Omit<FileRow, 'createdAt' | 'purpose'>): Promise<FileRow> {
+  recordVision(file: Omit<q.NewFile, 'purpose'>): Promise<FileRow> {
     return q.insertFile(this.pool, { ...file, purpose: 'vision' });
   }
 

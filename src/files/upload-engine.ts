@@ -6,34 +6,29 @@ import { ApiError } from '../errors/api-error.ts';
 import { newId } from '../ids.ts';
 import { uploadKey } from '../storage/object-keys.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
+import { type HeaderState, ImageHeaderReader, type ImageInfo } from './image-header.ts';
 
 /** What the engine hands back on `req.file` once the upload is in the store. */
 export interface StoredUpload {
   fileId: string;
   objectKey: string;
   size: number;
-  /** The image type recognised from the first bytes, or null. */
-  sniffedType: 'image/png' | 'image/jpeg' | 'image/webp' | null;
-}
-
-export function sniffImageType(head: Buffer): StoredUpload['sniffedType'] {
-  if (head.length >= 8 && head.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])))
-    return 'image/png';
-  if (head.length >= 3 && head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return 'image/jpeg';
-  if (head.length >= 12 && head.toString('latin1', 0, 4) === 'RIFF' && head.toString('latin1', 8, 12) === 'WEBP')
-    return 'image/webp';
-  return null;
+  /** The image read from the file's header (type and pixel size), or null when it is not one. */
+  image: ImageInfo | null;
+  /** Why it is not a readable image, when it is not. */
+  imageProblem: string | null;
 }
 
 /**
- * Counts bytes on their way to the store, stops at the size limit, and recognises the image
- * type from the first bytes — so a vision upload that is not an image is refused before the
- * rest of it is sent anywhere.
+ * Counts bytes on their way to the store, stops at the size limit, and reads the image header as
+ * it passes — so a vision upload that is not a readable image is refused before the rest of it
+ * is sent anywhere.
  */
 class UploadGuard extends Transform {
   size = 0;
-  sniffedType: StoredUpload['sniffedType'] = null;
-  private head: Buffer = Buffer.alloc(0);
+  image: ImageInfo | null = null;
+  imageProblem: string | null = null;
+  private readonly header = new ImageHeaderReader();
   private readonly limit: number;
   private readonly mustBeImage: boolean;
 
@@ -46,23 +41,32 @@ class UploadGuard extends Transform {
   _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
     this.size += chunk.length;
     if (this.size > this.limit) return done(fileTooLarge(this.limit));
-    if (this.head.length < 12) {
-      this.head = Buffer.concat([this.head, chunk.subarray(0, 12 - this.head.length)]);
-      if (this.head.length >= 12 || this.mustBeImage) this.sniffedType = sniffImageType(this.head);
-      if (this.mustBeImage && this.head.length >= 12 && !this.sniffedType) return done(notAnImage());
-    }
+    if (!this.image && !this.imageProblem && !this.record(this.header.push(chunk)))
+      return done(notAnImage(this.imageProblem));
     done(null, chunk);
   }
 
   _flush(done: TransformCallback) {
-    this.sniffedType = sniffImageType(this.head);
-    if (this.mustBeImage && this.size > 0 && !this.sniffedType) return done(notAnImage());
+    if (!this.image && !this.imageProblem && !this.record(this.header.end()) && this.size > 0) {
+      return done(notAnImage(this.imageProblem));
+    }
     done();
+  }
+
+  /** False when a vision upload must stop here. */
+  private record(state: HeaderState): boolean {
+    if (state.state === 'done') this.image = state.info;
+    if (state.state === 'invalid') this.imageProblem = state.reason;
+    return !(this.mustBeImage && this.imageProblem);
   }
 }
 
-export const notAnImage = () =>
-  new ApiError('invalid_image', 'A vision file must be a PNG, JPEG or WebP image.', 'file');
+export const notAnImage = (reason: string | null) =>
+  new ApiError(
+    'invalid_image',
+    `A vision file must be a PNG, JPEG or WebP image${reason ? `: ${reason}` : '.'}`,
+    'file',
+  );
 
 export const fileTooLarge = (limit: number) =>
   new ApiError('file_too_large', `The file is larger than the limit of ${limit} bytes.`, 'file');
@@ -96,7 +100,13 @@ export function objectStoreEngine(opts: UploadEngineOptions): multer.StorageEngi
           await opts.store.delete(objectKey).catch(() => {});
           throw err;
         }
-        return { fileId, objectKey, size: guard.size, sniffedType: guard.sniffedType } satisfies StoredUpload;
+        return {
+          fileId,
+          objectKey,
+          size: guard.size,
+          image: guard.image,
+          imageProblem: guard.imageProblem,
+        } satisfies StoredUpload;
       };
       run().then(
         (info) => cb(null, info as Partial<Express.Multer.File>),

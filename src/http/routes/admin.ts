@@ -1,25 +1,10 @@
 import { timingSafeEqual } from 'node:crypto';
 import { type NextFunction, type Request, type RequestHandler, type Response, Router } from 'express';
-import type { UserRow } from '../../accounts/account-queries.ts';
 import { type ModelPatch, upsertModel } from '../../billing/model-catalog.ts';
 import { ApiError } from '../../errors/api-error.ts';
 import type { Services } from '../../services.ts';
 import { bearer } from '../middleware.ts';
-import { modelView } from './models.ts';
-
-const unix = (d: Date | null) => (d ? Math.floor(d.getTime() / 1000) : null);
-
-function userView(u: UserRow) {
-  return {
-    id: u.id,
-    object: 'user',
-    name: u.name,
-    quota: u.quota,
-    used_quota: u.usedQuota,
-    privacy_accepted_at: unix(u.privacyAcceptedAt),
-    created_at: unix(u.createdAt),
-  };
-}
+import { deadJobView, modelView, unix, userView } from '../views.ts';
 
 /** The gateway operator's API, behind `Authorization: Bearer $ADMIN_TOKEN`. */
 export function adminRoutes(s: Services, json: RequestHandler[]): Router {
@@ -88,6 +73,15 @@ export function adminRoutes(s: Services, json: RequestHandler[]): Router {
       })),
       has_more: rows.length === limit,
     });
+  });
+  // Jobs that used up their retries (the dead-letter queue), newest first.
+  r.get('/dead-jobs', async (req, res) => {
+    const limit = req.query.limit === undefined ? 100 : Number(req.query.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+      throw new ApiError('invalid_limit', 'limit must be 1–1000.', 'limit');
+    }
+    const jobs = await s.queue.deadJobs(limit);
+    res.json({ object: 'list', data: jobs.map(deadJobView) });
   });
   r.get('/models', async (_req, res) => {
     res.json({ object: 'list', data: (await s.models(false)).map(modelView) });

@@ -1,8 +1,8 @@
 import { pipeline } from 'node:stream/promises';
 import { Router } from 'express';
-import { fileView } from '../../files/file-service.ts';
 import type { Services } from '../../services.ts';
 import { userId } from '../middleware.ts';
+import { fileView } from '../views.ts';
 
 /** `GET /v1/files/{id}` and `GET /v1/files/{id}/content` (streamed, with Range). */
 export function fileRoutes(s: Services): Router {

@@ -1,9 +1,9 @@
 import { Router } from 'express';
 import { BATCH_STATUSES, isBatchStatus } from '../../batches/batch-states.ts';
-import { batchView } from '../../batches/batch-view.ts';
 import { ApiError } from '../../errors/api-error.ts';
 import type { Services } from '../../services.ts';
 import { userId } from '../middleware.ts';
+import { batchView } from '../views.ts';
 
 /** `GET/DELETE /v1/image-batches/{id}`, `GET /v1/image-batches`, `POST /v1/image-batches/{id}/cancel`. */
 export function imageBatchRoutes(s: Services): Router {

@@ -1,12 +1,11 @@
 import { Router } from 'express';
 import multer from 'multer';
-import { batchView } from '../../batches/batch-view.ts';
 import { ApiError } from '../../errors/api-error.ts';
-import { fileView } from '../../files/file-service.ts';
 import type { StoredUpload } from '../../files/upload-engine.ts';
 import { fileTooLarge, notAnImage, objectStoreEngine } from '../../files/upload-engine.ts';
 import type { Services } from '../../services.ts';
 import { userId } from '../middleware.ts';
+import { batchView, fileView } from '../views.ts';
 
 const PURPOSES = ['vision', 'image_batch'];
 
@@ -70,8 +69,17 @@ export function imageFileRoutes(s: Services): Router {
         if (purpose === 'vision') {
           // The purpose may have come after the file, when its limit and type were not yet known.
           if (stored.size > limits.visionMaxBytes) throw fileTooLarge(limits.visionMaxBytes);
-          if (!stored.sniffedType) throw notAnImage();
-          return void res.json(fileView(await s.files.recordVision({ ...base, mimeType: stored.sniffedType })));
+          if (!stored.image) throw notAnImage(stored.imageProblem);
+          return void res.json(
+            fileView(
+              await s.files.recordVision({
+                ...base,
+                mimeType: stored.image.type,
+                width: stored.image.width,
+                height: stored.image.height,
+              }),
+            ),
+          );
         }
         await s.accounts.requirePrivacy(base.userId);
         const metadata = parseMetadata(req.body?.metadata);

@@ -1,23 +1,6 @@
 import { Router } from 'express';
-import type { ModelInfo } from '../../billing/model-catalog.ts';
 import type { Services } from '../../services.ts';
-
-export function modelView(m: ModelInfo) {
-  return {
-    id: m.id,
-    object: 'model',
-    owned_by: 'google',
-    vertex_model: m.publisherModel,
-    capabilities: {
-      aspect_ratios: m.aspectRatios,
-      image_sizes: m.imageSizes,
-      max_prompt_chars: m.maxPromptChars,
-      max_reference_images: m.maxReferenceImages,
-    },
-    pricing: { unit: 'quota_per_image', sync: m.unitPrices, batch_ratio: m.batchRatio },
-    enabled: m.enabled,
-  };
-}
+import { modelView } from '../views.ts';
 
 export function modelRoutes(s: Services): Router {
   const r = Router();

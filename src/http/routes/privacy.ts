@@ -1,6 +1,7 @@
 import { Router } from 'express';
 import type { Services } from '../../services.ts';
 import { userId } from '../middleware.ts';
+import { unix } from '../views.ts';
 
 /** `PUT /api/image-batch-privacy {"accept": true}`, once per user, idempotent. */
 export function privacyRoutes(s: Services): Router {
@@ -12,7 +13,7 @@ export function privacyRoutes(s: Services): Router {
   r.get('/image-batch-privacy', async (req, res) => {
     const user = await s.accounts.getUser(userId(req));
     const at = user.privacyAcceptedAt;
-    res.json({ accepted: Boolean(at), accepted_at: at ? Math.floor(at.getTime() / 1000) : null });
+    res.json({ accepted: Boolean(at), accepted_at: unix(at) });
   });
   return r;
 }

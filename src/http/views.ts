@@ -1,0 +1,94 @@
+import type { UserRow } from '../accounts/account-queries.ts';
+import type { BatchRow } from '../batches/batch-queries.ts';
+import type { ModelInfo } from '../billing/model-catalog.ts';
+import type { FileRow } from '../files/file-queries.ts';
+import type { DeadJob } from '../pipeline/job-queue.ts';
+
+/**
+ * Every object the API answers with, in one place: rows in, the wire shapes out (OpenAI's
+ * where there is one). Times are unix seconds.
+ */
+export const unix = (d: Date | null) => (d ? Math.floor(d.getTime() / 1000) : null);
+
+/** The OpenAI Batch object, plus `model` and `billing`. */
+export function batchView(b: BatchRow) {
+  return {
+    id: b.id,
+    object: 'batch',
+    endpoint: b.endpoint,
+    model: b.model,
+    errors: b.errors ? { object: 'list', data: b.errors } : null,
+    input_file_id: b.inputFileId,
+    completion_window: b.completionWindow,
+    status: b.status,
+    output_file_id: b.outputFileId,
+    error_file_id: b.errorFileId,
+    created_at: unix(b.createdAt),
+    in_progress_at: unix(b.inProgressAt),
+    expires_at: unix(b.expiresAt),
+    finalizing_at: unix(b.finalizingAt),
+    completed_at: unix(b.completedAt),
+    failed_at: unix(b.failedAt),
+    expired_at: unix(b.expiredAt),
+    cancelling_at: unix(b.cancellingAt),
+    cancelled_at: unix(b.cancelledAt),
+    request_counts: { total: b.requestTotal, completed: b.requestCompleted, failed: b.requestFailed },
+    metadata: b.metadata,
+    billing: { pre_deducted: b.preDeducted, settled: b.settled, refunded: b.refunded },
+  };
+}
+
+/** The OpenAI file object. */
+export function fileView(f: FileRow) {
+  return {
+    id: f.id,
+    object: 'file',
+    purpose: f.purpose,
+    filename: f.filename,
+    bytes: f.bytes,
+    created_at: unix(f.createdAt),
+    status: 'processed',
+    ...(f.width !== null ? { width: f.width, height: f.height } : {}),
+  };
+}
+
+export function modelView(m: ModelInfo) {
+  return {
+    id: m.id,
+    object: 'model',
+    owned_by: 'google',
+    vertex_model: m.publisherModel,
+    capabilities: {
+      aspect_ratios: m.aspectRatios,
+      image_sizes: m.imageSizes,
+      max_prompt_chars: m.maxPromptChars,
+      max_reference_images: m.maxReferenceImages,
+    },
+    pricing: { unit: 'quota_per_image', sync: m.unitPrices, batch_ratio: m.batchRatio },
+    enabled: m.enabled,
+  };
+}
+
+export function userView(u: UserRow) {
+  return {
+    id: u.id,
+    object: 'user',
+    name: u.name,
+    quota: u.quota,
+    used_quota: u.usedQuota,
+    privacy_accepted_at: unix(u.privacyAcceptedAt),
+    created_at: unix(u.createdAt),
+  };
+}
+
+export function deadJobView(j: DeadJob) {
+  return {
+    id: j.id,
+    object: 'dead_job',
+    job: j.job,
+    data: j.data,
+    error: j.error,
+    retries: j.retries,
+    failed_at: unix(j.failedAt),
+  };
+}
