@@ -1,11 +1,12 @@
 import type { ModelInfo } from '../billing/model-catalog.ts';
 import { type Db, jsonb } from '../db/pool.ts';
+import type { BatchErrorCode } from '../errors/codes.ts';
 import { type BatchOutcome, type BatchStatus, canTransition } from './batch-states.ts';
 
 export type { BatchOutcome, BatchStatus } from './batch-states.ts';
 
 export interface BatchError {
-  code: string;
+  code: BatchErrorCode;
   message: string;
   param: string | null;
   line: number | null;

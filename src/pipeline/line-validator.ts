@@ -3,11 +3,12 @@ import type { Readable } from 'node:stream';
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import type { ModelInfo } from '../billing/model-catalog.ts';
+import type { BatchErrorCode } from '../errors/codes.ts';
 import { isSizeProblem, resolveSize } from '../vertex/sizes.ts';
 import { type ImageRequestBody, referencedFileIds } from '../vertex/translate.ts';
 
 export interface LineError {
-  code: string;
+  code: BatchErrorCode;
   message: string;
   param: string | null;
   /** 1-based physical line number in the file (blank lines count). */
@@ -431,7 +432,7 @@ class BatchValidator {
     if (this.imagesBySize[p.tier] === 0) delete this.imagesBySize[p.tier];
   }
 
-  private addError(code: string, message: string, param: string | null, line: number): void {
+  private addError(code: BatchErrorCode, message: string, param: string | null, line: number): void {
     this.errorCount++;
     this.errors.push({ code, message, param, line });
     // file_not_found errors arrive after later lines' errors: keep a bounded surplus, then
@@ -515,7 +516,7 @@ function toParam(instancePath: string, child?: string): string | null {
 }
 
 /** Map ajv's first error to a precise error code and a client-readable message. */
-export function describeSchemaError(err: ErrorObject): { code: string; message: string; param: string | null } {
+export function describeSchemaError(err: ErrorObject): { code: BatchErrorCode; message: string; param: string | null } {
   const path = err.instancePath;
   const params = err.params as Record<string, unknown>;
   if (err.keyword === 'required') {
