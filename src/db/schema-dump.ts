@@ -190,18 +190,7 @@ async function dump(client: pg.ClientBase): Promise<string> {
                         WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid AND k.contype IN ('p', 'u', 'x'))
      ORDER BY c.relname, ic.relname`);
   // Sequences of identity columns are implied by the column; serials' sequences go with their table.
-  const sequences = await q<{
-    name: string;
-    type: string;
-    start: string;
-    increment: string;
-    min: string;
-    max: string;
-    cache: string;
-    cycle: boolean;
-    owner: number | null;
-    owned_by: string | null;
-  }>(`
+  const sequences = await q<SequenceRow & { owner: number | null; owned_by: string | null }>(`
     SELECT c.oid::regclass::text AS name, format_type(s.seqtypid, NULL) AS type, s.seqstart::text AS start,
            s.seqincrement::text AS increment, s.seqmin::text AS min, s.seqmax::text AS max,
            s.seqcache::text AS cache, s.seqcycle AS cycle, o.refobjid AS owner,
@@ -278,7 +267,7 @@ const TYPE_MAX: Record<string, bigint> = {
 };
 
 /** pg_dump's form: NO MINVALUE / NO MAXVALUE when they are the type's defaults. */
-function createSequence(s: {
+interface SequenceRow {
   name: string;
   type: string;
   start: string;
@@ -287,7 +276,9 @@ function createSequence(s: {
   max: string;
   cache: string;
   cycle: boolean;
-}): string {
+}
+
+function createSequence(s: SequenceRow): string {
   const ascending = BigInt(s.increment) > 0n;
   const typeMax = TYPE_MAX[s.type] ?? TYPE_MAX.bigint;
   const defaultMin = ascending ? 1n : -typeMax - 1n;

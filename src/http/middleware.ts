@@ -3,6 +3,7 @@ import multer from 'multer';
 import type { DatabaseAvailability } from '../db/availability.ts';
 import { ApiError } from '../errors/api-error.ts';
 import type { HttpErrorCode } from '../errors/codes.ts';
+import { findStringPath } from '../json-path.ts';
 import { log } from '../logger.ts';
 
 export type AuthedRequest = Request & { userId: number };
@@ -89,7 +90,8 @@ function toApiError(err: unknown): ApiError {
  * in text, and no name, id or setting needs one.
  */
 export function rejectNulCharacters(req: Request, _res: Response, next: NextFunction) {
-  const where = nulPath(req.query, '') ?? nulPath(req.body, '');
+  const hasNul = (text: string) => text.includes('\u0000');
+  const where = findStringPath(req.query, hasNul) ?? findStringPath(req.body, hasNul);
   if (where !== null) {
     throw new ApiError(
       'invalid_value',
@@ -98,19 +100,6 @@ export function rejectNulCharacters(req: Request, _res: Response, next: NextFunc
     );
   }
   next();
-}
-
-/** The path of the first string (or key) holding U+0000, `''` for the root, or null. */
-function nulPath(value: unknown, path: string): string | null {
-  if (typeof value === 'string') return value.includes('\u0000') ? path : null;
-  if (!value || typeof value !== 'object') return null;
-  for (const [key, child] of Object.entries(value)) {
-    const childPath = Array.isArray(value) ? `${path}[${key}]` : path ? `${path}.${key}` : key;
-    if (key.includes('\u0000')) return childPath;
-    const found = nulPath(child, childPath);
-    if (found !== null) return found;
-  }
-  return null;
 }
 
 export function notFoundRoute(req: Request) {

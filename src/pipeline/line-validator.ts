@@ -4,6 +4,7 @@ import type { ErrorObject, ValidateFunction } from 'ajv';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import type { ModelInfo } from '../billing/model-catalog.ts';
 import type { BatchErrorCode } from '../errors/codes.ts';
+import { findStringPath } from '../json-path.ts';
 import { isSizeProblem, resolveSize } from '../vertex/sizes.ts';
 import { type ImageRequestBody, referencedFileIds } from '../vertex/translate.ts';
 
@@ -473,18 +474,7 @@ function pathOfUndecodable(lenient: string): string | null {
   } catch {
     return null;
   }
-  const find = (v: unknown, path: string): string | null => {
-    if (typeof v === 'string') return v.includes('\uFFFD') ? path : null;
-    if (!v || typeof v !== 'object') return null;
-    for (const [key, child] of Object.entries(v)) {
-      const childPath = Array.isArray(v) ? `${path}[${key}]` : path ? `${path}.${key}` : key;
-      if (key.includes('\uFFFD')) return childPath;
-      const found = find(child, childPath);
-      if (found !== null) return found;
-    }
-    return null;
-  };
-  return find(value, '');
+  return findStringPath(value, (text) => text.includes('\uFFFD'));
 }
 
 /**

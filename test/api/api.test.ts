@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import pg from 'pg';
+import { encodeJpeg } from '../../src/emulator/jpeg.ts';
+import { encodeWebp } from '../../src/emulator/webp.ts';
 import { call, expectEnvelope, form, imageLine, jsonl, PNG_1x1 } from '../support/http.ts';
 import { ADMIN_TOKEN, startTestService, type TestService } from '../support/service.ts';
 
@@ -127,15 +129,26 @@ describe('vision files', () => {
     expect(bad.status).toBe(416);
     expect(bad.headers.get('content-range')).toBe(`bytes */${PNG_1x1.length}`);
   });
-  it('accepts JPEG and WebP by magic bytes, whatever the declared type', async () => {
-    const jpeg = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.alloc(64, 1)]);
-    const webp = Buffer.concat([Buffer.from('RIFF'), Buffer.alloc(4), Buffer.from('WEBPVP8 '), Buffer.alloc(64, 2)]);
-    for (const data of [jpeg, webp]) {
+  it('accepts JPEG and WebP by their content, whatever the declared type, and reads their size', async () => {
+    const rgba = (width: number, height: number) => {
+      const pixels = new Uint8ClampedArray(width * height * 4);
+      for (let i = 0; i < pixels.length; i++) pixels[i] = i % 4 === 3 ? 255 : (i * 37) & 0xff;
+      return pixels;
+    };
+    const jpeg = encodeJpeg(5, 3, rgba(5, 3), 80);
+    const webp = await encodeWebp(7, 4, rgba(7, 4), 75);
+    for (const [data, width, height] of [
+      [jpeg, 5, 3],
+      [webp, 7, 4],
+    ] as const) {
       const a = await upload(alice.apiKey, [
         ['purpose', 'vision'],
         ['file', { data, filename: 'x.bin', type: 'application/octet-stream' }],
       ]);
       expect(a.status).toBe(200);
+      expect(a.body).toMatchObject({ object: 'file', purpose: 'vision', bytes: data.length, width, height });
+      const meta = await call(`${svc.url}/v1/files/${a.body.id}`, { key: alice.apiKey });
+      expect(meta.body).toMatchObject({ width, height });
     }
   });
 });

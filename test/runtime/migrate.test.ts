@@ -18,6 +18,9 @@ const initChecksum = async () =>
   createHash('sha256')
     .update(await fs.readFile(path.join('sql', INIT)))
     .digest('hex');
+/** Every migration of sql/ as schema_migrations records it, however many there are. */
+const allRecorded = async () =>
+  (await readMigrations()).map((m) => ({ version: m.version, name: m.file, checksum: m.checksum }));
 
 async function withFreshDatabase(fn: (pool: pg.Pool, url: string) => Promise<void>) {
   const url = await createTestDatabase({ migrated: false });
@@ -48,7 +51,7 @@ describe('migrations', () => {
       expect([...ra, ...rb].sort()).toEqual(ra.length ? ra : rb);
       expect(ra.length === 0 || rb.length === 0).toBe(true);
       const { rows } = await a.query('SELECT version FROM schema_migrations ORDER BY version');
-      expect(rows.map((r) => r.version)).toEqual(['0001']);
+      expect(rows.map((r) => r.version)).toEqual((await readMigrations()).map((m) => m.version));
       const { rows: models } = await a.query('SELECT id FROM models ORDER BY id');
       expect(models.map((m) => m.id)).toContain('gemini-2.5-flash-image');
       expect(await migrate(a)).toEqual([]);
@@ -68,9 +71,12 @@ describe('migrations', () => {
 
   it('record the file name and sha256 of each applied file', () =>
     withFreshDatabase(async (pool) => {
-      expect(await migrate(pool)).toEqual([INIT]);
+      const migrations = await readMigrations();
+      expect(await migrate(pool)).toEqual(migrations.map((m) => m.file));
       const { rows } = await pool.query('SELECT version, name, checksum FROM schema_migrations ORDER BY version');
-      expect(rows).toEqual([{ version: '0001', name: INIT, checksum: await initChecksum() }]);
+      expect(rows).toEqual(await allRecorded());
+      // The checksum is sha256 of the file's bytes, as `sha256sum` prints it.
+      expect(rows[0]).toEqual({ version: '0001', name: INIT, checksum: await initChecksum() });
     }));
 
   it('refuse to start when an applied migration was edited since', () =>
@@ -113,12 +119,16 @@ describe('migrations', () => {
       // The table as the previous migrator left it: no name or checksum columns.
       await pool.query('ALTER TABLE schema_migrations DROP COLUMN name, DROP COLUMN checksum');
       expect(await migrate(pool)).toEqual([]);
-      const { rows } = await pool.query('SELECT version, name, checksum FROM schema_migrations');
-      expect(rows).toEqual([{ version: '0001', name: INIT, checksum: await initChecksum() }]);
+      const { rows } = await pool.query('SELECT version, name, checksum FROM schema_migrations ORDER BY version');
+      expect(rows).toEqual(await allRecorded());
+      expect(rows[0]).toEqual({ version: '0001', name: INIT, checksum: await initChecksum() });
       // Rows with the columns but no values yet are adopted the same way.
       await pool.query('UPDATE schema_migrations SET name = NULL, checksum = NULL');
       expect(await migrate(pool)).toEqual([]);
-      const { rows: again } = await pool.query('SELECT checksum FROM schema_migrations');
+      const { rows: again } = await pool.query(
+        'SELECT version, name, checksum FROM schema_migrations ORDER BY version',
+      );
+      expect(again).toEqual(await allRecorded());
       expect(again[0].checksum).toBe(await initChecksum());
     }));
 
