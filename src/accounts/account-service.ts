@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { BillingService } from '../billing/billing-service.ts';
 import type { Pool } from '../db/pool.ts';
 import { withTransaction } from '../db/pool.ts';
-import { ApiError } from '../errors/api-error.ts';
+import { ApiError, notFound } from '../errors/api-error.ts';
 import { randomToken } from '../ids.ts';
 import * as q from './account-queries.ts';
 
@@ -39,7 +39,7 @@ export class AccountService {
 
   async revokeKey(userId: number, keyId: number): Promise<void> {
     if (!(await q.revokeApiKey(this.pool, userId, keyId))) {
-      throw new ApiError('api_key_not_found', `No API key ${keyId} for user ${userId}.`);
+      throw notFound('api_key', keyId);
     }
   }
 
@@ -57,7 +57,7 @@ export class AccountService {
 
   async getUser(userId: number): Promise<q.UserRow> {
     const user = await q.findUser(this.pool, userId);
-    if (!user) throw new ApiError('user_not_found', `No user with id ${userId}.`);
+    if (!user) throw notFound('user', userId);
     return user;
   }
 

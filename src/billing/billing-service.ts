@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { lockUser } from '../accounts/account-queries.ts';
 import type { Db, Pool } from '../db/pool.ts';
 import { withTransaction } from '../db/pool.ts';
-import { ApiError } from '../errors/api-error.ts';
+import { ApiError, notFound } from '../errors/api-error.ts';
 import * as q from './billing-queries.ts';
 
 /**
@@ -24,7 +24,7 @@ export class BillingService {
     if (!Number.isSafeInteger(amount) || amount <= 0) {
       throw new ApiError('invalid_quota', 'quota must be a positive whole number of quota units', 'quota');
     }
-    if (!(await lockUser(tx, userId))) throw new ApiError('user_not_found', `No user with id ${userId}.`);
+    if (!(await lockUser(tx, userId))) throw notFound('user', userId);
     await q.moveQuota(tx, userId, amount, 0);
     await q.insertLog(tx, { userId, type: 'topup', quotaDelta: amount, content: `${note}: +${amount}` });
   }
