@@ -212,8 +212,9 @@ describe('placeholder images', () => {
       const before = process.cpuUsage();
       const image = await generateImage({ ...dims, seed: 'big', mimeType });
       const used = process.cpuUsage(before);
-      // CPU time, not wall time, and a generous bound: the whole test process is measured.
-      expect((used.user + used.system) / 1000).toBeLessThan(3000);
+      // CPU time of the whole test process (GC and jest included), so a loaded run measured 3.8 s:
+      // the bound catches an encoder gone pathological (tens of seconds), not ordinary noise.
+      expect((used.user + used.system) / 1000).toBeLessThan(10_000);
       expect(image.data.length).toBeGreaterThan(10_000);
     }
   });
