@@ -60,7 +60,8 @@ CREATE TABLE public.batches (
     cancelled_at timestamp with time zone,
     expires_at timestamp with time zone NOT NULL,
     deleted_at timestamp with time zone,
-    completion_window text DEFAULT '24h'::text NOT NULL
+    completion_window text DEFAULT '24h'::text NOT NULL,
+    output_expires_seconds integer
 );
 
 ALTER TABLE ONLY public.batches
@@ -70,10 +71,15 @@ ALTER TABLE ONLY public.batches
     ADD CONSTRAINT batches_outcome_check CHECK ((outcome = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text, 'expired'::text])));
 
 ALTER TABLE ONLY public.batches
+    ADD CONSTRAINT batches_output_expires_seconds_check CHECK (((output_expires_seconds >= 3600) AND (output_expires_seconds <= 2592000)));
+
+ALTER TABLE ONLY public.batches
     ADD CONSTRAINT batches_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY public.batches
     ADD CONSTRAINT batches_status_check CHECK ((status = ANY (ARRAY['validating'::text, 'failed'::text, 'in_progress'::text, 'finalizing'::text, 'completed'::text, 'expired'::text, 'cancelling'::text, 'cancelled'::text])));
+
+CREATE INDEX batches_input_file ON public.batches USING btree (input_file_id);
 
 CREATE INDEX batches_open ON public.batches USING btree (status) WHERE (status = ANY (ARRAY['validating'::text, 'in_progress'::text, 'finalizing'::text, 'cancelling'::text]));
 
@@ -121,16 +127,35 @@ CREATE TABLE public.files (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     deleted_at timestamp with time zone,
     width integer,
-    height integer
+    height integer,
+    expires_at timestamp with time zone,
+    companion_prefix text
 );
 
 ALTER TABLE ONLY public.files
     ADD CONSTRAINT files_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY public.files
-    ADD CONSTRAINT files_purpose_check CHECK ((purpose = ANY (ARRAY['vision'::text, 'image_batch'::text, 'batch_output'::text, 'batch_error'::text])));
+    ADD CONSTRAINT files_purpose_check CHECK ((purpose = ANY (ARRAY['vision'::text, 'image_batch'::text, 'batch'::text, 'batch_output'::text, 'batch_error'::text])));
 
-CREATE INDEX files_user ON public.files USING btree (user_id, created_at DESC);
+CREATE INDEX files_expiring ON public.files USING btree (expires_at) WHERE ((deleted_at IS NULL) AND (expires_at IS NOT NULL));
+
+CREATE INDEX files_user_list ON public.files USING btree (user_id, created_at DESC, id DESC) WHERE (deleted_at IS NULL);
+
+CREATE TABLE public.idempotency_keys (
+    user_id bigint NOT NULL,
+    key text NOT NULL,
+    fingerprint text,
+    status_code integer,
+    response jsonb,
+    locked_until timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+ALTER TABLE ONLY public.idempotency_keys
+    ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (user_id, key);
+
+CREATE INDEX idempotency_keys_age ON public.idempotency_keys USING btree (created_at);
 
 CREATE TABLE public.models (
     id text NOT NULL,
@@ -166,6 +191,15 @@ CREATE TABLE public.schema_migrations (
 
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+
+CREATE TABLE public.service_secrets (
+    name text NOT NULL,
+    value text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+ALTER TABLE ONLY public.service_secrets
+    ADD CONSTRAINT service_secrets_pkey PRIMARY KEY (name);
 
 CREATE TABLE public.shards (
     id text NOT NULL,
@@ -223,6 +257,50 @@ ALTER TABLE ONLY public.users
 ALTER TABLE ONLY public.users
     ADD CONSTRAINT users_quota_check CHECK ((quota >= 0));
 
+CREATE TABLE public.webhook_deliveries (
+    id text NOT NULL,
+    endpoint_id text NOT NULL,
+    event_id text NOT NULL,
+    event_type text NOT NULL,
+    batch_id text NOT NULL,
+    body text NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    last_status_code integer,
+    last_error text,
+    next_attempt_at timestamp with time zone,
+    delivered_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_endpoint_id_event_id_key UNIQUE (endpoint_id, event_id);
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'delivered'::text, 'failed'::text])));
+
+CREATE INDEX webhook_deliveries_endpoint ON public.webhook_deliveries USING btree (endpoint_id, created_at DESC, id DESC);
+
+CREATE INDEX webhook_deliveries_pending ON public.webhook_deliveries USING btree (next_attempt_at) WHERE (status = 'pending'::text);
+
+CREATE TABLE public.webhook_endpoints (
+    id text NOT NULL,
+    user_id bigint NOT NULL,
+    url text NOT NULL,
+    events text[] NOT NULL,
+    secret text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    deleted_at timestamp with time zone
+);
+
+ALTER TABLE ONLY public.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_pkey PRIMARY KEY (id);
+
+CREATE INDEX webhook_endpoints_user ON public.webhook_endpoints USING btree (user_id, created_at DESC, id DESC) WHERE (deleted_at IS NULL);
+
 -- Foreign keys: after every table, so that the file loads in order.
 
 ALTER TABLE ONLY public.api_keys
@@ -249,5 +327,14 @@ ALTER TABLE ONLY public.billing_logs
 ALTER TABLE ONLY public.files
     ADD CONSTRAINT files_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id);
 
+ALTER TABLE ONLY public.idempotency_keys
+    ADD CONSTRAINT idempotency_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id);
+
 ALTER TABLE ONLY public.shards
     ADD CONSTRAINT shards_batch_id_fkey FOREIGN KEY (batch_id) REFERENCES public.batches(id);
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_endpoint_id_fkey FOREIGN KEY (endpoint_id) REFERENCES public.webhook_endpoints(id);
+
+ALTER TABLE ONLY public.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id);

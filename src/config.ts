@@ -81,6 +81,24 @@ export interface Config {
     jobRetryLimit: number;
     jobSuperviseSeconds: number;
   };
+  /** How results reach clients: file retention, image links, webhooks. */
+  delivery: {
+    /**
+     * The absolute base of links that skip authentication (url-mode images); null = this
+     * process's own address (`http://HOST:PORT`, the port actually bound).
+     */
+    publicUrl: string | null;
+    /** Batch inputs, outputs, error files and url-mode images are deleted this long after creation. */
+    fileRetentionMs: number;
+    /** A url-mode image link works this long after the batch finished. */
+    imageUrlTtlMs: number;
+    /** Key of link signatures; null = one generated at first start and kept in Postgres. */
+    urlSigningSecret: string | null;
+    /** Lets webhooks reach loopback, private and link-local addresses (tests, private deployments). */
+    webhookAllowPrivateUrls: boolean;
+    /** First delay before a failed webhook delivery is tried again (doubling, up to an hour, for 72 h). */
+    webhookRetryBaseMs: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -145,6 +163,15 @@ class EnvReader {
     }
     const mult: Record<string, number> = { ms: 1, s: 1e3, m: 6e4, h: 36e5, d: 864e5 };
     return Number(m[1]) * mult[m[2] ?? 'ms'];
+  }
+
+  bool(name: string, fallback: boolean): boolean {
+    const v = this.raw(name)?.toLowerCase();
+    if (v === undefined) return fallback;
+    if (['true', '1', 'yes'].includes(v)) return true;
+    if (['false', '0', 'no'].includes(v)) return false;
+    this.problems.push(`${name} must be true or false (got '${v}')`);
+    return fallback;
   }
 
   oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
@@ -271,7 +298,18 @@ export function loadConfig(env: Env = process.env): Config {
       jobSuperviseSeconds: r.int('JOB_SUPERVISE_SECONDS', 30, 1, 3600),
       jobRetryLimit: r.int('JOB_RETRY_LIMIT', 8, 0, 100),
     },
+    delivery: {
+      publicUrl: r.url('PUBLIC_URL')?.replace(/\/+$/, '') ?? null,
+      fileRetentionMs: r.duration('FILE_RETENTION', 30 * 864e5),
+      imageUrlTtlMs: r.duration('IMAGE_URL_TTL', 7 * 864e5),
+      urlSigningSecret: r.raw('URL_SIGNING_SECRET') ?? null,
+      webhookAllowPrivateUrls: r.bool('WEBHOOK_ALLOW_PRIVATE_URLS', false),
+      webhookRetryBaseMs: r.duration('WEBHOOK_RETRY_BASE', 10_000),
+    },
   };
+  const secret = config.delivery.urlSigningSecret;
+  if (secret !== null && secret.length < 32) r.problems.push('URL_SIGNING_SECRET must be at least 32 characters');
+  if (config.delivery.imageUrlTtlMs < 1000) r.problems.push('IMAGE_URL_TTL must be at least 1s');
   if (config.pipeline.pollMaxIntervalMs < config.pipeline.pollIntervalMs) {
     r.problems.push('POLL_MAX_INTERVAL_MS must not be below POLL_INTERVAL_MS');
   }

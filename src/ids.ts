@@ -14,7 +14,7 @@ export function randomToken(length = 24): string {
   return out;
 }
 
-export type IdPrefix = 'batch' | 'file' | 'shard' | 'batch_req';
+export type IdPrefix = 'batch' | 'file' | 'shard' | 'batch_req' | 'wh' | 'evt' | 'whdel';
 
 export const newId = (prefix: IdPrefix) => `${prefix}_${randomToken()}`;
 

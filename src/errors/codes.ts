@@ -35,7 +35,11 @@ export const HTTP_ERRORS = {
   invalid_quota: { statuses: [400], description: 'a quota amount is not a whole number in range' },
   invalid_multipart: { statuses: [400], description: 'the multipart body cannot be read' },
   missing_purpose: { statuses: [400], description: 'an upload has no `purpose`' },
-  invalid_purpose: { statuses: [400], description: '`purpose` is not `vision` or `image_batch`' },
+  invalid_purpose: {
+    statuses: [400],
+    description:
+      '`purpose` is not one the endpoint takes (`/v1/image-files`: `vision`, `image_batch`; `/v1/files`: `batch`, `vision`)',
+  },
   missing_file: { statuses: [400], description: 'an upload has no `file`' },
   unexpected_file_field: { statuses: [400], description: 'a file was sent in a field other than `file`' },
   too_many_files: { statuses: [400], description: 'more than one file in an upload' },
@@ -48,6 +52,31 @@ export const HTTP_ERRORS = {
     description: 'a vision file is not a readable PNG, JPEG or WebP of 1 to 16384 pixels a side',
   },
   invalid_metadata: { statuses: [400], description: '`metadata` breaks OpenAI’s rules (16 pairs, 64/512 characters)' },
+  invalid_expires_after: {
+    statuses: [400],
+    description: '`expires_after` / `output_expires_after` is not `created_at` with 3600–2592000 seconds',
+  },
+  invalid_order: { statuses: [400], description: '`order` is not `asc` or `desc`' },
+  missing_required_parameter: { statuses: [400], description: 'a required field of the body is missing' },
+  invalid_endpoint: {
+    statuses: [400],
+    description: '`endpoint` is not one this service runs (`/v1/images/generations`)',
+  },
+  invalid_completion_window: { statuses: [400], description: '`completion_window` is not `24h`' },
+  invalid_input_file: { statuses: [400], description: '`input_file_id` is not a JSONL uploaded for a batch' },
+  invalid_idempotency_key: {
+    statuses: [400],
+    description: 'the `Idempotency-Key` header is empty, too long or not printable ASCII',
+  },
+  invalid_webhook_url: {
+    statuses: [400],
+    description: 'a webhook URL is not http(s), or points at a loopback, private, link-local or metadata address',
+  },
+  invalid_events: {
+    statuses: [400],
+    description:
+      '`events` is not a non-empty list of `batch.completed`, `batch.failed`, `batch.cancelled`, `batch.expired`',
+  },
   privacy_not_accepted: {
     statuses: [403, 400],
     description: 'a batch upload before the privacy policy was accepted (403); a PUT without `{"accept": true}` (400)',
@@ -58,15 +87,23 @@ export const HTTP_ERRORS = {
   missing_admin_token: { statuses: [401], description: 'an admin call without a bearer token' },
   invalid_admin_token: { statuses: [401], description: 'the admin token is wrong' },
   admin_disabled: { statuses: [403], description: 'the admin API is off (`ADMIN_TOKEN` unset)' },
+  invalid_link: { statuses: [403], description: 'an image link was altered or has expired' },
   // 404: not there (or not yours: another tenant's things are indistinguishable from missing ones).
   route_not_found: { statuses: [404], description: 'no such route' },
   batch_not_found: { statuses: [404], description: 'no such batch of yours' },
   file_not_found: { statuses: [404], description: 'no such file of yours' },
   user_not_found: { statuses: [404], description: 'no such user (admin)' },
   api_key_not_found: { statuses: [404], description: 'no such key of that user (admin)' },
+  webhook_not_found: { statuses: [404], description: 'no such webhook endpoint of yours' },
   // 409: the state forbids it.
   batch_not_cancellable: { statuses: [409], description: 'the batch is finalizing or finished' },
   batch_not_finished: { statuses: [409], description: 'only a finished batch can be deleted' },
+  file_in_use: { statuses: [409], description: 'the file is the input of a batch that has not finished' },
+  idempotency_key_in_use: { statuses: [409], description: 'a request with this `Idempotency-Key` is still running' },
+  idempotency_key_reused: {
+    statuses: [422],
+    description: 'this `Idempotency-Key` was used for a different request in the last 24 h',
+  },
   // 413/415/416: size, type and range of what was sent or asked for.
   file_too_large: { statuses: [413], description: 'the file is over `VISION_MAX_BYTES` / `BATCH_UPLOAD_MAX_BYTES`' },
   body_too_large: { statuses: [413], description: 'the JSON body is over 256 KB' },
@@ -95,7 +132,7 @@ export const BATCH_ERRORS = {
   invalid_custom_id: { where: 'line', description: '`custom_id` is not a string of 1–256 characters' },
   duplicate_custom_id: { where: 'line', description: '`custom_id` repeats an earlier line’s' },
   invalid_method: { where: 'line', description: '`method` is not `POST`' },
-  invalid_url: { where: 'line', description: '`url` is not `/v1/images/generations`' },
+  invalid_url: { where: 'line', description: '`url` is not the batch’s `endpoint` (`/v1/images/generations`)' },
   missing_required_parameter: { where: 'line', description: 'a required body field is missing' },
   unknown_parameter: { where: 'line', description: 'a body field we do not know (never billed as a default)' },
   invalid_type: { where: 'line', description: 'a body field has the wrong JSON type' },
