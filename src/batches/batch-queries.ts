@@ -44,6 +44,8 @@ export interface BatchRow {
   expiresAt: Date;
   /** As OpenAI shows it, e.g. `24h`. */
   completionWindow: string;
+  /** OpenAI's `output_expires_after.seconds`: the life of the output and error files (null: FILE_RETENTION). */
+  outputExpiresSeconds: number | null;
 }
 
 /** Columns a state change may set, by their camelCase name. */
@@ -71,7 +73,8 @@ const batchColumns = `id, user_id AS "userId", status, outcome, endpoint, input_
   image_total AS "imageTotal", image_succeeded AS "imageSucceeded", model_snapshot AS "modelSnapshot", pre_deducted AS "preDeducted", settled, refunded,
   created_at AS "createdAt", in_progress_at AS "inProgressAt", finalizing_at AS "finalizingAt",
   completed_at AS "completedAt", failed_at AS "failedAt", expired_at AS "expiredAt",
-  cancelling_at AS "cancellingAt", cancelled_at AS "cancelledAt", expires_at AS "expiresAt", completion_window AS "completionWindow"`;
+  cancelling_at AS "cancellingAt", cancelled_at AS "cancelledAt", expires_at AS "expiresAt", completion_window AS "completionWindow",
+  output_expires_seconds AS "outputExpiresSeconds"`;
 
 export async function insertBatch(
   db: Db,
@@ -82,12 +85,14 @@ export async function insertBatch(
     metadata: Record<string, string> | null;
     expiresAt: Date;
     completionWindow: string;
+    endpoint: string;
+    outputExpiresSeconds: number | null;
   },
 ): Promise<BatchRow> {
   const { rows } = await db.query<BatchRow>(
-    `INSERT INTO batches (id, user_id, status, input_file_id, metadata, expires_at, completion_window)
-     VALUES ($1, $2, 'validating', $3, $4, $5, $6) RETURNING ${batchColumns}`,
-    [b.id, b.userId, b.inputFileId, b.metadata, b.expiresAt, b.completionWindow],
+    `INSERT INTO batches (id, user_id, status, input_file_id, metadata, expires_at, completion_window, endpoint, output_expires_seconds)
+     VALUES ($1, $2, 'validating', $3, $4, $5, $6, $7, $8) RETURNING ${batchColumns}`,
+    [b.id, b.userId, b.inputFileId, b.metadata, b.expiresAt, b.completionWindow, b.endpoint, b.outputExpiresSeconds],
   );
   return rows[0];
 }

@@ -1,8 +1,9 @@
+import type pg from 'pg';
 import type { Pool } from '../db/pool.ts';
 import { withTransaction } from '../db/pool.ts';
 import { ApiError, notFound } from '../errors/api-error.ts';
 import type { NewFile } from '../files/file-queries.ts';
-import { insertFile, markFilesDeleted } from '../files/file-queries.ts';
+import { findUserFile, insertFile, markFilesDeleted } from '../files/file-queries.ts';
 import { looksLikeId, newId } from '../ids.ts';
 import { cancelJob } from '../pipeline/cancel.ts';
 import type { JobQueue } from '../pipeline/job-queue.ts';
@@ -11,6 +12,20 @@ import { batchPrefix } from '../storage/object-keys.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
 import * as q from './batch-queries.ts';
 import { FINISHED } from './batch-states.ts';
+
+/** The endpoints a batch can run: what its lines' `url` must be. */
+export const BATCH_ENDPOINTS = ['/v1/images/generations'] as const;
+
+/** What a batch is asked for, however it is made. */
+export interface BatchOptions {
+  endpoint: string;
+  metadata: Record<string, string> | null;
+  /** Life of the output and error files (OpenAI's `output_expires_after.seconds`); null = FILE_RETENTION. */
+  outputExpiresSeconds: number | null;
+}
+
+/** Runs in the transaction that creates the batch (e.g. to keep an idempotent answer with it). */
+export type WithBatch = (tx: pg.PoolClient, batch: q.BatchRow) => Promise<void>;
 
 /** The client-facing life of a batch: create, read, list, cancel, delete. The pipeline does the rest. */
 export class BatchService {
@@ -26,21 +41,60 @@ export class BatchService {
     this.completionWindowMs = deps.completionWindowMs;
   }
 
-  /** Records the uploaded JSONL and its batch, and enqueues validation, in one transaction. */
-  async create(input: Omit<NewFile, 'purpose'>, metadata: Record<string, string> | null): Promise<q.BatchRow> {
+  /** A batch of a JSONL uploaded with it (`/v1/image-files`): file, batch and its validation in one transaction. */
+  async createWithUpload(
+    input: Omit<NewFile, 'purpose'>,
+    options: BatchOptions,
+    within?: WithBatch,
+  ): Promise<q.BatchRow> {
     return withTransaction(this.pool, async (tx) => {
       await insertFile(tx, { ...input, purpose: 'image_batch' });
-      const batch = await q.insertBatch(tx, {
-        id: newId('batch'),
-        userId: input.userId,
-        inputFileId: input.id,
-        metadata,
-        expiresAt: new Date(Date.now() + this.completionWindowMs),
-        completionWindow: windowLabel(this.completionWindowMs),
-      });
-      await this.queue.send(validateJob, { batchId: batch.id }, { tx, key: batch.id });
-      return batch;
+      return this.insert(tx, input.userId, input.id, options, within);
     });
+  }
+
+  /**
+   * A batch of a JSONL uploaded before (OpenAI's `POST /v1/batches` with `input_file_id`): any
+   * live `batch` or `image_batch` file of the user. The same file may feed several batches.
+   */
+  async createFromFile(
+    userId: number,
+    inputFileId: string,
+    options: BatchOptions,
+    within?: WithBatch,
+  ): Promise<q.BatchRow> {
+    return withTransaction(this.pool, async (tx) => {
+      const file = looksLikeId('file', inputFileId) ? await findUserFile(tx, userId, inputFileId) : null;
+      if (!file) throw notFound('file', inputFileId, 'input_file_id');
+      if (file.purpose !== 'batch' && file.purpose !== 'image_batch') {
+        throw new ApiError(
+          'invalid_input_file',
+          `File ${inputFileId} has purpose '${file.purpose}'; a batch reads a JSONL uploaded with purpose 'batch'.`,
+          'input_file_id',
+        );
+      }
+      return this.insert(tx, userId, inputFileId, options, within);
+    });
+  }
+
+  private async insert(
+    tx: pg.PoolClient,
+    userId: number,
+    inputFileId: string,
+    options: BatchOptions,
+    within: WithBatch | undefined,
+  ): Promise<q.BatchRow> {
+    const batch = await q.insertBatch(tx, {
+      id: newId('batch'),
+      userId,
+      inputFileId,
+      ...options,
+      expiresAt: new Date(Date.now() + this.completionWindowMs),
+      completionWindow: windowLabel(this.completionWindowMs),
+    });
+    await this.queue.send(validateJob, { batchId: batch.id }, { tx, key: batch.id });
+    await within?.(tx, batch);
+    return batch;
   }
 
   async get(userId: number, id: string): Promise<q.BatchRow> {

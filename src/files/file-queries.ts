@@ -1,6 +1,6 @@
 import type { Db } from '../db/pool.ts';
 
-export type FilePurpose = 'vision' | 'image_batch' | 'batch_output' | 'batch_error';
+export type FilePurpose = 'vision' | 'image_batch' | 'batch' | 'batch_output' | 'batch_error';
 
 export interface FileRow {
   id: string;
@@ -14,17 +14,38 @@ export interface FileRow {
   width: number | null;
   height: number | null;
   createdAt: Date;
+  /** When the retention sweep deletes it; null = kept until deleted. */
+  expiresAt: Date | null;
+  /** Objects that go with the file when it is deleted or expires (a url-mode output's images). */
+  companionPrefix: string | null;
 }
 
-const fileColumns = `id, user_id AS "userId", purpose, filename, bytes, mime_type AS "mimeType", object_key AS "objectKey", width, height, created_at AS "createdAt"`;
+const fileColumns = `id, user_id AS "userId", purpose, filename, bytes, mime_type AS "mimeType", object_key AS "objectKey", width, height, created_at AS "createdAt", expires_at AS "expiresAt", companion_prefix AS "companionPrefix"`;
 
-export type NewFile = Omit<FileRow, 'createdAt' | 'width' | 'height'> & { width?: number; height?: number };
+export type NewFile = Omit<FileRow, 'createdAt' | 'width' | 'height' | 'expiresAt' | 'companionPrefix'> & {
+  width?: number;
+  height?: number;
+  expiresAt?: Date | null;
+  companionPrefix?: string | null;
+};
 
 export async function insertFile(db: Db, f: NewFile): Promise<FileRow> {
   const { rows } = await db.query<FileRow>(
-    `INSERT INTO files (id, user_id, purpose, filename, bytes, mime_type, object_key, width, height)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ${fileColumns}`,
-    [f.id, f.userId, f.purpose, f.filename, f.bytes, f.mimeType, f.objectKey, f.width ?? null, f.height ?? null],
+    `INSERT INTO files (id, user_id, purpose, filename, bytes, mime_type, object_key, width, height, expires_at, companion_prefix)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ${fileColumns}`,
+    [
+      f.id,
+      f.userId,
+      f.purpose,
+      f.filename,
+      f.bytes,
+      f.mimeType,
+      f.objectKey,
+      f.width ?? null,
+      f.height ?? null,
+      f.expiresAt ?? null,
+      f.companionPrefix ?? null,
+    ],
   );
   return rows[0];
 }

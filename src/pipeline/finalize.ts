@@ -49,6 +49,9 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
   const refund = batch.preDeducted - settled;
   const [outputBytes, errorBytes] = await Promise.all([s.store.size(keys.output), s.store.size(keys.errors)]);
 
+  const retentionMs = batch.outputExpiresSeconds
+    ? batch.outputExpiresSeconds * 1000
+    : s.config.delivery.fileRetentionMs;
   const files = await withTransaction(s.pool, async (tx) => {
     const locked = await batches.findBatch(tx, batchId, { forUpdate: true });
     if (locked?.status !== 'finalizing') return null;
@@ -62,6 +65,7 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
           bytes,
           mimeType: 'application/jsonl',
           objectKey: key,
+          expiresAt: new Date(Date.now() + retentionMs),
         })
       ).id;
     const outputFileId =

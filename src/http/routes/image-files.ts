@@ -1,5 +1,6 @@
 import { Router } from 'express';
 import multer from 'multer';
+import { BATCH_ENDPOINTS } from '../../batches/batch-service.ts';
 import { ApiError } from '../../errors/api-error.ts';
 import type { StoredUpload } from '../../files/upload-engine.ts';
 import { fileTooLarge, notAnImage, objectStoreEngine } from '../../files/upload-engine.ts';
@@ -83,7 +84,14 @@ export function imageFileRoutes(s: Services): Router {
         }
         await s.accounts.requirePrivacy(base.userId);
         const metadata = parseMetadata(req.body?.metadata);
-        const batch = await s.batches.create({ ...base, mimeType: 'application/jsonl' }, metadata);
+        const batch = await s.batches.createWithUpload(
+          {
+            ...base,
+            mimeType: 'application/jsonl',
+            expiresAt: new Date(Date.now() + s.config.delivery.fileRetentionMs),
+          },
+          { endpoint: BATCH_ENDPOINTS[0], metadata, outputExpiresSeconds: null },
+        );
         res.json(batchView(batch));
       } catch (err) {
         if (stored?.objectKey) await s.store.delete(stored.objectKey).catch(() => {});
