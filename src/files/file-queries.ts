@@ -25,14 +25,16 @@ const fileColumns = `id, user_id AS "userId", purpose, filename, bytes, mime_typ
 export type NewFile = Omit<FileRow, 'createdAt' | 'width' | 'height' | 'expiresAt' | 'companionPrefix'> & {
   width?: number;
   height?: number;
-  expiresAt?: Date | null;
+  /** The file expires this long after its `created_at` (exactly: OpenAI clients add them up); null = never. */
+  retentionMs?: number | null;
   companionPrefix?: string | null;
 };
 
 export async function insertFile(db: Db, f: NewFile): Promise<FileRow> {
   const { rows } = await db.query<FileRow>(
     `INSERT INTO files (id, user_id, purpose, filename, bytes, mime_type, object_key, width, height, expires_at, companion_prefix)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ${fileColumns}`,
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10::double precision / 1000), $11)
+     RETURNING ${fileColumns}`,
     [
       f.id,
       f.userId,
@@ -43,15 +45,39 @@ export async function insertFile(db: Db, f: NewFile): Promise<FileRow> {
       f.objectKey,
       f.width ?? null,
       f.height ?? null,
-      f.expiresAt ?? null,
+      f.retentionMs ?? null,
       f.companionPrefix ?? null,
     ],
   );
   return rows[0];
 }
 
-/** A live file of this user; another user's file is indistinguishable from a missing one. */
-export async function findUserFile(db: Db, userId: number, id: string): Promise<FileRow | null> {
+/** Not deleted and not past its expiry (the sweep may not have removed it yet). */
+const live = `deleted_at IS NULL AND (expires_at IS NULL OR expires_at > now())`;
+
+/**
+ * A live file of this user; another user's file is indistinguishable from a missing one.
+ * `lock` takes a row lock: `share` while a batch is made from it, `update` to delete it.
+ */
+export async function findUserFile(
+  db: Db,
+  userId: number,
+  id: string,
+  opts: { lock?: 'share' | 'update' } = {},
+): Promise<FileRow | null> {
+  const lock = opts.lock === 'share' ? 'FOR SHARE' : opts.lock === 'update' ? 'FOR UPDATE' : '';
+  const { rows } = await db.query<FileRow>(
+    `SELECT ${fileColumns} FROM files WHERE id = $1 AND user_id = $2 AND ${live} ${lock}`,
+    [id, userId],
+  );
+  return rows[0] ?? null;
+}
+
+/**
+ * A batch's input file as the pipeline reads it: expiry does not apply (the retention sweep
+ * never removes the input of an unfinished batch, and a finished one may still be stitched).
+ */
+export async function findBatchInputFile(db: Db, userId: number, id: string): Promise<FileRow | null> {
   const { rows } = await db.query<FileRow>(
     `SELECT ${fileColumns} FROM files WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL`,
     [id, userId],
@@ -59,11 +85,68 @@ export async function findUserFile(db: Db, userId: number, id: string): Promise<
   return rows[0] ?? null;
 }
 
+/** OpenAI's file list: keyset on (created_at, id), `after` being the last id of the previous page. */
+export async function listUserFiles(
+  db: Db,
+  userId: number,
+  opts: { purpose: FilePurpose | null; limit: number; after: string | null; order: 'asc' | 'desc' },
+): Promise<FileRow[]> {
+  const [cmp, dir] = opts.order === 'asc' ? ['>', 'ASC'] : ['<', 'DESC'];
+  const { rows } = await db.query<FileRow>(
+    `SELECT ${fileColumns} FROM files
+      WHERE user_id = $1 AND ${live}
+        AND ($2::text IS NULL OR purpose = $2)
+        AND ($3::text IS NULL OR (created_at, id) ${cmp} (SELECT created_at, id FROM files WHERE id = $3 AND user_id = $1))
+      ORDER BY created_at ${dir}, id ${dir}
+      LIMIT $4`,
+    [userId, opts.purpose, opts.after, opts.limit],
+  );
+  return rows;
+}
+
+export async function fileExistsForUser(db: Db, userId: number, id: string): Promise<boolean> {
+  const { rowCount } = await db.query(`SELECT 1 FROM files WHERE id = $1 AND user_id = $2 AND ${live}`, [id, userId]);
+  return rowCount === 1;
+}
+
+/** The id of an unfinished batch that reads this file, if any. */
+export async function openBatchReading(db: Db, fileId: string): Promise<string | null> {
+  const { rows } = await db.query<{ id: string }>(
+    `SELECT id FROM batches
+      WHERE input_file_id = $1 AND deleted_at IS NULL AND status IN ('validating', 'in_progress', 'finalizing', 'cancelling')
+      LIMIT 1`,
+    [fileId],
+  );
+  return rows[0]?.id ?? null;
+}
+
+/**
+ * Marks up to `limit` files past their expiry deleted and returns them (their objects are removed
+ * next). The input of an unfinished batch waits until the batch has finished.
+ */
+export async function expireDueFiles(db: Db, limit: number): Promise<FileRow[]> {
+  const { rows } = await db.query<FileRow>(
+    `UPDATE files SET deleted_at = now()
+      WHERE id IN (
+        SELECT f.id FROM files f
+         WHERE f.deleted_at IS NULL AND f.expires_at <= now()
+           AND NOT EXISTS (SELECT 1 FROM batches b
+                            WHERE b.input_file_id = f.id AND b.deleted_at IS NULL
+                              AND b.status IN ('validating', 'in_progress', 'finalizing', 'cancelling'))
+         ORDER BY f.expires_at
+         LIMIT $1
+         FOR UPDATE SKIP LOCKED)
+      RETURNING ${fileColumns}`,
+    [limit],
+  );
+  return rows;
+}
+
 /** Which of `ids` are live vision files of this user (one query for a chunk of ids). */
 export async function findOwnedVisionFiles(db: Db, userId: number, ids: string[]): Promise<FileRow[]> {
   const { rows } = await db.query<FileRow>(
     `SELECT ${fileColumns} FROM files
-      WHERE id = ANY($1::text[]) AND user_id = $2 AND purpose = 'vision' AND deleted_at IS NULL`,
+      WHERE id = ANY($1::text[]) AND user_id = $2 AND purpose = 'vision' AND ${live}`,
     [ids, userId],
   );
   return rows;

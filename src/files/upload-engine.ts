@@ -1,4 +1,5 @@
-import { Transform, type TransformCallback } from 'node:stream';
+import { createHash, type Hash } from 'node:crypto';
+import { Transform, type TransformCallback, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Request } from 'express';
 import type multer from 'multer';
@@ -17,6 +18,8 @@ export interface StoredUpload {
   image: ImageInfo | null;
   /** Why it is not a readable image, when it is not. */
   imageProblem: string | null;
+  /** Hex SHA-256 of the bytes, when asked for (an idempotent request's fingerprint). */
+  sha256: string | null;
 }
 
 /**
@@ -31,16 +34,19 @@ class UploadGuard extends Transform {
   private readonly header = new ImageHeaderReader();
   private readonly limit: number;
   private readonly mustBeImage: boolean;
+  readonly hash: Hash | null;
 
-  constructor(limit: number, mustBeImage: boolean) {
+  constructor(limit: number, mustBeImage: boolean, hash: boolean) {
     super();
     this.limit = limit;
     this.mustBeImage = mustBeImage;
+    this.hash = hash ? createHash('sha256') : null;
   }
 
   _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
     this.size += chunk.length;
     if (this.size > this.limit) return done(fileTooLarge(this.limit));
+    this.hash?.update(chunk);
     if (!this.image && !this.imageProblem && !this.record(this.header.push(chunk)))
       return done(notAnImage(this.imageProblem));
     done(null, chunk);
@@ -76,6 +82,8 @@ export interface UploadEngineOptions {
   limitFor(purpose: string | undefined): number;
   /** Runs before a single byte is stored; throws to refuse the upload (e.g. privacy not accepted). */
   precheck(req: Request, purpose: string | undefined): Promise<void>;
+  /** Whether to compute the file's SHA-256 on the way. */
+  hash(req: Request): boolean;
 }
 
 /** A multer storage engine that streams the file straight into the object store. */
@@ -86,7 +94,7 @@ export function objectStoreEngine(opts: UploadEngineOptions): multer.StorageEngi
       const userId = (req as Request & { userId: number }).userId;
       const fileId = newId('file');
       const objectKey = uploadKey(userId, fileId);
-      const guard = new UploadGuard(opts.limitFor(purpose), purpose === 'vision');
+      const guard = new UploadGuard(opts.limitFor(purpose), purpose === 'vision', opts.hash(req));
       const run = async () => {
         try {
           await opts.precheck(req, purpose);
@@ -106,6 +114,7 @@ export function objectStoreEngine(opts: UploadEngineOptions): multer.StorageEngi
           size: guard.size,
           image: guard.image,
           imageProblem: guard.imageProblem,
+          sha256: guard.hash?.digest('hex') ?? null,
         } satisfies StoredUpload;
       };
       run().then(
@@ -117,6 +126,29 @@ export function objectStoreEngine(opts: UploadEngineOptions): multer.StorageEngi
       const key = (file as unknown as StoredUpload).objectKey;
       if (!key) return cb(null);
       opts.store.delete(key).then(() => cb(null), cb);
+    },
+  };
+}
+
+/**
+ * A multer storage engine that only digests the file (SHA-256) and keeps nothing: how a repeat
+ * of an idempotent upload is compared with the first without storing it again.
+ */
+export function digestEngine(limit: number): multer.StorageEngine {
+  return {
+    _handleFile(_req, file, cb) {
+      const guard = new UploadGuard(limit, false, true);
+      const sink = new Writable({ write: (_chunk, _enc, done) => done() });
+      pipeline(file.stream, guard, sink).then(
+        () => cb(null, { size: guard.size, sha256: guard.hash!.digest('hex') } as Partial<Express.Multer.File>),
+        (err) => {
+          file.stream.resume();
+          cb(err);
+        },
+      );
+    },
+    _removeFile(_req, _file, cb) {
+      cb(null);
     },
   };
 }

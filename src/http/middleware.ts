@@ -50,8 +50,10 @@ const RETRY_AFTER_SECONDS = 5;
  * only other unexpected errors are logged as errors.
  */
 export function errorHandler(db: DatabaseAvailability) {
-  return (err: unknown, req: Request, res: Response, _next: NextFunction) => {
+  return async (err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const apiError = db.report(err, 'http') ? unavailable() : toApiError(err);
+    // A failed idempotent request frees its key before the client hears of the failure.
+    await (res.locals.idempotency as { release(): Promise<void> } | undefined)?.release();
     if (apiError.code === 'internal_error') log.error('request failed', { err, method: req.method, path: req.path });
     if (res.headersSent) {
       res.destroy();

@@ -1,0 +1,99 @@
+import { Router } from 'express';
+import { BATCH_ENDPOINTS } from '../../batches/batch-service.ts';
+import { ApiError } from '../../errors/api-error.ts';
+import type { Services } from '../../services.ts';
+import { idempotencyOf, idempotent } from '../idempotency.ts';
+import { userId } from '../middleware.ts';
+import { batchListQuery, listPage } from '../query.ts';
+import { parseExpiresAfter, parseMetadata } from '../uploads.ts';
+import { batchView } from '../views.ts';
+
+const BODY_FIELDS = ['input_file_id', 'endpoint', 'completion_window', 'metadata', 'output_expires_after'];
+
+/**
+ * Batches on two paths over one batch service: OpenAI's `/v1/batches` (created from an uploaded
+ * file with `POST /v1/batches`) and our `/v1/image-batches` (created by uploading to
+ * `/v1/image-files`). A batch made either way is visible, cancellable and deletable on both.
+ */
+export function batchRoutes(s: Services): Router {
+  const r = Router();
+  r.post('/batches', idempotent(s, 'json'), async (req, res) => {
+    const body = createBody(req.body);
+    const user = userId(req);
+    await s.accounts.requirePrivacy(user);
+    const batch = await s.batches.createFromFile(
+      user,
+      body.inputFileId,
+      body.options,
+      idempotencyOf(res)?.keep(batchView),
+    );
+    res.json(batchView(batch));
+  });
+  for (const base of ['/batches', '/image-batches']) {
+    r.get(base, async (req, res) => {
+      const { page, hasMore } = await s.batches.list(userId(req), batchListQuery(req.query));
+      res.json(listPage(page.map(batchView), hasMore));
+    });
+    r.get(`${base}/:id`, async (req, res) => {
+      res.json(batchView(await s.batches.get(userId(req), req.params.id)));
+    });
+    r.post(`${base}/:id/cancel`, async (req, res) => {
+      res.json(batchView(await s.batches.cancel(userId(req), req.params.id)));
+    });
+    r.delete(`${base}/:id`, async (req, res) => {
+      await s.batches.delete(userId(req), req.params.id);
+      res.json({ id: req.params.id, object: 'batch.deleted', deleted: true });
+    });
+  }
+  return r;
+}
+
+/** The body of `POST /v1/batches`, checked as OpenAI checks it. */
+function createBody(body: unknown) {
+  if (!body || typeof body !== 'object' || Array.isArray(body)) {
+    throw new ApiError('invalid_body', 'Send a JSON object: {"input_file_id", "endpoint", "completion_window"}.');
+  }
+  const b = body as Record<string, unknown>;
+  const unknown = Object.keys(b).find((k) => !BODY_FIELDS.includes(k));
+  if (unknown !== undefined) {
+    throw new ApiError(
+      'unknown_parameter',
+      `Unrecognized request argument: ${unknown.slice(0, 64)}.`,
+      unknown.slice(0, 64),
+    );
+  }
+  for (const name of ['input_file_id', 'endpoint', 'completion_window']) {
+    if (b[name] === undefined || b[name] === null) {
+      throw new ApiError('missing_required_parameter', `Missing required parameter: '${name}'.`, name);
+    }
+  }
+  if (typeof b.input_file_id !== 'string') {
+    throw new ApiError(
+      'invalid_input_file',
+      'input_file_id must be the id of a file uploaded with purpose batch.',
+      'input_file_id',
+    );
+  }
+  if (!(BATCH_ENDPOINTS as readonly unknown[]).includes(b.endpoint)) {
+    throw new ApiError(
+      'invalid_endpoint',
+      `endpoint must be ${BATCH_ENDPOINTS.map((e) => `'${e}'`).join(' or ')} (got ${JSON.stringify(b.endpoint).slice(0, 60)}).`,
+      'endpoint',
+    );
+  }
+  if (b.completion_window !== '24h') {
+    throw new ApiError(
+      'invalid_completion_window',
+      `completion_window must be '24h' (got ${JSON.stringify(b.completion_window).slice(0, 20)}).`,
+      'completion_window',
+    );
+  }
+  return {
+    inputFileId: b.input_file_id,
+    options: {
+      endpoint: b.endpoint as string,
+      metadata: parseMetadata(b.metadata),
+      outputExpiresSeconds: parseExpiresAfter(b.output_expires_after, 'output_expires_after'),
+    },
+  };
+}
