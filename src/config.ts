@@ -310,6 +310,8 @@ export function loadConfig(env: Env = process.env): Config {
   const secret = config.delivery.urlSigningSecret;
   if (secret !== null && secret.length < 32) r.problems.push('URL_SIGNING_SECRET must be at least 32 characters');
   if (config.delivery.imageUrlTtlMs < 1000) r.problems.push('IMAGE_URL_TTL must be at least 1s');
+  // A zero delay would hammer a failing endpoint for 72 h.
+  if (config.delivery.webhookRetryBaseMs < 100) r.problems.push('WEBHOOK_RETRY_BASE must be at least 100ms');
   if (config.pipeline.pollMaxIntervalMs < config.pipeline.pollIntervalMs) {
     r.problems.push('POLL_MAX_INTERVAL_MS must not be below POLL_INTERVAL_MS');
   }

@@ -5,11 +5,13 @@ import { ApiError, notFound } from '../errors/api-error.ts';
 import type { NewFile } from '../files/file-queries.ts';
 import { findUserFile, insertFile, markFilesDeleted } from '../files/file-queries.ts';
 import { looksLikeId, newId } from '../ids.ts';
+import { keysetPage } from '../keyset-page.ts';
 import { cancelJob } from '../pipeline/cancel.ts';
 import type { JobQueue } from '../pipeline/job-queue.ts';
 import { validateJob } from '../pipeline/validate.ts';
 import { batchPrefix } from '../storage/object-keys.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
+import { recordBatchEvent } from '../webhooks/batch-events.ts';
 import * as q from './batch-queries.ts';
 import { FINISHED } from './batch-states.ts';
 
@@ -103,20 +105,13 @@ export class BatchService {
     return batch;
   }
 
-  async list(userId: number, opts: { limit: number; after: string | null; status: q.BatchStatus | null }) {
-    if (
-      opts.after &&
-      !(looksLikeId('batch', opts.after) && (await q.batchExistsForUser(this.pool, userId, opts.after)))
-    ) {
-      throw new ApiError(
-        'invalid_cursor',
-        `'after' must be the id of one of your batches (got '${opts.after}').`,
-        'after',
-      );
-    }
-    const rows = await q.listUserBatches(this.pool, userId, { ...opts, limit: opts.limit + 1 });
-    const page = rows.slice(0, opts.limit);
-    return { page, hasMore: rows.length > opts.limit };
+  list(userId: number, opts: { limit: number; after: string | null; status: q.BatchStatus | null }) {
+    return keysetPage({
+      ...opts,
+      what: 'one of your batches',
+      cursorExists: async (after) => looksLikeId('batch', after) && q.batchExistsForUser(this.pool, userId, after),
+      fetch: (limit) => q.listUserBatches(this.pool, userId, { ...opts, limit }),
+    });
   }
 
   /**
@@ -127,10 +122,14 @@ export class BatchService {
   async cancel(userId: number, id: string): Promise<q.BatchRow> {
     const batch = await this.get(userId, id);
     if (batch.status === 'cancelling' || batch.status === 'cancelled') return batch;
-    const cancelled = await q.transition(this.pool, id, ['validating'], 'cancelled', {
-      outcome: 'cancelled',
-      settled: 0,
-      refunded: 0,
+    const cancelled = await withTransaction(this.pool, async (tx) => {
+      const row = await q.transition(tx, id, ['validating'], 'cancelled', {
+        outcome: 'cancelled',
+        settled: 0,
+        refunded: 0,
+      });
+      await recordBatchEvent({ queue: this.queue }, tx, row);
+      return row;
     });
     if (cancelled) return cancelled;
     const cancelling = await withTransaction(this.pool, async (tx) => {

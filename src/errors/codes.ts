@@ -28,7 +28,10 @@ export const HTTP_ERRORS = {
   invalid_query: { statuses: [400], description: 'a query parameter was given more than once' },
   invalid_limit: { statuses: [400], description: '`limit` is out of range' },
   invalid_status: { statuses: [400], description: '`status` is not a batch status' },
-  invalid_cursor: { statuses: [400], description: '`after` is not one of your batches' },
+  invalid_cursor: {
+    statuses: [400],
+    description: '`after` is not one of your items of that list (batches, files, webhooks, deliveries)',
+  },
   invalid_id: { statuses: [400], description: 'an admin id is not a positive whole number' },
   invalid_model_id: { statuses: [400], description: 'a model id has characters other than a-z, 0-9, `.` and `-`' },
   invalid_name: { statuses: [400], description: 'a user name is empty or longer than 200 characters' },
@@ -58,6 +61,7 @@ export const HTTP_ERRORS = {
   },
   invalid_order: { statuses: [400], description: '`order` is not `asc` or `desc`' },
   missing_required_parameter: { statuses: [400], description: 'a required field of the body is missing' },
+  unknown_parameter: { statuses: [400], description: 'a body field this endpoint does not take' },
   invalid_endpoint: {
     statuses: [400],
     description: '`endpoint` is not one this service runs (`/v1/images/generations`)',

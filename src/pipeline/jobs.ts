@@ -1,3 +1,4 @@
+import { webhookDeliveryJob } from '../webhooks/delivery-job.ts';
 import { cancelJob } from './cancel.ts';
 import { finalizeJob } from './finalize.ts';
 import type { AnyJob } from './job.ts';
@@ -16,4 +17,5 @@ export const PIPELINE_JOBS: readonly AnyJob[] = [
   cancelJob,
   finalizeJob,
   sweepJob,
+  webhookDeliveryJob,
 ];

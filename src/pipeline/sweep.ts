@@ -1,5 +1,9 @@
 import * as batches from '../batches/batch-queries.ts';
+import { withTransaction } from '../db/pool.ts';
+import { purgeOldKeys } from '../idempotency/idempotency-queries.ts';
 import type { Services } from '../services.ts';
+import { recordBatchEvent } from '../webhooks/batch-events.ts';
+import { requeueOverdueDeliveries } from '../webhooks/delivery-job.ts';
 import { cancelJob } from './cancel.ts';
 import { finalizeJob } from './finalize.ts';
 import { defineJob, SHORT_STEP } from './job.ts';
@@ -13,23 +17,35 @@ import { validateJob } from './validate.ts';
  * The safety net, run every SWEEP_INTERVAL_MS by one worker at a time: expires batches past
  * their completion window, and re-enqueues the next step of every open batch. Jobs are keyed,
  * so a step that is already queued is not queued twice; one lost with a crashed process is.
+ * It also applies retention: files past `expires_at` and idempotent answers past 24 h go.
  */
 export async function sweep(s: Services): Promise<void> {
   for (const id of await batches.findExpiredOpenBatches(s.pool, 500)) await expire(s, id);
   for (const { id, status } of await batches.findOpenBatches(s.pool, s.config.pipeline.sweepIntervalMs, 1000)) {
     await resume(s, id, status);
   }
+  // Webhook deliveries whose job was lost (dead-lettered during an outage) are queued again.
+  await requeueOverdueDeliveries(s);
+  // In rounds, so a backlog (a first start after a long stop) is worked off without one huge transaction.
+  while ((await s.files.expireDue(RETENTION_ROUND)) === RETENTION_ROUND);
+  while ((await purgeOldKeys(s.pool, RETENTION_ROUND)) === RETENTION_ROUND);
 }
+
+const RETENTION_ROUND = 500;
 
 /**
  * Past `expires_at`: a batch still validating ends `expired` with nothing charged; a running
  * one is cancelled, stitches what finished, settles, and ends `expired`.
  */
 async function expire(s: Services, id: string) {
-  const ended = await batches.transition(s.pool, id, ['validating'], 'expired', {
-    outcome: 'expired',
-    settled: 0,
-    refunded: 0,
+  const ended = await withTransaction(s.pool, async (tx) => {
+    const row = await batches.transition(tx, id, ['validating'], 'expired', {
+      outcome: 'expired',
+      settled: 0,
+      refunded: 0,
+    });
+    await recordBatchEvent(s, tx, row);
+    return row;
   });
   if (ended) return;
   const batch = await batches.findBatch(s.pool, id);

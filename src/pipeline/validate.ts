@@ -2,8 +2,9 @@ import type { BatchError } from '../batches/batch-queries.ts';
 import * as batches from '../batches/batch-queries.ts';
 import { batchPrice } from '../billing/pricing.ts';
 import { withTransaction } from '../db/pool.ts';
-import { findOwnedVisionFiles, findUserFile } from '../files/file-queries.ts';
+import { findBatchInputFile, findOwnedVisionFiles } from '../files/file-queries.ts';
 import type { Services } from '../services.ts';
+import { recordBatchEvent } from '../webhooks/batch-events.ts';
 import { abandonBatch } from './dead-letter.ts';
 import { defineJob, LONG_STEP } from './job.ts';
 import { type ValidationResult, validateBatchInput } from './line-validator.ts';
@@ -18,7 +19,7 @@ import { stageJob } from './stage.ts';
 export async function validateBatch(s: Services, batchId: string): Promise<void> {
   const batch = await batches.findBatch(s.pool, batchId);
   if (batch?.status !== 'validating') return;
-  const input = await findUserFile(s.pool, batch.userId, batch.inputFileId);
+  const input = await findBatchInputFile(s.pool, batch.userId, batch.inputFileId);
   if (!input) return;
 
   const models = new Map((await s.models(true)).map((m) => [m.id, m]));
@@ -54,7 +55,14 @@ export async function validateBatch(s: Services, batchId: string): Promise<void>
         param: null,
         line: null,
       };
-      await batches.transition(tx, batchId, ['validating'], 'failed', failedChanges([error], result, model.id));
+      const failed = await batches.transition(
+        tx,
+        batchId,
+        ['validating'],
+        'failed',
+        failedChanges([error], result, model.id),
+      );
+      await recordBatchEvent(s, tx, failed);
       return;
     }
     await batches.transition(tx, batchId, ['validating'], 'in_progress', {
@@ -94,8 +102,18 @@ function failedChanges(errors: BatchError[], _result: ValidationResult, model: s
   return { errors, outcome: 'failed', model, settled: 0, refunded: 0 };
 }
 
+/** Ends the batch `failed`; its event commits with the status (a transaction for that alone). */
 async function fail(s: Services, batchId: string, errors: BatchError[], result: ValidationResult) {
-  await batches.transition(s.pool, batchId, ['validating'], 'failed', failedChanges(errors, result, result.model));
+  await withTransaction(s.pool, async (tx) => {
+    const failed = await batches.transition(
+      tx,
+      batchId,
+      ['validating'],
+      'failed',
+      failedChanges(errors, result, result.model),
+    );
+    await recordBatchEvent(s, tx, failed);
+  });
 }
 
 export const validateJob = defineJob<{ batchId: string }>({
