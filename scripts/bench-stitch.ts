@@ -9,8 +9,15 @@
  * in one file (as one Vertex file usually comes), and shuffled over 2 files. Both give the same
  * output, byte for byte (checked in the first round).
  *
- * Each round runs (a) the copy, (b) stitch in order, (c) stitch shuffled, each in a fresh process
- * after `sync`; rounds alternate.
+ * (d) is url mode (`response_format: "url"` on every line) over the same in-order file: each image
+ * is decoded from its base64 and stored as an object through the production image sink
+ * (src/pipeline/image-sink.ts, signing each link with the real LinkSigner), with a store whose
+ * objects are files on the same disk (fs.createWriteStream per image, up to 4 at once as the
+ * stitcher allows) — not the GCS emulator, whose HTTP hop would be measured instead — and the
+ * output lines hold links. Its output is a few hundred bytes per line.
+ *
+ * Each round runs (a) the copy, (b) stitch in order, (c) stitch shuffled, (d) url mode, each in
+ * a fresh process after `sync`; rounds alternate.
  *
  *   node_modules/.bin/node scripts/bench-stitch.ts [rounds=5] [images=2000]
  */
@@ -22,7 +29,8 @@ import path from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
-import type { ByteRange, ReorderStats, ShardLine } from '../src/pipeline/stitcher.ts';
+import type { ByteRange, ImageSink, ReorderStats, ShardLine } from '../src/pipeline/stitcher.ts';
+import type { ObjectStore } from '../src/storage/object-store.ts';
 import {
   closeStream,
   makeTempDir,
@@ -152,10 +160,38 @@ async function childCopy(outDir: string, files: string[]): Promise<void> {
   report(start, inputBytes(files));
 }
 
-async function childStitch(outDir: string, verify: boolean, linesFile: string, files: string[]): Promise<void> {
+/**
+ * The production image sink over a store whose objects are files in `dir` (only `writeStream`
+ * is used by the sink), signing links with the real signer.
+ */
+async function diskImageSink(dir: string): Promise<{ sink: ImageSink; prefix: string }> {
+  const { objectImageSink } = await import('../src/pipeline/image-sink.ts');
+  const { LinkSigner } = await import('../src/storage/signed-links.ts');
+  const prefix = 'tenants/1/batches/batch_bench/images-run/';
+  fs.mkdirSync(path.join(dir, prefix), { recursive: true });
+  const store = {
+    writeStream: (key: string) => fs.createWriteStream(path.join(dir, key)),
+  } as unknown as ObjectStore;
+  const links = new LinkSigner({
+    secret: 'bench-signing-secret-of-at-least-32-characters',
+    baseUrl: () => 'https://images.example.com',
+    ttlMs: 7 * 864e5,
+  });
+  return { sink: objectImageSink({ store, links, prefix }), prefix };
+}
+
+async function childStitch(
+  outDir: string,
+  verify: boolean,
+  linesFile: string,
+  files: string[],
+  links = false,
+): Promise<void> {
   // Imported here, not at the top: the copy's process must not carry the gateway's modules in its RSS.
   const { stitchShard } = await import('../src/pipeline/stitcher.ts');
-  const lines = JSON.parse(fs.readFileSync(linesFile, 'utf8')) as ShardLine[];
+  let lines = JSON.parse(fs.readFileSync(linesFile, 'utf8')) as ShardLine[];
+  if (links) lines = lines.map((l) => ({ ...l, responseFormat: 'url' as const }));
+  const images = links ? await diskImageSink(outDir) : null;
   const outputFile = path.join(outDir, 'output.jsonl');
   const errorFile = path.join(outDir, 'errors.jsonl');
   const start = process.hrtime.bigint();
@@ -172,8 +208,10 @@ async function childStitch(outDir: string, verify: boolean, linesFile: string, f
     predictionFiles: files.map((f) => (range?: ByteRange) => genericReader(f, range)),
     output: output.stream,
     errorOutput: errorOutput.stream,
-    newRequestId: () => `batch_req_${(next++).toString(36).padStart(8, '0')}`,
+    // As long as a real id (batch_req_ + 24 characters): the url lines are as long as in production.
+    newRequestId: () => `batch_req_${(next++).toString(36).padStart(24, '0')}`,
     onReorderStats: (s) => (reorder = s),
+    images: images?.sink,
   });
   output.stream.end();
   errorOutput.stream.end();
@@ -185,9 +223,40 @@ async function childStitch(outDir: string, verify: boolean, linesFile: string, f
     seconds,
     counts,
     reorder,
-    outputMb: Math.round(fs.statSync(outputFile).size / 1e6),
+    outputBytes: fs.statSync(outputFile).size,
+    ...(await lineLengths(outputFile)),
     digest,
+    images: images ? storedImages(path.join(outDir, images.prefix)) : undefined,
   });
+}
+
+/** The images a url-mode run stored: how many, their bytes, and how many are not the 1,000,000 bytes they were. */
+function storedImages(dir: string): { count: number; bytes: number; wrongSize: number } {
+  const sizes = fs.readdirSync(dir).map((f) => fs.statSync(path.join(dir, f)).size);
+  return {
+    count: sizes.length,
+    bytes: sizes.reduce((a, b) => a + b, 0),
+    wrongSize: sizes.filter((size) => size !== IMAGE_BYTES).length,
+  };
+}
+
+/** How many lines a file has and the longest one's bytes (newline excluded), read in chunks. */
+async function lineLengths(file: string): Promise<{ lines: number; longestLine: number }> {
+  let lines = 0;
+  let longestLine = 0;
+  let current = 0;
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 })) {
+    const buf = chunk as Buffer;
+    let from = 0;
+    for (let nl = buf.indexOf(0x0a); nl !== -1; nl = buf.indexOf(0x0a, from)) {
+      longestLine = Math.max(longestLine, current + nl - from);
+      current = 0;
+      lines++;
+      from = nl + 1;
+    }
+    current += buf.length - from;
+  }
+  return { lines, longestLine };
 }
 
 async function sha256(file: string): Promise<string> {
@@ -207,7 +276,7 @@ async function main(): Promise<void> {
   if (mode === 'child') {
     const [which, outDir, ...more] = rest;
     if (which === 'copy') await childCopy(outDir, more);
-    else await childStitch(outDir, which === 'stitch-verify', more[0], more.slice(1));
+    else await childStitch(outDir, which === 'stitch-verify', more[0], more.slice(1), which === 'stitch-url');
     return;
   }
   const rounds = Number(mode ?? 5);
@@ -223,6 +292,7 @@ async function main(): Promise<void> {
     const copy: RunReport[] = [];
     const inOrder: RunReport[] = [];
     const shuffled: RunReport[] = [];
+    const linked: RunReport[] = [];
     const outDir = path.join(dir, 'out');
     const fresh = () => {
       fs.rmSync(outDir, { recursive: true, force: true });
@@ -241,10 +311,15 @@ async function main(): Promise<void> {
       const b = timed(await runChild(script, [stitchMode, outDir, input.linesFile, ...input.inOrder]));
       fresh();
       const c = timed(await runChild(script, [stitchMode, outDir, input.linesFile, ...input.shuffled]));
+      fresh();
+      const d = timed(await runChild(script, ['stitch-url', outDir, input.linesFile, ...input.inOrder]));
       copy.push(a);
       inOrder.push(b);
       shuffled.push(c);
-      console.log(`round ${r + 1}: (a) copy ${fmt(a)} | (b) in order ${fmt(b)} | (c) shuffled ${fmt(c)}`);
+      linked.push(d);
+      console.log(
+        `round ${r + 1}: (a) copy ${fmt(a)} | (b) in order ${fmt(b)} | (c) shuffled ${fmt(c)} | (d) url mode ${fmt(d)}`,
+      );
       if (r === 0) {
         const [db, dc] = [b.detail, c.detail] as Array<{ digest: unknown; counts: unknown; reorder: unknown }>;
         console.log(`  counts: ${JSON.stringify(db.counts)}`);
@@ -256,9 +331,16 @@ async function main(): Promise<void> {
           `  output + errors sha256 (b) ${JSON.stringify(db.digest)} (c) ${JSON.stringify(dc.digest)}: ${same ? 'identical' : 'DIFFERENT'}`,
         );
         if (!same) throw new Error('in-order and shuffled predictions gave different output');
+        const dd = d.detail as { counts: { imagesSucceeded: number }; images: { count: number; wrongSize: number } };
+        console.log(`  url mode (d): images stored ${JSON.stringify(dd.images)}`);
+        if (dd.images.count !== dd.counts.imagesSucceeded || dd.images.wrongSize > 0) {
+          throw new Error('url mode did not store every image at its decoded size');
+        }
       }
     }
     fresh();
+    const sizes = (runs: RunReport[]) => runs[0].detail as { outputBytes: number; longestLine: number; lines: number };
+    const [inlineOut, linkedOut] = [sizes(inOrder), sizes(linked)];
     console.log(
       multiSummary({
         title: 'bench-stitch (predictions and output as generic streams, as with GCS)',
@@ -266,12 +348,15 @@ async function main(): Promise<void> {
           `input: ${images} images (1,000,000 random bytes each → 1.33 MB base64, ${PAYLOADS} distinct payloads reused; not real PNGs), n = 1..4, ~2 % failed lines, a few partial, every request answered, ${(input.bytes / 1e6).toFixed(0)} MB`,
           '(a) byte copy: fs.createReadStream → PassThrough → fs.createWriteStream, same disk',
           '(b) stitch, predictions in input order in 1 file; (c) stitch, predictions shuffled over 2 files; both read as fs.createReadStream(f, range?).pipe(PassThrough) (range-capable: images dropped from the reorder buffer are read again by range), output and errors written through a PassThrough into files on the same disk',
+          '(d) url mode, predictions in input order in 1 file, read as (b); each image decoded and written by the production image sink to its own file on the same disk (≤ 4 in flight), links signed',
+          `output file: (b) ${(inlineOut.outputBytes / 1e6).toFixed(0)} MB, longest line ${(inlineOut.longestLine / 1e6).toFixed(2)} MB; (d) ${(linkedOut.outputBytes / 1e3).toFixed(0)} kB for ${linkedOut.lines} lines (${(linkedOut.outputBytes / linkedOut.lines).toFixed(0)} B per line, longest ${linkedOut.longestLine} B)`,
           'MB/s = predictions bytes / wall time; ratio = median MB/s ÷ median MB/s of (a); `sync` before every run (not timed)',
         ],
         baseline: { name: '(a) byte copy', runs: copy },
         subjects: [
           { name: '(b) stitch in order', runs: inOrder, ratioTarget: 0.5 },
           { name: '(c) stitch shuffled', runs: shuffled, ratioTarget: 0.5 },
+          { name: '(d) url mode', runs: linked, ratioTarget: 0.5 },
         ],
         rssTargetMb: 250,
       }),

@@ -90,7 +90,7 @@ export interface Config {
     publicUrl: string | null;
     /** Batch inputs, outputs, error files and url-mode images are deleted this long after creation. */
     fileRetentionMs: number;
-    /** A url-mode image link works this long after the batch finished. */
+    /** A url-mode image link works this long after it was made (when its output line was written). */
     imageUrlTtlMs: number;
     /** Key of link signatures; null = one generated at first start and kept in Postgres. */
     urlSigningSecret: string | null;

@@ -14,6 +14,7 @@ import { PIPELINE_JOBS } from './pipeline/jobs.ts';
 import { startWorkers, type Workers } from './pipeline/workers.ts';
 import { createServices, type Services } from './services.ts';
 import { ObjectStore } from './storage/object-store.ts';
+import { LinkSigner, linkSigningSecret } from './storage/signed-links.ts';
 import { BatchJobs } from './vertex/batch-jobs.ts';
 import { createJobClient } from './vertex/job-client.ts';
 
@@ -94,13 +95,16 @@ export async function startRuntime(config: Config): Promise<Runtime> {
       },
     });
     stops.push(() => queue.stop());
-    const services = createServices({ config, pool, database, store, queue, vertex });
-
-    if (config.role !== 'api') {
-      const workers: Workers = await startWorkers(services);
-      stops.push(() => workers.stop());
-    }
     let url: string | null = null;
+    // Links are absolute: PUBLIC_URL, else this process's own address, known once it listens
+    // (below, before any worker can finalize); a worker-only process has HOST:PORT to go by.
+    const links = new LinkSigner({
+      secret: await linkSigningSecret(pool, config.delivery.urlSigningSecret),
+      baseUrl: () => config.delivery.publicUrl ?? url ?? `http://${config.host}:${config.port}`,
+      ttlMs: config.delivery.imageUrlTtlMs,
+    });
+    const services = createServices({ config, pool, database, store, links, queue, vertex });
+
     if (config.role !== 'worker') {
       const server = http.createServer(createApp(services));
       // Uploads of up to GBs may take long; idle sockets still time out.
@@ -113,6 +117,10 @@ export async function startRuntime(config: Config): Promise<Runtime> {
       const { port } = server.address() as AddressInfo;
       url = `http://${config.host}:${port}`;
       stops.push(() => closeServer(server));
+    }
+    if (config.role !== 'api') {
+      const workers: Workers = await startWorkers(services);
+      stops.push(() => workers.stop());
     }
     return { services, url, emulators, stop };
   } catch (err) {

@@ -8,7 +8,9 @@ import type { Pool } from './db/pool.ts';
 import { FileService } from './files/file-service.ts';
 import type { JobQueue } from './pipeline/job-queue.ts';
 import type { ObjectStore } from './storage/object-store.ts';
+import type { LinkSigner } from './storage/signed-links.ts';
 import type { BatchJobs } from './vertex/batch-jobs.ts';
+import { WebhookService } from './webhooks/webhook-service.ts';
 
 /** The collaborators every handler and job is given: built once per process. */
 export interface Services {
@@ -17,17 +19,20 @@ export interface Services {
   /** Whether Postgres is reachable, so an outage is answered 503 and logged once. */
   database: DatabaseAvailability;
   store: ObjectStore;
+  /** Signs and checks the links of url-mode images (served without an API key). */
+  links: LinkSigner;
   queue: JobQueue;
   vertex: BatchJobs;
   accounts: AccountService;
   billing: BillingService;
   files: FileService;
   batches: BatchService;
+  webhooks: WebhookService;
   models(onlyEnabled: boolean): Promise<ModelInfo[]>;
 }
 
 export function createServices(
-  deps: Omit<Services, 'accounts' | 'billing' | 'files' | 'batches' | 'models'>,
+  deps: Omit<Services, 'accounts' | 'billing' | 'files' | 'batches' | 'webhooks' | 'models'>,
 ): Services {
   const { config, pool, store, queue } = deps;
   const billing = new BillingService({ pool });
@@ -37,6 +42,7 @@ export function createServices(
     accounts: new AccountService({ pool, billing }),
     files: new FileService({ pool, store }),
     batches: new BatchService({ pool, store, queue, completionWindowMs: config.pipeline.completionWindowMs }),
+    webhooks: new WebhookService({ pool, allowPrivateUrls: config.delivery.webhookAllowPrivateUrls }),
     models: (onlyEnabled) => listModels(pool, config.billing.batchRatio, onlyEnabled),
   };
 }

@@ -2,11 +2,13 @@ import express, { type RequestHandler } from 'express';
 import type { Services } from '../services.ts';
 import { apiKeyAuth, errorHandler, notFoundRoute, rejectNulCharacters } from './middleware.ts';
 import { adminRoutes } from './routes/admin.ts';
+import { batchRoutes } from './routes/batches.ts';
 import { fileRoutes } from './routes/files.ts';
-import { imageBatchRoutes } from './routes/image-batches.ts';
 import { imageFileRoutes } from './routes/image-files.ts';
+import { linkRoutes } from './routes/links.ts';
 import { modelRoutes } from './routes/models.ts';
 import { privacyRoutes } from './routes/privacy.ts';
+import { webhookRoutes } from './routes/webhooks.ts';
 
 export function createApp(s: Services): express.Express {
   const app = express();
@@ -19,12 +21,15 @@ export function createApp(s: Services): express.Express {
     res.status(checks.database && checks.queue ? 200 : 503).json({ ok: checks.database && checks.queue, ...checks });
   });
 
+  // Signed links (url-mode images) carry their own credential: no API key, no body.
+  app.use('/links', linkRoutes(s));
+
   // Bodies are parsed only after authentication: an anonymous caller learns nothing else.
   const json: RequestHandler[] = [express.json({ limit: '256kb' }), rejectNulCharacters];
   app.use('/admin', adminRoutes(s, json));
   const auth = apiKeyAuth((key) => s.accounts.authenticate(key));
   app.use('/api', auth, json, privacyRoutes(s));
-  app.use('/v1', auth, json, imageFileRoutes(s), imageBatchRoutes(s), fileRoutes(s), modelRoutes(s));
+  app.use('/v1', auth, json, imageFileRoutes(s), fileRoutes(s), batchRoutes(s), webhookRoutes(s), modelRoutes(s));
 
   app.use(notFoundRoute);
   app.use(errorHandler(s.database));

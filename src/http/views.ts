@@ -3,6 +3,7 @@ import type { BatchRow } from '../batches/batch-queries.ts';
 import type { ModelInfo } from '../billing/model-catalog.ts';
 import type { FileRow } from '../files/file-queries.ts';
 import type { DeadJob } from '../pipeline/job-queue.ts';
+import type { WebhookDeliveryRow, WebhookEndpointRow } from '../webhooks/webhook-queries.ts';
 
 /**
  * Every object the API answers with, in one place: rows in, the wire shapes out (OpenAI's
@@ -47,6 +48,7 @@ export function fileView(f: FileRow) {
     filename: f.filename,
     bytes: f.bytes,
     created_at: unix(f.createdAt),
+    expires_at: unix(f.expiresAt),
     status: 'processed',
     ...(f.width !== null ? { width: f.width, height: f.height } : {}),
   };
@@ -90,5 +92,36 @@ export function deadJobView(j: DeadJob) {
     error: j.error,
     retries: j.retries,
     failed_at: unix(j.failedAt),
+  };
+}
+
+/** A webhook endpoint; its secret only in the answer that created it. */
+export function webhookEndpointView(e: WebhookEndpointRow, opts: { withSecret?: boolean } = {}) {
+  return {
+    id: e.id,
+    object: 'webhook_endpoint',
+    url: e.url,
+    events: e.events,
+    ...(opts.withSecret ? { secret: e.secret } : {}),
+    created_at: unix(e.createdAt),
+  };
+}
+
+/** One event's delivery to one endpoint (the body sent is not repeated here). */
+export function webhookDeliveryView(d: WebhookDeliveryRow) {
+  return {
+    id: d.id,
+    object: 'webhook_delivery',
+    endpoint_id: d.endpointId,
+    event_id: d.eventId,
+    event_type: d.eventType,
+    batch_id: d.batchId,
+    status: d.status,
+    attempts: d.attempts,
+    last_status_code: d.lastStatusCode,
+    last_error: d.lastError,
+    next_attempt_at: unix(d.nextAttemptAt),
+    delivered_at: unix(d.deliveredAt),
+    created_at: unix(d.createdAt),
   };
 }

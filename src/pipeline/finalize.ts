@@ -1,12 +1,14 @@
 import * as batches from '../batches/batch-queries.ts';
 import { batchPrice } from '../billing/pricing.ts';
 import { withTransaction } from '../db/pool.ts';
-import { findUserFile, insertFile } from '../files/file-queries.ts';
+import { findBatchInputFile, insertFile } from '../files/file-queries.ts';
 import { newId, randomToken } from '../ids.ts';
 import type { Services } from '../services.ts';
 import { resultKeys, shardKeys } from '../storage/object-keys.ts';
 import { finish } from '../storage/streams.ts';
+import { recordBatchEvent } from '../webhooks/batch-events.ts';
 import { abandonBatch } from './dead-letter.ts';
+import { objectImageSink } from './image-sink.ts';
 import { defineJob, LONG_STEP } from './job.ts';
 import { readJsonLines } from './json-lines.ts';
 import { listShards, type ShardRow } from './shard-queries.ts';
@@ -21,6 +23,8 @@ interface Tally {
   imagesSucceeded: number;
   /** Successful images per size tier: what the batch is finally billed for. */
   succeededBySize: Record<string, number>;
+  /** Url-mode images stored under this run's images prefix. */
+  imagesLinked: number;
 }
 
 /**
@@ -55,7 +59,13 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
   const files = await withTransaction(s.pool, async (tx) => {
     const locked = await batches.findBatch(tx, batchId, { forUpdate: true });
     if (locked?.status !== 'finalizing') return null;
-    const file = async (purpose: 'batch_output' | 'batch_error', key: string, bytes: number, name: string) =>
+    const file = async (
+      purpose: 'batch_output' | 'batch_error',
+      key: string,
+      bytes: number,
+      name: string,
+      companionPrefix: string | null = null,
+    ) =>
       (
         await insertFile(tx, {
           id: newId('file'),
@@ -65,14 +75,17 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
           bytes,
           mimeType: 'application/jsonl',
           objectKey: key,
-          expiresAt: new Date(Date.now() + retentionMs),
+          retentionMs,
+          companionPrefix,
         })
       ).id;
+    // The url-mode images go with the output file (deleted or expired with it).
+    const images = tally.imagesLinked > 0 ? keys.images : null;
     const outputFileId =
-      tally.linesCompleted > 0 ? await file('batch_output', keys.output, outputBytes, 'output') : null;
+      tally.linesCompleted > 0 ? await file('batch_output', keys.output, outputBytes, 'output', images) : null;
     const errorFileId = errorBytes > 0 ? await file('batch_error', keys.errors, errorBytes, 'errors') : null;
     const failures = vertexFailures(shards);
-    await batches.transition(tx, batchId, ['finalizing'], outcome, {
+    const ended = await batches.transition(tx, batchId, ['finalizing'], outcome, {
       outputFileId,
       errorFileId,
       requestCompleted: tally.linesCompleted,
@@ -82,6 +95,8 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
       refunded: refund,
       ...(failures.length ? { errors: failures } : {}),
     });
+    // Only rows and jobs: the webhooks are sent by their own jobs once this commits.
+    await recordBatchEvent(s, tx, ended);
     await s.billing.refundIn(tx, {
       userId: batch.userId,
       batchId,
@@ -95,6 +110,7 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
   // the staging inputs and Vertex's copies: the output file holds every image.
   if (!files?.outputFileId) await s.store.delete(keys.output);
   if (!files?.errorFileId) await s.store.delete(keys.errors);
+  if (!files?.outputFileId && tally.imagesLinked > 0) await s.store.deletePrefix(keys.images);
   if (files) for (const shard of shards) await s.store.deletePrefix(shardKeys(batch.userId, batchId, shard.seq).dir);
 }
 
@@ -118,9 +134,10 @@ async function stitchAll(
   s: Services,
   batch: batches.BatchRow,
   shards: ShardRow[],
-  keys: { output: string; errors: string },
+  keys: { output: string; errors: string; images: string },
 ): Promise<Tally> {
-  const tally: Tally = { linesCompleted: 0, linesFailed: 0, imagesSucceeded: 0, succeededBySize: {} };
+  const tally: Tally = { linesCompleted: 0, linesFailed: 0, imagesSucceeded: 0, succeededBySize: {}, imagesLinked: 0 };
+  const storeImage = objectImageSink({ store: s.store, links: s.links, prefix: keys.images });
   const output = s.store.writeStream(keys.output, 'application/jsonl');
   const errorOutput = s.store.writeStream(keys.errors, 'application/jsonl');
   const stitch = async (lines: AsyncIterable<ManifestLine>, predictionKeys: string[]) => {
@@ -128,7 +145,7 @@ async function stitchAll(
     async function* shardLines(): AsyncGenerator<ShardLine> {
       for await (const m of lines) {
         tiers.set(m.i, m.t);
-        yield { lineIndex: m.i, customId: m.c, n: m.n };
+        yield { lineIndex: m.i, customId: m.c, n: m.n, responseFormat: m.f === 'url' ? 'url' : 'b64_json' };
       }
     }
     await stitchShard({
@@ -139,6 +156,10 @@ async function stitchAll(
       output,
       errorOutput,
       newRequestId: () => newId('batch_req'),
+      images: (image) => {
+        tally.imagesLinked++;
+        return storeImage(image);
+      },
       onLine: (line, imagesSucceeded) => {
         const tier = tiers.get(line.lineIndex)!;
         tiers.delete(line.lineIndex);
@@ -165,6 +186,9 @@ async function stitchAll(
   } catch (err) {
     output.destroy();
     errorOutput.destroy();
+    // A retry stitches into a run of its own: this run's images would be orphans (best effort,
+    // the stitch's own error is the one to report).
+    if (tally.imagesLinked > 0) await s.store.deletePrefix(keys.images).catch(() => {});
     throw err;
   }
   return tally;
@@ -172,7 +196,7 @@ async function stitchAll(
 
 /** The batch's requests read from its input file, as manifest lines (for a batch never staged). */
 async function* inputLines(s: Services, batch: batches.BatchRow): AsyncGenerator<ManifestLine> {
-  const input = (await findUserFile(s.pool, batch.userId, batch.inputFileId))!;
+  const input = (await findBatchInputFile(s.pool, batch.userId, batch.inputFileId))!;
   for await (const { index, value } of readJsonLines<{ custom_id: string; body: { n?: number } }>(
     s.store.readStream(input.objectKey),
   )) {

@@ -547,7 +547,7 @@ export function describeSchemaError(err: ErrorObject): { code: BatchErrorCode; m
   if (path === '/body/response_format') {
     return {
       code: 'invalid_value',
-      message: "response_format must be 'b64_json' (batch results are returned inline)",
+      message: "response_format must be 'b64_json' (images inline) or 'url' (links to the images)",
       param,
     };
   }

@@ -29,11 +29,7 @@ const FAILURE_PRECEDENCE = ['content_blocked', 'image_generation_failed', 'missi
  * `{"id":…,"custom_id":…,"response":{"status_code":200,"request_id":…,"body":{"created":…,"data":[{"b64_json":"`.
  */
 export function successLineHead(id: string, customId: string, created: number): string {
-  return (
-    `{"id":${JSON.stringify(id)},"custom_id":${JSON.stringify(customId)},` +
-    `"response":{"status_code":200,"request_id":${JSON.stringify(requestIdFor(id))},` +
-    `"body":{"created":${created},"data":[{"b64_json":"`
-  );
+  return `${successLineStart(id, customId, created)}{"b64_json":"`;
 }
 
 /** Between two images of the same line. */
@@ -41,13 +37,39 @@ export const IMAGE_SEPARATOR = '"},{"b64_json":"';
 
 /** After the last image: usage, and `"error":null` (a partial line's shortfall goes to the error file). */
 export function successLineTail(usage: LineUsage): string {
+  return `"}${successLineEnd(usage)}`;
+}
+
+/** A whole success line of a url-mode request: `data` holds `{"url": …}` links instead of the images. */
+export function linkedSuccessLine(
+  id: string,
+  customId: string,
+  created: number,
+  urls: string[],
+  usage: LineUsage,
+): string {
+  const data = urls.map((url) => JSON.stringify({ url })).join(',');
+  return `${successLineStart(id, customId, created)}${data}${successLineEnd(usage)}`;
+}
+
+/** Up to the opening bracket of `data`. */
+function successLineStart(id: string, customId: string, created: number): string {
+  return (
+    `{"id":${JSON.stringify(id)},"custom_id":${JSON.stringify(customId)},` +
+    `"response":{"status_code":200,"request_id":${JSON.stringify(requestIdFor(id))},` +
+    `"body":{"created":${created},"data":[`
+  );
+}
+
+/** From the closing bracket of `data` to the end of the line. */
+function successLineEnd(usage: LineUsage): string {
   const u = {
     total_tokens: usage.totalTokens,
     input_tokens: usage.inputTokens,
     output_tokens: usage.outputTokens,
     input_tokens_details: { text_tokens: usage.textTokens, image_tokens: usage.imageTokens },
   };
-  return `"}],"usage":${JSON.stringify(u)}}},"error":null}\n`;
+  return `],"usage":${JSON.stringify(u)}}},"error":null}\n`;
 }
 
 /** The id of the upstream request as OpenAI's `request_id` shows it: derived from the line's id. */

@@ -3,7 +3,7 @@ import * as batches from '../batches/batch-queries.ts';
 import { isLive } from '../batches/batch-states.ts';
 import type { ModelInfo } from '../billing/model-catalog.ts';
 import { withTransaction } from '../db/pool.ts';
-import { findOwnedVisionFiles, findUserFile } from '../files/file-queries.ts';
+import { findBatchInputFile, findOwnedVisionFiles } from '../files/file-queries.ts';
 import type { Services } from '../services.ts';
 import { shardKeys } from '../storage/object-keys.ts';
 import { finish, writeWithBackpressure } from '../storage/streams.ts';
@@ -26,6 +26,7 @@ export interface ManifestLine {
   c: string; // custom_id
   n: number; // images asked for
   t: string; // size tier, for settlement
+  f?: 'url'; // response_format, only when `url` (older manifests have none: b64_json)
 }
 
 /** A shard id is derived from its batch and position, so staging twice names the same shards. */
@@ -50,7 +51,7 @@ export async function stageBatch(s: Services, batchId: string): Promise<void> {
     return;
   }
   const model = batch.modelSnapshot!;
-  const input = (await findUserFile(s.pool, batch.userId, batch.inputFileId))!;
+  const input = (await findBatchInputFile(s.pool, batch.userId, batch.inputFileId))!;
   const shards = await writeShards(s, batch, model, input.objectKey);
 
   await withTransaction(s.pool, async (tx) => {
@@ -90,7 +91,9 @@ async function writeShards(
     }
     current ??= openShard(s, batch, model, shards.length, index);
     const n = body.n ?? 1;
-    await current.write(text, bytes, n, { i: index, c: value.custom_id, n, t: sizeTier(body, model) });
+    const m: ManifestLine = { i: index, c: value.custom_id, n, t: sizeTier(body, model) };
+    if (body.response_format === 'url') m.f = 'url';
+    await current.write(text, bytes, n, m);
   }
   if (current) shards.push(await current.close());
   return shards;

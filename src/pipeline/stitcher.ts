@@ -1,11 +1,13 @@
 import type { Readable, Writable } from 'node:stream';
 import { writeWithBackpressure } from '../storage/streams.ts';
 import { IMAGE_LABEL, LINE_LABEL } from '../vertex/translate.ts';
+import { decodeJsonBase64, InvalidBase64Error } from './base64-decoder.ts';
 import {
   failedLine,
   IMAGE_SEPARATOR,
   type ImageFailure,
   type LineUsage,
+  linkedSuccessLine,
   partialLine,
   successLineHead,
   successLineTail,
@@ -16,7 +18,28 @@ export interface ShardLine {
   lineIndex: number;
   customId: string;
   n: number;
+  /** OpenAI's `response_format`: `url` stores the images (through `images`) and writes links; default `b64_json`. */
+  responseFormat?: 'b64_json' | 'url';
 }
+
+/** A url-mode image to store, decoded. */
+export interface ImageToStore {
+  /** The output line's id (`batch_req_…`) and the image's index in its request. */
+  requestId: string;
+  img: number;
+  /** As the prediction's `inlineData.mimeType` says. */
+  mimeType: string;
+  /** The image's bytes, in pieces, in order. */
+  data: Buffer[];
+  bytes: number;
+}
+
+/**
+ * Starts storing an image and answers at once the absolute link it will be served at, with
+ * `stored`, settled when the image is stored (or failed to be). The line is written meanwhile;
+ * the stitch ends only once every image is stored.
+ */
+export type ImageSink = (image: ImageToStore) => { url: string; stored: Promise<void> };
 
 export interface StitchCounts {
   /** Lines whose n images all succeeded (output file only). */
@@ -74,6 +97,8 @@ export interface StitchOptions {
   reorderBufferBytes?: number;
   /** Told at the end how much reordering it took (for tests and benchmarks). */
   onReorderStats?(stats: ReorderStats): void;
+  /** Where the images of url-mode lines go; needed only when a line asks for links. */
+  images?: ImageSink;
 }
 
 /** finishReason / blockReason values that mean the safety system withheld the image. */
@@ -100,6 +125,13 @@ const OUTPUT_AHEAD = 16 * 1024 * 1024;
  */
 const READS_IN_FLIGHT = 4;
 const READ_AHEAD_BYTES = 16 * 1024 * 1024;
+/**
+ * Url-mode images being stored at once: enough for the latency of a remote store to overlap with
+ * reading and writing, few and small enough that their decoded bytes (held until stored) stay
+ * bounded whatever the image size (beyond the bytes, one at a time).
+ */
+const UPLOADS_IN_FLIGHT = 4;
+const UPLOAD_BYTES_IN_FLIGHT = 32 * 1024 * 1024;
 /** An image waiting in memory may keep this much of its input chunks alive beyond its own bytes, per piece. */
 const CHUNK_SLACK = 64 * 1024;
 /** JSON strings longer than this are kept as the stream's own chunks, never parsed or copied. */
@@ -126,13 +158,21 @@ const IMAGES_PER_LINE_KEY = 16;
  * image is not written as soon as it is complete but only when the reorder buffer is full or
  * the input ends: a success that comes later still than that is counted as a duplicate.
  *
+ * A url-mode line (`responseFormat: 'url'`) is written with links instead: each image is decoded
+ * piece by piece, handed to `images` (which stores it and answers its link at once) and the
+ * short line written in turn, while up to UPLOADS_IN_FLIGHT images are still being stored. The
+ * stitch resolves only once every image is stored; an image that is not valid base64 counts as
+ * failed (never stored as wrong bytes).
+ *
  * Memory: the reorder buffer, the prediction being scanned, up to OUTPUT_AHEAD of lines that
  * `output` has not taken yet, the small records of the lines read so far and of their
- * predictions, and READ_AHEAD_BYTES of images read again (or one image, if bigger).
+ * predictions, READ_AHEAD_BYTES of images read again (or one image, if bigger), and the decoded
+ * bytes of the images being stored (UPLOAD_BYTES_IN_FLIGHT, or one image, if bigger).
  */
 export async function stitchShard(opts: StitchOptions): Promise<StitchCounts> {
   const reads = new ReadAhead(opts.predictionFiles);
-  const stitcher = new Stitcher(opts, reads);
+  const uploads = new Uploads();
+  const stitcher = new Stitcher(opts, reads, uploads);
   try {
     for (let file = 0; file < opts.predictionFiles.length; file++) await stitcher.readPredictions(file);
     await stitcher.finish();
@@ -140,6 +180,8 @@ export async function stitchShard(opts: StitchOptions): Promise<StitchCounts> {
     return stitcher.counts;
   } finally {
     reads.close();
+    // Also when stitching failed: no upload may still be writing once the caller moves on.
+    await uploads.settled();
   }
 }
 
@@ -155,6 +197,8 @@ interface Prediction {
   inline: string | null;
   /** The image's base64 as the input's chunks (never copied); null once dropped. */
   pieces: Buffer[] | null;
+  /** The image's `inlineData.mimeType`. */
+  mimeType: string;
   /** Bytes of the base64. */
   length: number;
   /** Where the base64 is: predictions file (index in `predictionFiles`) and byte offset in it. */
@@ -191,6 +235,7 @@ class Stitcher {
   private readonly opts: StitchOptions;
   private readonly budget: number;
   private readonly reads: ReadAhead;
+  private readonly uploads: Uploads;
   /** No prediction comes any more: every line is complete as it is. */
   private finishing = false;
   /** The line whose dropped images are being read ahead, the ordinal after it, and the next image to look at. */
@@ -212,10 +257,11 @@ class Stitcher {
   private readonly untaken: Array<{ taken: Promise<void>; bytes: number }> = [];
   private untakenBytes = 0;
 
-  constructor(opts: StitchOptions, reads: ReadAhead) {
+  constructor(opts: StitchOptions, reads: ReadAhead, uploads: Uploads) {
     this.opts = opts;
     this.budget = opts.reorderBufferBytes ?? DEFAULT_REORDER_BUFFER;
     this.reads = reads;
+    this.uploads = uploads;
     reads.onRoom = () => this.readAhead();
     this.source = opts.lines[Symbol.asyncIterator]();
   }
@@ -363,6 +409,7 @@ class Stitcher {
     for (let line = await this.takeNextLine(); line !== null; line = await this.takeNextLine())
       await this.writeLine(line);
     while (this.untaken.length > 0) await this.takeOldest();
+    await this.uploads.finish();
   }
 
   private async takeNextLine(): Promise<PendingLine | null> {
@@ -374,17 +421,31 @@ class Stitcher {
 
   private async writeLine(pendingLine: PendingLine): Promise<void> {
     const { line } = pendingLine;
+    const id = this.opts.newRequestId();
+    const linked = line.responseFormat === 'url';
     const images: Prediction[] = [];
+    const urls: string[] = [];
     const failures: ImageFailure[] = [];
     for (const p of pendingLine.images) {
-      if (p === undefined) failures.push(MISSING);
-      else if (p.failure !== null) failures.push(p.failure);
-      else images.push(p);
+      if (p === undefined) {
+        failures.push(MISSING);
+      } else if (p.failure !== null) {
+        failures.push(p.failure);
+      } else if (!linked) {
+        images.push(p);
+      } else {
+        const url = await this.storeImage(id, p);
+        if (url === null) {
+          failures.push(UNDECODABLE);
+        } else {
+          images.push(p);
+          urls.push(url);
+        }
+      }
     }
-    const id = this.opts.newRequestId();
     this.counts.imagesSucceeded += images.length;
     this.counts.imagesFailed += failures.length;
-    if (images.length > 0) await this.writeSuccessLine(id, line.customId, images);
+    if (images.length > 0) await this.writeSuccessLine(id, line.customId, images, linked ? urls : null);
     if (failures.length === 0) {
       this.counts.linesSucceeded++;
     } else if (images.length > 0) {
@@ -403,24 +464,36 @@ class Stitcher {
    * all but the last OUTPUT_AHEAD bytes (at least the previous line): while it writes those,
    * the input is read on. Waiting for 'drain' instead stops reading during every write.
    */
-  private async writeSuccessLine(id: string, customId: string, images: Prediction[]): Promise<void> {
+  private async writeSuccessLine(
+    id: string,
+    customId: string,
+    images: Prediction[],
+    urls: string[] | null,
+  ): Promise<void> {
     const out = this.opts.output;
     const usage: LineUsage = { inputTokens: 0, outputTokens: 0, totalTokens: 0, textTokens: 0, imageTokens: 0 };
     let created = 0;
-    let bytes = 0;
     for (const p of images) {
       addUsage(usage, p.usage);
       created = Math.max(created, p.created);
-      bytes += p.length;
     }
     if (created === 0) created = Math.floor(Date.now() / 1000);
-    out.write(successLineHead(id, customId, created));
-    for (let i = 0; i < images.length; i++) {
-      if (i > 0) out.write(IMAGE_SEPARATOR);
-      await this.writeImage(images[i]);
+    let last: string;
+    let bytes = 0;
+    if (urls === null) {
+      out.write(successLineHead(id, customId, created));
+      for (let i = 0; i < images.length; i++) {
+        if (i > 0) out.write(IMAGE_SEPARATOR);
+        await this.writeImage(images[i]);
+        bytes += images[i].length;
+      }
+      last = successLineTail(usage);
+    } else {
+      last = linkedSuccessLine(id, customId, created, urls, usage);
     }
+    bytes += last.length;
     const taken = new Promise<void>((resolve, reject) => {
-      out.write(successLineTail(usage), (err) => (err ? reject(err) : resolve()));
+      out.write(last, (err) => (err ? reject(err) : resolve()));
     });
     // Awaited with a later line or at the end; until then not an unhandled rejection.
     taken.catch(() => {});
@@ -446,12 +519,96 @@ class Stitcher {
       for (const piece of await this.reads.take(p)) out.write(piece);
     }
   }
+
+  /**
+   * Decode a url-mode image and start storing it (once an upload slot is free); its link, or
+   * null when the prediction's base64 is not valid (the image then counts as failed).
+   */
+  private async storeImage(requestId: string, p: Prediction): Promise<string | null> {
+    const sink = this.opts.images;
+    if (sink === undefined) throw new Error('a url-mode line needs an image sink (StitchOptions.images)');
+    // Waiting first bounds the decoded images in memory; base64 is 4 characters for 3 bytes.
+    const expected = Math.floor((p.inline?.length ?? p.length) * 0.75);
+    await this.uploads.room(expected);
+    this.buffered -= bufferedBytes(p);
+    // `inline` is the image re-escaped for JSON; as UTF-8, anything not ASCII stays not base64.
+    const base64 = p.inline !== null ? [Buffer.from(p.inline)] : (p.pieces ?? (await this.reads.take(p)));
+    p.pieces = null;
+    // Told the length, the decoder fills one buffer per image: one allocation, not one per chunk.
+    const length = base64.reduce((sum, piece) => sum + piece.length, 0);
+    let data: Buffer[];
+    try {
+      data = decodeJsonBase64(base64, length);
+    } catch (err) {
+      if (err instanceof InvalidBase64Error) return null;
+      throw err;
+    }
+    const bytes = data.reduce((sum, piece) => sum + piece.length, 0);
+    const { url, stored } = sink({ requestId, img: p.img, mimeType: p.mimeType, data, bytes });
+    this.uploads.add(stored, bytes);
+    return url;
+  }
+}
+
+/**
+ * The url-mode images being stored: at most UPLOADS_IN_FLIGHT at once and UPLOAD_BYTES_IN_FLIGHT
+ * of them. The first failure fails the stitch (at the next image, or at the end).
+ */
+class Uploads {
+  private readonly inFlight = new Set<Promise<void>>();
+  private bytes = 0;
+  private failure: { error: unknown } | null = null;
+
+  add(stored: Promise<void>, bytes: number): void {
+    this.bytes += bytes;
+    const done = () => {
+      this.inFlight.delete(tracked);
+      this.bytes -= bytes;
+    };
+    const tracked: Promise<void> = stored.then(done, (error: unknown) => {
+      done();
+      this.failure ??= { error };
+    });
+    this.inFlight.add(tracked);
+  }
+
+  /** Resolves once an image of about `bytes` may start; always room for one, however big. */
+  async room(bytes: number): Promise<void> {
+    while (
+      this.inFlight.size >= UPLOADS_IN_FLIGHT ||
+      (this.inFlight.size > 0 && this.bytes + bytes > UPLOAD_BYTES_IN_FLIGHT)
+    ) {
+      await Promise.race(this.inFlight);
+    }
+    this.rethrow();
+  }
+
+  /** Every image stored; throws the first failure. */
+  async finish(): Promise<void> {
+    await this.settled();
+    this.rethrow();
+  }
+
+  /** Every upload over, stored or failed (tracked promises never reject). */
+  async settled(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
+  }
+
+  private rethrow(): void {
+    if (this.failure !== null) throw this.failure.error;
+  }
 }
 
 const MISSING: ImageFailure = {
   code: 'missing_prediction',
   message: 'Vertex AI returned no prediction for this image (job cancelled, expired or failed)',
   statusCode: null,
+};
+
+const UNDECODABLE: ImageFailure = {
+  code: 'image_generation_failed',
+  message: 'Vertex AI returned image data that is not valid base64',
+  statusCode: 500,
 };
 
 /**
@@ -559,6 +716,8 @@ const NEWLINE = 0x0a;
 /** Stands in for a long string in the parsed skeleton of a line: "\u0000" + its number. */
 const PLACEHOLDER_PREFIX = '\u0000';
 const QUOTE_BUFFER = Buffer.from('"');
+/** What an image is when its prediction does not say (Gemini's default output). */
+const DEFAULT_MIME_TYPE = 'image/png';
 
 /** A long string of the current line: its bytes as subarrays of the input chunks, and where it starts in the stream. */
 interface LongString {
@@ -777,6 +936,7 @@ function readPrediction(parsed: unknown, longStrings: LongString[], file: number
     failure: null,
     inline: null,
     pieces: null,
+    mimeType: DEFAULT_MIME_TYPE,
     length: 0,
     file,
     at: -1,
@@ -785,7 +945,9 @@ function readPrediction(parsed: unknown, longStrings: LongString[], file: number
     created: toUnixSeconds(line.processed_time),
     usage: readUsage(line),
   };
-  const image = line.status ? undefined : findImage(line);
+  const found = line.status ? undefined : findImage(line);
+  const image = found?.data;
+  if (found?.mimeType) prediction.mimeType = found.mimeType;
   if (image === undefined) {
     prediction.failure = describeFailure(line);
   } else if (image.startsWith(PLACEHOLDER_PREFIX)) {
@@ -811,11 +973,14 @@ function toUnixSeconds(time: string | undefined): number {
 }
 
 /** The first image part of the first candidate that has one. */
-function findImage(line: PredictionLine): string | undefined {
+function findImage(line: PredictionLine): { data: string; mimeType: string | null } | undefined {
   for (const c of line.response?.candidates ?? []) {
     for (const part of c.content?.parts ?? []) {
       const data = part.inlineData?.data;
-      if (typeof data === 'string' && data.length > 0) return data;
+      const mimeType = part.inlineData?.mimeType;
+      // A long mimeType would be a placeholder of the skeleton: only a short one is real.
+      const type = typeof mimeType === 'string' && !mimeType.startsWith(PLACEHOLDER_PREFIX) ? mimeType : null;
+      if (typeof data === 'string' && data.length > 0) return { data, mimeType: type };
     }
   }
   return undefined;

@@ -16,8 +16,29 @@ export const shardKeys = (userId: number, batchId: string, seq: number) => {
   return { dir, input: `${dir}input.jsonl`, manifest: `${dir}manifest.jsonl`, output: `${dir}output` };
 };
 
-/** The output and error files of one finalize run (`run` keeps a redelivered run off the winner's files). */
+/**
+ * The output and error files of one finalize run, and the prefix of its url-mode images (`run`
+ * keeps a redelivered run off the winner's objects).
+ */
 export const resultKeys = (userId: number, batchId: string, run: string) => {
   const prefix = batchPrefix(userId, batchId);
-  return { output: `${prefix}output-${run}.jsonl`, errors: `${prefix}errors-${run}.jsonl` };
+  return {
+    output: `${prefix}output-${run}.jsonl`,
+    errors: `${prefix}errors-${run}.jsonl`,
+    images: `${prefix}images-${run}/`,
+  };
 };
+
+/** File extensions of the image types a model returns; anything else is stored as `.bin`. */
+const IMAGE_EXTENSIONS: Record<string, string> = { 'image/png': 'png', 'image/jpeg': 'jpg', 'image/webp': 'webp' };
+
+/** `image/png; foo=bar` → `image/png`. */
+const bareType = (mimeType: string) => mimeType.split(';')[0].trim().toLowerCase();
+
+/** The Content-Type a url-mode image is stored and served with: one of the image types, else opaque bytes. */
+export const imageContentType = (mimeType: string) =>
+  IMAGE_EXTENSIONS[bareType(mimeType)] ? bareType(mimeType) : 'application/octet-stream';
+
+/** One url-mode image: under its run's `images` prefix, named by its output line's id and image index. */
+export const imageKey = (imagesPrefix: string, requestId: string, img: number, mimeType: string) =>
+  `${imagesPrefix}${requestId}-${img}.${IMAGE_EXTENSIONS[bareType(mimeType)] ?? 'bin'}`;

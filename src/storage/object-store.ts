@@ -57,6 +57,17 @@ export class ObjectStore {
     return Number(meta.size);
   }
 
+  /** Size and Content-Type of an object, or null when there is no such object. */
+  async stat(key: string): Promise<{ size: number; contentType: string } | null> {
+    try {
+      const [meta] = await this.bucket.file(key).getMetadata();
+      return { size: Number(meta.size), contentType: meta.contentType ?? 'application/octet-stream' };
+    } catch (err) {
+      if ((err as { code?: unknown }).code === 404) return null;
+      throw err;
+    }
+  }
+
   async exists(key: string): Promise<boolean> {
     const [exists] = await this.bucket.file(key).exists();
     return exists;

@@ -16,7 +16,7 @@ export interface ImageRequestBody {
   partial_images?: 0;
   output_format?: 'png' | 'jpeg' | 'webp';
   output_compression?: number;
-  response_format?: 'b64_json';
+  response_format?: 'b64_json' | 'url';
   image_config?: { aspect_ratio?: string; image_size?: string };
   image_file_id?: string;
   image_file_ids?: string[];

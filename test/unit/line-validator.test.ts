@@ -35,15 +35,16 @@ describe('validateBatchInput', () => {
         custom_id: 'c',
         body: body({ image_config: { aspect_ratio: '16:9', image_size: '2K' }, n: 3 }),
       }),
-      line('d', body({ size: 'auto' })),
+      line('d', body({ size: 'auto', response_format: 'url' })),
+      line('e', body({ response_format: 'b64_json' })),
     ].join('\n');
     const r = await validate(text);
     expect(r.errors).toEqual([]);
     expect(r.errorCount).toBe(0);
-    expect(r.requestCount).toBe(4);
-    expect(r.imageCount).toBe(7);
+    expect(r.requestCount).toBe(5);
+    expect(r.imageCount).toBe(8);
     expect(r.model).toBe('gemini-2.5-flash-image');
-    expect(r.imagesBySize).toEqual({ '1K': 3, '2K': 4 });
+    expect(r.imagesBySize).toEqual({ '1K': 4, '2K': 4 });
   });
 
   it('tolerates a BOM, CRLF line ends and blank lines, and keeps physical line numbers', async () => {
@@ -83,7 +84,7 @@ describe('validateBatchInput', () => {
       line('ar', body({ image_config: { aspect_ratio: '7:1' } })), // 17
       line('is', body({ image_config: { image_size: '4K' } })), // 18
       line('ref', body({ image_file_ids: ['file_ok1', 'file_ok2', 'file_ok3', 'own_4'] })), // 19
-      line('rf', body({ response_format: 'url' })), // 20
+      line('rf', body({ response_format: 'png' })), // 20
       '[1,2]', // 21
       line('np', { model: 'gemini-2.5-flash-image' }), // 22
       line('f2', body({ image_file_id: 'file_missing' })), // 23

@@ -5,6 +5,7 @@ import { Readable, Writable } from 'node:stream';
 import { describe, expect, it } from '@jest/globals';
 import {
   type ByteRange,
+  type ImageSink,
   type PredictionFile,
   type ReorderStats,
   type ShardLine,
@@ -429,7 +430,7 @@ interface RawRun {
 async function stitchRaw(
   lines: ShardLine[],
   files: string[][],
-  options: { chunkSize?: number; reorderBufferBytes?: number; ranges?: RangeLog } = {},
+  options: { chunkSize?: number; reorderBufferBytes?: number; ranges?: RangeLog; images?: ImageSink } = {},
 ): Promise<RawRun> {
   const output = new Collector();
   const errorOutput = new Collector();
@@ -447,6 +448,7 @@ async function stitchRaw(
     onLine: (l, ok) => seen.push([l.lineIndex, ok]),
     reorderBufferBytes: options.reorderBufferBytes,
     onReorderStats: (s) => (stats = s),
+    images: options.images,
   });
   const text = (c: Collector) => Buffer.concat(c.chunks).toString('utf8');
   return { counts, stats: stats!, output: text(output), errors: text(errorOutput), seen };
@@ -618,5 +620,272 @@ describe('stitchShard reordering', () => {
     // Line k is written once its prediction came, with lines up to k read (not all 40).
     expect(pulledAtLine.slice(0, 5)).toEqual([1, 2, 3, 4, 5]);
     expect(pulledAtLine).toHaveLength(40);
+  });
+});
+
+/**
+ * An image sink that keeps what it is given, as a store would: each image is stored a few event
+ * loop turns later (so uploads overlap), and the test sees how many were in flight at once.
+ */
+function memorySink(opts: { turns?: number; failOn?: string } = {}) {
+  const stored = new Map<string, { mimeType: string; bytes: Buffer }>();
+  const log = { calls: 0, inFlight: 0, maxInFlight: 0 };
+  const sink: ImageSink = (image) => {
+    const name = `${image.requestId}-${image.img}`;
+    log.calls++;
+    log.maxInFlight = Math.max(log.maxInFlight, ++log.inFlight);
+    expect(image.bytes).toBe(image.data.reduce((sum, piece) => sum + piece.length, 0));
+    const done = (async () => {
+      try {
+        for (let i = 0; i < (opts.turns ?? 3); i++) await new Promise((resolve) => setImmediate(resolve));
+        if (name === opts.failOn) throw new Error(`store failed for ${name}`);
+        stored.set(name, { mimeType: image.mimeType, bytes: Buffer.concat(image.data) });
+      } finally {
+        log.inFlight--;
+      }
+    })();
+    return { url: `https://links.test/${name}?sig=1`, stored: done };
+  };
+  return { sink, stored, log };
+}
+
+/** The decoded bytes of imageFor(line, img). */
+const imageBytes = (line: number, img: number, bytes?: number) => Buffer.from(imageFor(line, img, bytes), 'base64');
+
+describe('stitchShard url mode', () => {
+  it('writes links for url-mode lines in input order, each image stored decoded, b64_json lines unchanged', async () => {
+    const lines: ShardLine[] = [
+      { lineIndex: 0, customId: 'inline', n: 1 },
+      { lineIndex: 1, customId: 'linked', n: 3, responseFormat: 'url' },
+      { lineIndex: 2, customId: 'linked-jpeg', n: 2, responseFormat: 'url' },
+      { lineIndex: 3, customId: 'inline-too', n: 1, responseFormat: 'b64_json' },
+    ];
+    const jpeg = (line: number, img: number) => okPrediction(line, img).replace('"image/png"', '"image/jpeg"');
+    const fileA = [jpeg(2, 1), okPrediction(1, 2), okPrediction(0, 0)];
+    const fileB = [okPrediction(1, 0), jpeg(2, 0), okPrediction(3, 0), okPrediction(1, 1)];
+    for (const chunkSize of [1, 13, 1_000_000]) {
+      const { sink, stored, log } = memorySink();
+      const output = new Collector();
+      const seen: Array<[number, number]> = [];
+      let next = 0;
+      const counts = await stitchShard({
+        lines: shardLines(lines),
+        predictionFiles: [fileA, fileB].map((f) => streamOf(f.map((l) => `${l}\n`).join(''), chunkSize)),
+        output,
+        errorOutput: new Collector(),
+        newRequestId: () => `batch_req_${next++}`,
+        onLine: (l, ok) => seen.push([l.lineIndex, ok]),
+        images: sink,
+      });
+      expect(log.inFlight).toBe(0); // every image stored before the stitch resolved
+      expect(counts).toMatchObject({ linesSucceeded: 4, imagesSucceeded: 7, imagesFailed: 0 });
+      expect(seen).toEqual([
+        [0, 1],
+        [1, 3],
+        [2, 2],
+        [3, 1],
+      ]);
+      const out = output.lines();
+      expect(out.map((l) => l.custom_id)).toEqual(['inline', 'linked', 'linked-jpeg', 'inline-too']);
+      expect(out[0].response.body.data).toEqual([{ b64_json: imageFor(0, 0) }]);
+      expect(out[3].response.body.data).toEqual([{ b64_json: imageFor(3, 0) }]);
+      expect(out[1]).toEqual({
+        id: 'batch_req_1',
+        custom_id: 'linked',
+        response: {
+          status_code: 200,
+          request_id: 'vertex_batch_req_1',
+          body: {
+            created: Date.parse('2026-11-21T10:00:00.000Z') / 1000,
+            data: [0, 1, 2].map((k) => ({ url: `https://links.test/batch_req_1-${k}?sig=1` })),
+            usage: {
+              total_tokens: 3900,
+              input_tokens: 30,
+              output_tokens: 3870,
+              input_tokens_details: { text_tokens: 30, image_tokens: 0 },
+            },
+          },
+        },
+        error: null,
+      });
+      expect(out[2].response.body.data).toEqual([
+        { url: 'https://links.test/batch_req_2-0?sig=1' },
+        { url: 'https://links.test/batch_req_2-1?sig=1' },
+      ]);
+      const text = Buffer.concat(output.chunks).toString().split('\n');
+      expect(Buffer.byteLength(text[1])).toBeLessThan(1000);
+      expect([...stored.keys()].sort()).toEqual([
+        'batch_req_1-0',
+        'batch_req_1-1',
+        'batch_req_1-2',
+        'batch_req_2-0',
+        'batch_req_2-1',
+      ]);
+      for (const k of [0, 1, 2])
+        expect(stored.get(`batch_req_1-${k}`)).toEqual({ mimeType: 'image/png', bytes: imageBytes(1, k) });
+      for (const k of [0, 1])
+        expect(stored.get(`batch_req_2-${k}`)).toEqual({ mimeType: 'image/jpeg', bytes: imageBytes(2, k) });
+    }
+  });
+
+  /** Stitch with a memory sink: the output text and what was stored. */
+  async function stitchLinked(
+    lines: ShardLine[],
+    files: string[][],
+    options: { chunkSize?: number; reorderBufferBytes?: number; ranges?: RangeLog; turns?: number } = {},
+  ) {
+    const { sink, stored, log } = memorySink({ turns: options.turns });
+    return { ...(await stitchRaw(lines, files, { ...options, images: sink })), stored, log };
+  }
+
+  const { lines: plain, predictions } = shard(40);
+  // Every other line asks for links: url and b64_json lines interleave in one shard.
+  const lines = plain.map((l, i): ShardLine => (i % 2 ? { ...l, responseFormat: 'url' } : l));
+
+  it('gives the same output and stores the same images for shuffled, dropped and re-read predictions', async () => {
+    const inOrder = await stitchLinked(lines, [predictions]);
+    expect(inOrder.stored.size).toBeGreaterThan(20);
+    expect(inOrder.output).toContain('"url":');
+    expect(inOrder.output).toContain('"b64_json":');
+    expect(inOrder.stored.size).toBe((inOrder.output.match(/"url":/g) ?? []).length);
+    for (const budget of [0, 5 * IMAGE_B64, undefined]) {
+      const ranges = newRangeLog();
+      const run = await stitchLinked(lines, deal(shuffled(predictions, 5), 2), {
+        reorderBufferBytes: budget,
+        chunkSize: 777,
+        ranges,
+      });
+      expect(run.output).toBe(inOrder.output);
+      expect(run.errors).toBe(inOrder.errors);
+      expect(run.counts).toEqual(inOrder.counts);
+      expect(run.stored).toEqual(inOrder.stored);
+      if (budget === 0) expect(run.stats.rereadImages).toBeGreaterThan(0);
+      expect(run.log.inFlight).toBe(0);
+    }
+  });
+
+  it('stores each linked image as the bytes its base64 stands for', async () => {
+    const run = await stitchLinked(lines, [predictions]);
+    const out = run.output
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
+    let checked = 0;
+    for (const l of out) {
+      const shardLine = lines.find((x) => x.customId === l.custom_id)!;
+      if (shardLine.responseFormat !== 'url') {
+        expect(l.response.body.data[0].b64_json).toBeDefined();
+        continue;
+      }
+      for (const { url } of l.response.body.data) {
+        const [, name, img] = /\/(batch_req_\d+-(\d+))\?/.exec(url)!;
+        expect(run.stored.get(name)!.bytes).toEqual(imageBytes(shardLine.lineIndex, Number(img)));
+        checked++;
+      }
+    }
+    expect(checked).toBe(run.stored.size);
+  });
+
+  it('keeps at most 4 uploads (and 32 MiB) in flight and resolves only once all are stored', async () => {
+    const many: ShardLine[] = Array.from({ length: 30 }, (_, i) => ({
+      lineIndex: i,
+      customId: `l${i}`,
+      n: 2,
+      responseFormat: 'url',
+    }));
+    const files = [many.flatMap((l) => [okPrediction(l.lineIndex, 0), okPrediction(l.lineIndex, 1)])];
+    const run = await stitchLinked(many, files, { turns: 20 });
+    expect(run.log.calls).toBe(60);
+    expect(run.log.maxInFlight).toBe(4);
+    expect(run.log.inFlight).toBe(0);
+    expect(run.stored.size).toBe(60);
+    // 9 MB decoded each: three fit in the 32 MiB of uploads in flight, a fourth does not.
+    const big: ShardLine[] = [{ lineIndex: 0, customId: 'big', n: 5, responseFormat: 'url' }];
+    const bigRun = await stitchLinked(
+      big,
+      [Array.from({ length: 5 }, (_, k) => okPrediction(0, k, imageFor(0, k, 9_000_000)))],
+      { turns: 20, chunkSize: 1 << 20 },
+    );
+    expect(bigRun.log.maxInFlight).toBe(3);
+    expect(bigRun.stored.get('batch_req_0-4')!.bytes.equals(imageBytes(0, 4, 9_000_000))).toBe(true);
+  });
+
+  it('counts an image that is not valid base64 as failed and never stores it', async () => {
+    const bad = '!'.repeat(600); // long: kept as input chunks, like a real image
+    const lines: ShardLine[] = [
+      { lineIndex: 0, customId: 'half', n: 2, responseFormat: 'url' },
+      { lineIndex: 1, customId: 'none', n: 1, responseFormat: 'url' },
+    ];
+    const file = [okPrediction(0, 0), okPrediction(0, 1, bad), okPrediction(1, 0, 'QQ=*')];
+    const seen: Array<[number, number]> = [];
+    const { sink, stored } = memorySink();
+    const output = new Collector();
+    const errorOutput = new Collector();
+    const counts = await stitchShard({
+      lines: shardLines(lines),
+      predictionFiles: [streamOf(file.map((l) => `${l}\n`).join(''), 100)],
+      output,
+      errorOutput,
+      newRequestId: () => 'batch_req_x',
+      onLine: (l, ok) => seen.push([l.lineIndex, ok]),
+      images: sink,
+    });
+    expect(seen).toEqual([
+      [0, 1],
+      [1, 0],
+    ]);
+    expect(counts).toMatchObject({ linesPartial: 1, linesFailed: 1, imagesSucceeded: 1, imagesFailed: 2 });
+    expect([...stored.keys()]).toEqual(['batch_req_x-0']);
+    expect(output.lines()[0].response.body.data).toEqual([{ url: 'https://links.test/batch_req_x-0?sig=1' }]);
+    expect(errorOutput.lines().map((l) => [l.custom_id, l.error.code, l.error.message])).toEqual([
+      ['half', 'partial_failure', expect.stringContaining('not valid base64')],
+      ['none', 'image_generation_failed', expect.stringContaining('not valid base64')],
+    ]);
+  });
+
+  it('fails the stitch when an image cannot be stored, with no upload left running', async () => {
+    const many: ShardLine[] = Array.from({ length: 10 }, (_, i) => ({
+      lineIndex: i,
+      customId: `l${i}`,
+      n: 1,
+      responseFormat: 'url',
+    }));
+    const { sink, log } = memorySink({ failOn: 'batch_req_3-0', turns: 5 });
+    let next = 0;
+    await expect(
+      stitchShard({
+        lines: shardLines(many),
+        predictionFiles: [streamOf(many.map((l) => `${okPrediction(l.lineIndex, 0)}\n`).join(''), 1000)],
+        output: new Collector(),
+        errorOutput: new Collector(),
+        newRequestId: () => `batch_req_${next++}`,
+        images: sink,
+      }),
+    ).rejects.toThrow('store failed for batch_req_3-0');
+    expect(log.inFlight).toBe(0);
+  });
+
+  it('refuses a url-mode line without an image sink', async () => {
+    await expect(
+      stitchShard({
+        lines: shardLines([{ lineIndex: 0, customId: 'a', n: 1, responseFormat: 'url' }]),
+        predictionFiles: [streamOf(`${okPrediction(0, 0)}\n`, 1000)],
+        output: new Collector(),
+        errorOutput: new Collector(),
+        newRequestId: () => 'id',
+      }),
+    ).rejects.toThrow(/image sink/);
+  });
+
+  it('decodes base64 written with escaped slashes, wherever the chunks cut it', async () => {
+    const raw = Buffer.concat([Buffer.alloc(600, 0xff), imageBytes(0, 0)]);
+    const escaped = raw.toString('base64').replaceAll('/', '\\/');
+    const prediction = okPrediction(0, 0, 'PLACEHOLDER').replace('PLACEHOLDER', escaped);
+    for (const chunkSize of [1, 2, 5, 4096]) {
+      const run = await stitchLinked([{ lineIndex: 0, customId: 'a', n: 1, responseFormat: 'url' }], [[prediction]], {
+        chunkSize,
+      });
+      expect(run.stored.get('batch_req_0-0')!.bytes).toEqual(raw);
+    }
   });
 });
