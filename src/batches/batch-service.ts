@@ -11,7 +11,7 @@ import type { JobQueue } from '../pipeline/job-queue.ts';
 import { validateJob } from '../pipeline/validate.ts';
 import { batchPrefix } from '../storage/object-keys.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
-import { recordBatchEvent } from '../webhooks/batch-events.ts';
+import { endBatch } from '../webhooks/batch-events.ts';
 import * as q from './batch-queries.ts';
 import { FINISHED } from './batch-states.ts';
 
@@ -122,15 +122,13 @@ export class BatchService {
   async cancel(userId: number, id: string): Promise<q.BatchRow> {
     const batch = await this.get(userId, id);
     if (batch.status === 'cancelling' || batch.status === 'cancelled') return batch;
-    const cancelled = await withTransaction(this.pool, async (tx) => {
-      const row = await q.transition(tx, id, ['validating'], 'cancelled', {
+    const cancelled = await withTransaction(this.pool, (tx) =>
+      endBatch({ queue: this.queue }, tx, id, ['validating'], 'cancelled', {
         outcome: 'cancelled',
         settled: 0,
         refunded: 0,
-      });
-      await recordBatchEvent({ queue: this.queue }, tx, row);
-      return row;
-    });
+      }),
+    );
     if (cancelled) return cancelled;
     const cancelling = await withTransaction(this.pool, async (tx) => {
       const row = await q.transition(tx, id, ['in_progress'], 'cancelling', { outcome: 'cancelled' });

@@ -1,6 +1,7 @@
 import type { Db } from '../db/pool.ts';
 
-export type FilePurpose = 'vision' | 'image_batch' | 'batch' | 'batch_output' | 'batch_error';
+export const FILE_PURPOSES = ['batch', 'vision', 'image_batch', 'batch_output', 'batch_error'] as const;
+export type FilePurpose = (typeof FILE_PURPOSES)[number];
 
 export interface FileRow {
   id: string;

@@ -6,7 +6,7 @@ import { withTransaction } from '../db/pool.ts';
 import { isTransient } from '../errors/transient.ts';
 import { log } from '../logger.ts';
 import type { Services } from '../services.ts';
-import { recordBatchEvent } from '../webhooks/batch-events.ts';
+import { endBatch } from '../webhooks/batch-events.ts';
 import type { AnyJob } from './job.ts';
 import { findShard, listShards } from './shard-queries.ts';
 
@@ -47,13 +47,12 @@ export async function abandonBatch(s: Services, batchId: string, reason: string)
     const batch = await batches.findBatch(tx, batchId, { forUpdate: true });
     if (!batch || FINISHED.includes(batch.status)) return [];
     const refund = batch.preDeducted;
-    const failed = await batches.transition(tx, batchId, [batch.status], 'failed', {
+    await endBatch(s, tx, batchId, [batch.status], 'failed', {
       outcome: 'failed',
       errors: [...(batch.errors ?? []), INTERNAL_ERROR],
       settled: 0,
       refunded: refund,
     });
-    await recordBatchEvent(s, tx, failed);
     await s.billing.refundIn(tx, {
       userId: batch.userId,
       batchId,

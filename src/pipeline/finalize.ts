@@ -6,7 +6,7 @@ import { newId, randomToken } from '../ids.ts';
 import type { Services } from '../services.ts';
 import { resultKeys, shardKeys } from '../storage/object-keys.ts';
 import { finish } from '../storage/streams.ts';
-import { recordBatchEvent } from '../webhooks/batch-events.ts';
+import { endBatch } from '../webhooks/batch-events.ts';
 import { abandonBatch } from './dead-letter.ts';
 import { objectImageSink } from './image-sink.ts';
 import { defineJob, LONG_STEP } from './job.ts';
@@ -85,7 +85,8 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
       tally.linesCompleted > 0 ? await file('batch_output', keys.output, outputBytes, 'output', images) : null;
     const errorFileId = errorBytes > 0 ? await file('batch_error', keys.errors, errorBytes, 'errors') : null;
     const failures = vertexFailures(shards);
-    const ended = await batches.transition(tx, batchId, ['finalizing'], outcome, {
+    // Only rows and jobs besides the status: the webhooks are sent by their own jobs once this commits.
+    await endBatch(s, tx, batchId, ['finalizing'], outcome, {
       outputFileId,
       errorFileId,
       requestCompleted: tally.linesCompleted,
@@ -95,8 +96,6 @@ export async function finalizeBatch(s: Services, batchId: string): Promise<void>
       refunded: refund,
       ...(failures.length ? { errors: failures } : {}),
     });
-    // Only rows and jobs: the webhooks are sent by their own jobs once this commits.
-    await recordBatchEvent(s, tx, ended);
     await s.billing.refundIn(tx, {
       userId: batch.userId,
       batchId,

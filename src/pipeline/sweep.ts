@@ -2,7 +2,7 @@ import * as batches from '../batches/batch-queries.ts';
 import { withTransaction } from '../db/pool.ts';
 import { purgeOldKeys } from '../idempotency/idempotency-queries.ts';
 import type { Services } from '../services.ts';
-import { recordBatchEvent } from '../webhooks/batch-events.ts';
+import { endBatch } from '../webhooks/batch-events.ts';
 import { requeueOverdueDeliveries } from '../webhooks/delivery-job.ts';
 import { cancelJob } from './cancel.ts';
 import { finalizeJob } from './finalize.ts';
@@ -38,15 +38,9 @@ const RETENTION_ROUND = 500;
  * one is cancelled, stitches what finished, settles, and ends `expired`.
  */
 async function expire(s: Services, id: string) {
-  const ended = await withTransaction(s.pool, async (tx) => {
-    const row = await batches.transition(tx, id, ['validating'], 'expired', {
-      outcome: 'expired',
-      settled: 0,
-      refunded: 0,
-    });
-    await recordBatchEvent(s, tx, row);
-    return row;
-  });
+  const ended = await withTransaction(s.pool, (tx) =>
+    endBatch(s, tx, id, ['validating'], 'expired', { outcome: 'expired', settled: 0, refunded: 0 }),
+  );
   if (ended) return;
   const batch = await batches.findBatch(s.pool, id);
   if (batch?.status !== 'in_progress') return;

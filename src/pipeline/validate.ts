@@ -4,7 +4,7 @@ import { batchPrice } from '../billing/pricing.ts';
 import { withTransaction } from '../db/pool.ts';
 import { findBatchInputFile, findOwnedVisionFiles } from '../files/file-queries.ts';
 import type { Services } from '../services.ts';
-import { recordBatchEvent } from '../webhooks/batch-events.ts';
+import { endBatch } from '../webhooks/batch-events.ts';
 import { abandonBatch } from './dead-letter.ts';
 import { defineJob, LONG_STEP } from './job.ts';
 import { type ValidationResult, validateBatchInput } from './line-validator.ts';
@@ -55,14 +55,7 @@ export async function validateBatch(s: Services, batchId: string): Promise<void>
         param: null,
         line: null,
       };
-      const failed = await batches.transition(
-        tx,
-        batchId,
-        ['validating'],
-        'failed',
-        failedChanges([error], result, model.id),
-      );
-      await recordBatchEvent(s, tx, failed);
+      await endBatch(s, tx, batchId, ['validating'], 'failed', failedChanges([error], model.id));
       return;
     }
     await batches.transition(tx, batchId, ['validating'], 'in_progress', {
@@ -98,22 +91,15 @@ function listedErrors(result: ValidationResult): BatchError[] {
   return listed;
 }
 
-function failedChanges(errors: BatchError[], _result: ValidationResult, model: string | null): batches.BatchChanges {
+function failedChanges(errors: BatchError[], model: string | null): batches.BatchChanges {
   return { errors, outcome: 'failed', model, settled: 0, refunded: 0 };
 }
 
 /** Ends the batch `failed`; its event commits with the status (a transaction for that alone). */
 async function fail(s: Services, batchId: string, errors: BatchError[], result: ValidationResult) {
-  await withTransaction(s.pool, async (tx) => {
-    const failed = await batches.transition(
-      tx,
-      batchId,
-      ['validating'],
-      'failed',
-      failedChanges(errors, result, result.model),
-    );
-    await recordBatchEvent(s, tx, failed);
-  });
+  await withTransaction(s.pool, (tx) =>
+    endBatch(s, tx, batchId, ['validating'], 'failed', failedChanges(errors, result.model)),
+  );
 }
 
 export const validateJob = defineJob<{ batchId: string }>({

@@ -1,5 +1,11 @@
 import type pg from 'pg';
-import type { BatchRow, BatchStatus } from '../batches/batch-queries.ts';
+import {
+  type BatchChanges,
+  type BatchOutcome,
+  type BatchRow,
+  type BatchStatus,
+  transition,
+} from '../batches/batch-queries.ts';
 import { newId } from '../ids.ts';
 import type { JobQueue } from '../pipeline/job-queue.ts';
 import { webhookDeliveryJob } from './delivery-job.ts';
@@ -24,18 +30,30 @@ function endedAt(b: BatchRow): Date {
 }
 
 /**
- * The one place batch events are emitted. Called, in the transaction that moved the batch to a
- * terminal status, with the row `transition()` returned: one event, one delivery row per live
- * endpoint of the user subscribed to it, one delivery job per row — all committing with the
- * status or not at all, so a crash can neither lose an event nor invent one. A null row (another
- * actor won the compare-and-set, and emitted) emits nothing. Settlement only inserts here; the
- * HTTP calls happen in the delivery jobs.
+ * The one way a batch reaches a terminal status (completed, failed, cancelled, expired): the
+ * compare-and-set `transition()` and its event, in the caller's transaction. Null when another
+ * actor got there first (and emitted).
  */
-export async function recordBatchEvent(
+export async function endBatch(
   deps: { queue: JobQueue },
   tx: pg.PoolClient,
-  batch: BatchRow | null,
-): Promise<void> {
+  id: string,
+  from: BatchStatus[],
+  to: BatchOutcome,
+  changes: BatchChanges,
+): Promise<BatchRow | null> {
+  const row = await transition(tx, id, from, to, changes);
+  await recordBatchEvent(deps, tx, row);
+  return row;
+}
+
+/**
+ * Batch events, in the transaction that moved the batch to a terminal status: one event, one
+ * delivery row per live endpoint of the user subscribed to it, one delivery job per row — all
+ * committing with the status or not at all, so a crash can neither lose an event nor invent one.
+ * A null row emits nothing. Settlement only inserts here; the HTTP calls happen in the delivery jobs.
+ */
+async function recordBatchEvent(deps: { queue: JobQueue }, tx: pg.PoolClient, batch: BatchRow | null): Promise<void> {
   if (!batch) return;
   const type = EVENT_OF_STATUS[batch.status];
   if (!type) throw new Error(`batch ${batch.id} is ${batch.status}, not finished: it has no event`);

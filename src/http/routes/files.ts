@@ -1,15 +1,13 @@
 import { pipeline } from 'node:stream/promises';
 import { Router } from 'express';
 import { ApiError } from '../../errors/api-error.ts';
-import type { FilePurpose } from '../../files/file-queries.ts';
+import { FILE_PURPOSES, type FilePurpose } from '../../files/file-queries.ts';
 import type { Services } from '../../services.ts';
 import { idempotencyOf, idempotent, uploadFingerprint } from '../idempotency.ts';
 import { userId } from '../middleware.ts';
 import { listLimit, listPage, singleQuery } from '../query.ts';
 import { parseExpiresAfter, uploadHandlers, visionFile } from '../uploads.ts';
 import { fileView } from '../views.ts';
-
-const LISTED_PURPOSES: readonly FilePurpose[] = ['batch', 'vision', 'image_batch', 'batch_output', 'batch_error'];
 
 /**
  * OpenAI's Files API: `POST /v1/files` (purpose `batch`: a JSONL for a later `POST /v1/batches`;
@@ -39,10 +37,10 @@ export function fileRoutes(s: Services): Router {
   );
   r.get('/files', async (req, res) => {
     const purpose = singleQuery(req.query, 'purpose');
-    if (purpose !== undefined && !(LISTED_PURPOSES as readonly string[]).includes(purpose)) {
+    if (purpose !== undefined && !(FILE_PURPOSES as readonly string[]).includes(purpose)) {
       throw new ApiError(
         'invalid_purpose',
-        `purpose must be one of ${LISTED_PURPOSES.join(', ')} (got '${purpose.slice(0, 40)}').`,
+        `purpose must be one of ${FILE_PURPOSES.join(', ')} (got '${purpose.slice(0, 40)}').`,
         'purpose',
       );
     }
