@@ -1,8 +1,10 @@
 /**
- * Answers one batch input line the way a Gemini image model does in a Vertex
- * batch job: `{request, status, response, processed_time}` with the request
- * echoed (labels included), a placeholder image as inlineData, usageMetadata
- * and modelVersion. Directives in the prompt text steer the outcome.
+ * Answers a GenerateContentRequest the way a Gemini image model does: a
+ * placeholder image as inlineData, usageMetadata and modelVersion, or an
+ * error. One function, {@link generateContent}, serves both surfaces: a line of
+ * a batch job (`{request, status, response, processed_time}`, the request
+ * echoed, labels included; see {@link answerLine}) and an online
+ * `:generateContent` call. Directives in the prompt text steer the outcome.
  */
 import { createHash } from 'node:crypto';
 import type { Storage } from '@google-cloud/storage';
@@ -12,8 +14,9 @@ import type { KnownModel } from './models.ts';
 
 export type Directive = 'fail' | 'block' | 'slow';
 
-export interface LineContext {
+export interface ResponderContext {
   model: KnownModel;
+  /** Reads `fileData` reference images (`gs://…`). */
   storage: Storage;
   imagePadBytes: number;
 }
@@ -31,10 +34,11 @@ interface Part {
   inlineData?: { mimeType?: unknown; data?: unknown };
 }
 
-interface GenerateContentRequest {
+/** What the responder reads of a request; enums arrive as names (JSON lines) or numbers (the npm client). */
+export interface GenerateContentRequest {
   contents?: Array<{ role?: string; parts?: Part[] }>;
   generationConfig?: {
-    responseModalities?: string[];
+    responseModalities?: Array<string | number>;
     responseMimeType?: string;
     seed?: number;
     imageConfig?: {
@@ -47,8 +51,12 @@ interface GenerateContentRequest {
   labels?: Record<string, string>;
 }
 
-/** A failed line: Vertex puts a message (often an embedded google.rpc error) in `status`. */
-class LineError extends Error {
+/**
+ * A request the model refuses or fails: `code` is the HTTP status, `statusName`
+ * the canonical status Google puts in `error.status`. Online calls answer it as
+ * the HTTP error; a batch line puts it in `status`.
+ */
+export class GenerateContentError extends Error {
   readonly code: number;
   readonly statusName: string;
   constructor(code: number, statusName: string, message: string) {
@@ -56,6 +64,7 @@ class LineError extends Error {
     this.code = code;
     this.statusName = statusName;
   }
+  /** The `status` text of a failed batch line (often an embedded google.rpc error). */
   get statusText(): string {
     return `${this.code === 400 ? 'Bad Request' : this.code === 404 ? 'Not Found' : 'Internal Server Error'}: ${JSON.stringify(
       {
@@ -76,39 +85,80 @@ export function lineDirectives(line: string): Set<Directive> {
   return directivesIn(line);
 }
 
-export async function answerLine(line: string, ctx: LineContext): Promise<LineResult> {
+/** The directives in a request's prompt text (for timing, before generating anything). */
+export function requestDirectives(request: unknown): Set<Directive> {
+  return directivesIn(promptText(request as GenerateContentRequest | undefined));
+}
+
+/**
+ * Checks what Vertex's front end checks before the model runs: an object with
+ * non-empty `contents`. Throws a 400 {@link GenerateContentError} otherwise.
+ */
+export function checkGenerateContentRequest(request: unknown): GenerateContentRequest {
+  const r = request as GenerateContentRequest | undefined;
+  if (!r || typeof r !== 'object' || Array.isArray(r)) {
+    throw new GenerateContentError(400, 'INVALID_ARGUMENT', 'The request must be a GenerateContentRequest object.');
+  }
+  if (!Array.isArray(r.contents) || r.contents.length === 0) {
+    throw new GenerateContentError(
+      400,
+      'INVALID_ARGUMENT',
+      'Unable to submit request because it has an empty contents field.',
+    );
+  }
+  return r;
+}
+
+/**
+ * The model's answer to one GenerateContentRequest, shared by batch lines and
+ * online calls: resolves with the GenerateContentResponse as JSON text (the
+ * image's base64 is built into it once, never parsed or serialized again);
+ * `[emulate:block]` gives `promptFeedback` and no candidates. Rejects with a
+ * {@link GenerateContentError}: 400 for a bad request (no contents, an
+ * unsupported size or format, a missing reference), 500 for `[emulate:fail]`.
+ * Timing (`[emulate:slow]`) is the caller's.
+ */
+export async function generateContent(request: unknown, ctx: ResponderContext): Promise<string> {
+  const checked = checkGenerateContentRequest(request);
+  const prompt = promptText(checked);
+  const directives = directivesIn(prompt);
+  if (directives.has('fail')) {
+    throw new GenerateContentError(500, 'INTERNAL', 'Internal error encountered. (emulated by [emulate:fail])');
+  }
+  if (directives.has('block')) return blockedResponse(checked, ctx);
+  return imageResponse(checked, prompt, ctx);
+}
+
+/** One batch input line → its output line. */
+export async function answerLine(line: string, ctx: ResponderContext): Promise<LineResult> {
   const processedTime = new Date().toISOString();
   let parsed: unknown;
   try {
     parsed = JSON.parse(line);
   } catch {
-    const err = new LineError(400, 'INVALID_ARGUMENT', 'Invalid JSON payload received: the line is not a JSON object.');
+    const err = new GenerateContentError(
+      400,
+      'INVALID_ARGUMENT',
+      'Invalid JSON payload received: the line is not a JSON object.',
+    );
     return {
       ok: false,
       directives: new Set(),
       text: JSON.stringify({ request: line, status: err.statusText, processed_time: processedTime }),
     };
   }
-  const request = (parsed as { request?: unknown })?.request as GenerateContentRequest | undefined;
-  const prompt = promptText(request);
-  const directives = directivesIn(prompt);
+  const request = (parsed as { request?: unknown })?.request;
+  const directives = requestDirectives(request);
   try {
-    if (!request || typeof request !== 'object' || !Array.isArray(request.contents) || request.contents.length === 0) {
-      throw new LineError(400, 'INVALID_ARGUMENT', 'Each line needs a "request" with non-empty "contents".');
-    }
-    if (directives.has('fail')) {
-      throw new LineError(500, 'INTERNAL', 'Internal error encountered. (emulated by [emulate:fail])');
-    }
-    const response = directives.has('block')
-      ? blockedResponse(request, ctx)
-      : await imageResponse(request, prompt, ctx);
+    const response = await generateContent(request, ctx);
     return {
       ok: true,
       directives,
       text: `{"request":${JSON.stringify(request)},"status":"","response":${response},"processed_time":${JSON.stringify(processedTime)}}`,
     };
   } catch (err) {
-    const lineErr = err instanceof LineError ? err : new LineError(500, 'INTERNAL', (err as Error).message);
+    const lineErr =
+      err instanceof GenerateContentError ? err : new GenerateContentError(500, 'INTERNAL', (err as Error).message);
     return {
       ok: false,
       directives,
@@ -117,11 +167,28 @@ export async function answerLine(line: string, ctx: LineContext): Promise<LineRe
   }
 }
 
+/** GenerationConfig.Modality by name or number (the npm client sends numbers: TEXT = 1, IMAGE = 2). */
+const MODALITIES = ['MODALITY_UNSPECIFIED', 'TEXT', 'IMAGE', 'AUDIO'];
+
+function modalityName(m: unknown): string {
+  if (typeof m === 'number') return MODALITIES[m] ?? String(m);
+  return String(m).toUpperCase();
+}
+
+/** Every part of every content, skipping whatever is not a list where one belongs. */
+function* partsOf(request: GenerateContentRequest | undefined): Generator<Part> {
+  const contents: unknown = request?.contents;
+  if (!Array.isArray(contents)) return;
+  for (const content of contents) {
+    const parts: unknown = content?.parts;
+    if (!Array.isArray(parts)) continue;
+    for (const part of parts) if (part && typeof part === 'object') yield part as Part;
+  }
+}
+
 function promptText(request: GenerateContentRequest | undefined): string {
   const texts: string[] = [];
-  for (const content of request?.contents ?? []) {
-    for (const part of content?.parts ?? []) if (typeof part?.text === 'string') texts.push(part.text);
-  }
+  for (const part of partsOf(request)) if (typeof part.text === 'string') texts.push(part.text);
   return texts.join('\n');
 }
 
@@ -130,7 +197,7 @@ function promptTokens(prompt: string, images: number): number {
   return Math.max(1, Math.ceil(prompt.length / 4)) + images * 258;
 }
 
-function blockedResponse(request: GenerateContentRequest, ctx: LineContext): string {
+function blockedResponse(request: GenerateContentRequest, ctx: ResponderContext): string {
   const prompt = promptText(request);
   const tokens = promptTokens(prompt, referenceCount(request));
   return JSON.stringify({
@@ -145,23 +212,22 @@ function blockedResponse(request: GenerateContentRequest, ctx: LineContext): str
 
 function referenceCount(request: GenerateContentRequest): number {
   let count = 0;
-  for (const content of request.contents ?? [])
-    for (const part of content?.parts ?? []) if (part?.fileData || part?.inlineData) count++;
+  for (const part of partsOf(request)) if (part.fileData || part.inlineData) count++;
   return count;
 }
 
-async function imageResponse(request: GenerateContentRequest, prompt: string, ctx: LineContext): Promise<string> {
+async function imageResponse(request: GenerateContentRequest, prompt: string, ctx: ResponderContext): Promise<string> {
   const config = request.generationConfig ?? {};
   const imageConfig = config.imageConfig ?? {};
   let dims: { width: number; height: number };
   try {
     dims = imageDimensions(imageConfig.aspectRatio, imageConfig.imageSize);
   } catch (err) {
-    throw new LineError(400, 'INVALID_ARGUMENT', (err as Error).message);
+    throw new GenerateContentError(400, 'INVALID_ARGUMENT', (err as Error).message);
   }
   const output = outputFormat(request);
   const references = await referenceDigests(request, ctx.storage);
-  const modalities = (config.responseModalities ?? ['TEXT', 'IMAGE']).map((m) => String(m).toUpperCase());
+  const modalities = (config.responseModalities ?? ['TEXT', 'IMAGE']).map(modalityName);
   const wantsImage = modalities.includes('IMAGE');
   const wantsText = modalities.includes('TEXT') || !wantsImage;
   const seed = JSON.stringify([ctx.model.id, prompt, references, config.seed ?? null]);
@@ -207,7 +273,7 @@ function outputFormat(request: GenerateContentRequest): { mimeType: ImageMimeTyp
       : undefined;
   const asked = options.mimeType ?? config.imageConfig?.outputMimeType ?? responseImageType ?? 'image/png';
   if (!(IMAGE_MIME_TYPES as readonly unknown[]).includes(asked)) {
-    throw new LineError(
+    throw new GenerateContentError(
       400,
       'INVALID_ARGUMENT',
       `Unsupported image output mimeType ${JSON.stringify(asked)}: use one of ${IMAGE_MIME_TYPES.join(', ')}.`,
@@ -215,7 +281,7 @@ function outputFormat(request: GenerateContentRequest): { mimeType: ImageMimeTyp
   }
   const quality = options.compressionQuality;
   if (quality !== undefined && !(Number.isInteger(quality) && quality >= 0 && quality <= 100)) {
-    throw new LineError(
+    throw new GenerateContentError(
       400,
       'INVALID_ARGUMENT',
       `imageOutputOptions.compressionQuality must be a whole number from 0 to 100, got ${JSON.stringify(quality)}.`,
@@ -230,15 +296,13 @@ function outputFormat(request: GenerateContentRequest): { mimeType: ImageMimeTyp
  */
 async function referenceDigests(request: GenerateContentRequest, storage: Storage): Promise<string[]> {
   const digests: string[] = [];
-  for (const content of request.contents ?? []) {
-    for (const part of content?.parts ?? []) {
-      if (part?.inlineData) {
-        if (typeof part.inlineData.data !== 'string')
-          throw new LineError(400, 'INVALID_ARGUMENT', 'inlineData.data must be base64 text.');
-        digests.push(createHash('sha256').update(part.inlineData.data).digest('hex'));
-      } else if (part?.fileData) {
-        digests.push(await hashGcsObject(String(part.fileData.fileUri ?? ''), storage));
-      }
+  for (const part of partsOf(request)) {
+    if (part.inlineData) {
+      if (typeof part.inlineData.data !== 'string')
+        throw new GenerateContentError(400, 'INVALID_ARGUMENT', 'inlineData.data must be base64 text.');
+      digests.push(createHash('sha256').update(part.inlineData.data).digest('hex'));
+    } else if (part.fileData) {
+      digests.push(await hashGcsObject(String(part.fileData.fileUri ?? ''), storage));
     }
   }
   return digests;
@@ -246,15 +310,16 @@ async function referenceDigests(request: GenerateContentRequest, storage: Storag
 
 async function hashGcsObject(uri: string, storage: Storage): Promise<string> {
   const m = /^gs:\/\/([^/]+)\/(.+)$/.exec(uri);
-  if (!m) throw new LineError(400, 'INVALID_ARGUMENT', `fileData.fileUri must be a gs:// URI, got "${uri}".`);
+  if (!m)
+    throw new GenerateContentError(400, 'INVALID_ARGUMENT', `fileData.fileUri must be a gs:// URI, got "${uri}".`);
   const hash = createHash('sha256');
   try {
     for await (const chunk of storage.bucket(m[1]).file(m[2]).createReadStream({ validation: false }))
       hash.update(chunk as Buffer);
   } catch (err) {
     if ((err as { code?: number }).code === 404)
-      throw new LineError(400, 'INVALID_ARGUMENT', `Cannot fetch ${uri}: not found.`);
-    throw new LineError(500, 'INTERNAL', `Cannot fetch ${uri}: ${(err as Error).message}`);
+      throw new GenerateContentError(400, 'INVALID_ARGUMENT', `Cannot fetch ${uri}: not found.`);
+    throw new GenerateContentError(500, 'INTERNAL', `Cannot fetch ${uri}: ${(err as Error).message}`);
   }
   return hash.digest('hex');
 }

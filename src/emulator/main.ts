@@ -24,6 +24,7 @@ const emulators = await startEmulators({
     queueExpireMs: emulator.queueExpireMs,
     lineMs: emulator.lineMs,
     slowMs: emulator.slowMs,
+    onlineMs: emulator.onlineMs,
     imagePadBytes: emulator.imagePadBytes,
     jobFault: emulator.jobFault,
     transportFaults: emulator.transportFaults,
@@ -32,7 +33,7 @@ const emulators = await startEmulators({
 
 console.log(`Cloud Storage emulator: ${emulators.gcs.url}  (new Storage({ apiEndpoint: '${emulators.gcs.url}' }))`);
 console.log(
-  `Vertex AI emulator:     ${emulators.vertex.url}  (JobServiceClient apiEndpoint '${emulators.vertex.host}', port ${emulators.vertex.port}, protocol 'http', fallback: true)`,
+  `Vertex AI emulator:     ${emulators.vertex.url}  (JobServiceClient, PredictionServiceClient: apiEndpoint '${emulators.vertex.host}', port ${emulators.vertex.port}, protocol 'http', fallback: true)`,
 );
 console.log(`Data under ${dataDir}/gcs and ${dataDir}/vertex. Ctrl-C to stop.`);
 

@@ -1,18 +1,27 @@
 /**
- * Vertex AI JobService emulator: the REST v1 batchPredictionJobs surface
- * (create, get, list, cancel, delete) that `@google-cloud/aiplatform`'s
- * JobServiceClient uses with `fallback: true, protocol: 'http'`.
+ * Vertex AI emulator: the REST v1 batchPredictionJobs surface (create, get,
+ * list, cancel, delete) that `@google-cloud/aiplatform`'s JobServiceClient uses
+ * with `fallback: true, protocol: 'http'`, and online prediction
+ * (`:generateContent`) for its PredictionServiceClient.
  */
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
+import { setTimeout as delay } from 'node:timers/promises';
 import { Storage } from '@google-cloud/storage';
 import { type TransportFault, VERTEX_METHODS } from '../config.ts';
 import { crc32cGenerator } from './crc32c.ts';
 import type { RunningEmulator } from './gcs-emulator.ts';
+import {
+  checkGenerateContentRequest,
+  GenerateContentError,
+  generateContent,
+  requestDirectives,
+} from './gemini-responder.ts';
 import { closeServer, drain, HttpError, listen, readJsonBody, sendError, sendJson, statusName } from './http-util.ts';
 import type { RunnerSettings } from './job-runner.ts';
 import { JobRunner } from './job-runner.ts';
+import { resolveModel } from './models.ts';
 import type { JobRecord, JobResource, JobState } from './vertex-jobs.ts';
 import { isTerminal, JOB_STATES, JobFiles, timestamp } from './vertex-jobs.ts';
 import { validateBatchJob } from './vertex-validation.ts';
@@ -27,7 +36,10 @@ export interface VertexEmulatorOptions {
   /** A job still QUEUED this long after creation ends JOB_STATE_EXPIRED; default 72 h, as on Vertex. */
   queueExpireMs?: number;
   lineMs: number;
+  /** Extra time of a batch line or an online call with `[emulate:slow]`. */
   slowMs: number;
+  /** How long an online `:generateContent` call takes before it answers; default 1500 ms. */
+  onlineMs?: number;
   imagePadBytes: number;
   jobFault: 'none' | 'fail' | 'stuck';
   transportFaults: TransportFault[];
@@ -35,12 +47,20 @@ export interface VertexEmulatorOptions {
 
 export type RunningVertexEmulator = RunningEmulator & {
   setFaults(f: { jobFault?: VertexEmulatorOptions['jobFault']; transportFaults?: TransportFault[] }): void;
+  /** Changes the latency of online calls from the next call on. */
+  setOnlineMs(ms: number): void;
 };
 
 export { type TransportFault, VERTEX_METHODS };
 
 /** Vertex expires a batch job that has not left the queue after 72 hours. */
 export const DEFAULT_QUEUE_EXPIRE_MS = 72 * 3_600_000;
+
+/** Latency of an online call when none is configured (about what a 1K image takes on Vertex). */
+export const DEFAULT_ONLINE_MS = 1500;
+
+/** Largest online request body (inline reference images travel in it as base64). */
+const ONLINE_BODY_LIMIT = 256 * 1024 * 1024;
 
 type Method = (typeof VERTEX_METHODS)[number];
 
@@ -49,12 +69,25 @@ interface Route {
   parent: string;
   id?: string;
   operation?: string;
+  /** GenerateContent: the model resource as addressed, `[projects/P/locations/L/]publishers/google/models/M[@V]`. */
+  model?: string;
 }
 
 const PARENT = 'projects/([^/]+)/locations/([^/]+)';
 
 function route(httpMethod: string, pathname: string): Route | undefined {
-  let m = new RegExp(`^/v1/(${PARENT})/batchPredictionJobs$`).exec(pathname);
+  let m = new RegExp(`^/v1/((?:${PARENT}/)?publishers/google/models/[^/:]+):generateContent$`).exec(pathname);
+  if (m) {
+    if (httpMethod !== 'POST') return undefined;
+    let model: string;
+    try {
+      model = decodeURIComponent(m[1]);
+    } catch {
+      return undefined;
+    }
+    return { method: 'GenerateContent', parent: m[2] ? `projects/${m[2]}/locations/${m[3]}` : '', model };
+  }
+  m = new RegExp(`^/v1/(${PARENT})/batchPredictionJobs$`).exec(pathname);
   if (m) {
     if (httpMethod === 'POST') return { method: 'CreateBatchPredictionJob', parent: m[1] };
     if (httpMethod === 'GET') return { method: 'ListBatchPredictionJobs', parent: m[1] };
@@ -93,6 +126,10 @@ class VertexEmulator {
   private lastId = 0n;
   private jobFault: VertexEmulatorOptions['jobFault'];
   private transportFaults: TransportFault[];
+  private onlineMs: number;
+  /** The waits of online calls in progress, so that closing ends them at once. */
+  private readonly onlineWaits = new Set<AbortController>();
+  private closing = false;
 
   constructor(opts: VertexEmulatorOptions) {
     this.opts = opts;
@@ -105,6 +142,7 @@ class VertexEmulator {
     });
     this.jobFault = opts.jobFault;
     this.transportFaults = [...opts.transportFaults];
+    this.onlineMs = opts.onlineMs ?? DEFAULT_ONLINE_MS;
   }
 
   settings(): RunnerSettings {
@@ -119,6 +157,10 @@ class VertexEmulator {
       // "The Nth call" counts from the moment the faults are set.
       this.calls.clear();
     }
+  }
+
+  setOnlineMs(ms: number): void {
+    this.onlineMs = Math.max(0, ms);
   }
 
   /** Loads persisted jobs and resumes the unfinished ones. */
@@ -137,7 +179,14 @@ class VertexEmulator {
     }
   }
 
+  /** Online calls still waiting answer 503 now, later ones at once: the server can close without waiting for them. */
+  stopOnline(): void {
+    this.closing = true;
+    for (const wait of this.onlineWaits) wait.abort();
+  }
+
   async close(): Promise<void> {
+    this.stopOnline();
     this.shutdown.abort();
     await Promise.allSettled([...this.runners.values()].map((r) => r.done));
     await this.files.flush();
@@ -207,6 +256,66 @@ class VertexEmulator {
         if (!op) throw new HttpError(404, 'Operation not found.');
         return sendJson(res, 200, op);
       }
+      case 'GenerateContent':
+        return this.generateContent(r.model ?? '', req, res);
+    }
+  }
+
+  /**
+   * Online prediction: what Vertex's front end refuses (unknown model, no contents)
+   * answers at once; everything else takes `onlineMs` (plus `slowMs` for
+   * `[emulate:slow]`), then gets the same answer a batch line would. Nothing is
+   * kept once the call is answered.
+   */
+  private async generateContent(resource: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const model = resolveModel(resource);
+    if (!model) {
+      await drain(req);
+      throw new HttpError(
+        404,
+        `Publisher Model \`${resource}\` was not found or your project does not have access to it.`,
+      );
+    }
+    const body = await readJsonBody(req, ONLINE_BODY_LIMIT);
+    try {
+      const request = checkGenerateContentRequest(body);
+      const slow = requestDirectives(request).has('slow');
+      if (!(await this.onlineWait(this.onlineMs + (slow ? this.opts.slowMs : 0), res))) {
+        if (res.destroyed) return; // the client went away: nobody to answer
+        throw new HttpError(503, 'The service is currently unavailable: the emulator is shutting down.');
+      }
+      const text = await generateContent(request, {
+        model,
+        storage: this.storage,
+        imagePadBytes: this.opts.imagePadBytes,
+      });
+      if (res.destroyed) return;
+      res.writeHead(200, {
+        'content-type': 'application/json; charset=UTF-8',
+        'content-length': Buffer.byteLength(text),
+      });
+      res.end(text);
+    } catch (err) {
+      if (err instanceof GenerateContentError) throw new HttpError(err.code, err.message, err.statusName);
+      throw err;
+    }
+  }
+
+  /** Resolves true after `ms`, false as soon as the client disconnects or the emulator closes. */
+  private async onlineWait(ms: number, res: ServerResponse): Promise<boolean> {
+    if (this.closing || res.destroyed) return false;
+    const wait = new AbortController();
+    const abort = () => wait.abort();
+    res.once('close', abort);
+    this.onlineWaits.add(wait);
+    try {
+      await delay(ms, undefined, { signal: wait.signal });
+      return true;
+    } catch {
+      return false;
+    } finally {
+      this.onlineWaits.delete(wait);
+      res.off('close', abort);
     }
   }
 
@@ -382,7 +491,9 @@ export async function startVertexEmulator(opts: VertexEmulatorOptions): Promise<
   return {
     ...address,
     setFaults: (f) => emulator.setFaults(f),
+    setOnlineMs: (ms) => emulator.setOnlineMs(ms),
     close: async () => {
+      emulator.stopOnline();
       await closeServer(server);
       await emulator.close();
     },

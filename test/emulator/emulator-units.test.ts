@@ -25,6 +25,7 @@ describe('emulator settings', () => {
         queueExpireMs: 72 * 3_600_000,
         lineMs: 20,
         slowMs: 2000,
+        onlineMs: 1500,
         imagePadBytes: 0,
         jobFault: 'none',
         transportFaults: [],
@@ -41,9 +42,10 @@ describe('emulator settings', () => {
       VERTEX_EMULATOR_QUEUE_EXPIRE_MS: '90s',
       VERTEX_EMULATOR_LINE_MS: '1',
       VERTEX_EMULATOR_SLOW_MS: '5',
+      VERTEX_EMULATOR_ONLINE_MS: '250ms',
       VERTEX_EMULATOR_IMAGE_PAD_BYTES: '1000000',
       VERTEX_EMULATOR_JOB_FAULT: 'stuck',
-      VERTEX_EMULATOR_FAULTS: 'GetBatchPredictionJob:3:503, CreateBatchPredictionJob:1:429',
+      VERTEX_EMULATOR_FAULTS: 'GetBatchPredictionJob:3:503, CreateBatchPredictionJob:1:429, GenerateContent:2:503',
     });
     expect(s.dataDir).toBe('/tmp/x');
     expect(s.emulator).toMatchObject({
@@ -53,14 +55,17 @@ describe('emulator settings', () => {
       queueExpireMs: 90_000,
       lineMs: 1,
       slowMs: 5,
+      onlineMs: 250,
       imagePadBytes: 1_000_000,
       jobFault: 'stuck',
     });
     expect(s.emulator.transportFaults).toEqual([
       { method: 'GetBatchPredictionJob', call: 3, status: 503 },
       { method: 'CreateBatchPredictionJob', call: 1, status: 429 },
+      { method: 'GenerateContent', call: 2, status: 503 },
     ]);
     expect(() => loadEmulatorConfig({ VERTEX_EMULATOR_LINE_MS: '-1' })).toThrow(/VERTEX_EMULATOR_LINE_MS/);
+    expect(() => loadEmulatorConfig({ VERTEX_EMULATOR_ONLINE_MS: 'fast' })).toThrow(/VERTEX_EMULATOR_ONLINE_MS/);
     expect(() => loadEmulatorConfig({ GCS_EMULATOR_PORT: '70000' })).toThrow(/GCS_EMULATOR_PORT/);
     expect(() => loadEmulatorConfig({ VERTEX_EMULATOR_JOB_FAULT: 'boom' })).toThrow(/JOB_FAULT/);
     expect(() => loadEmulatorConfig({ VERTEX_EMULATOR_QUEUE_EXPIRE_MS: 'soon' })).toThrow(/QUEUE_EXPIRE_MS/);
