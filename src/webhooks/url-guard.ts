@@ -1,4 +1,6 @@
 import dns from 'node:dns';
+import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { ApiError } from '../errors/api-error.ts';
@@ -134,4 +136,36 @@ export function guardedLookup(allowPrivate: boolean): net.LookupFunction {
       else callback(null, allowed[0].address, allowed[0].family);
     });
   };
+}
+
+/**
+ * Why a request to `url` is refused before any connection, as `<host> is <reason>`, or null: a
+ * scheme other than http(s), a metadata host, or an IP literal the guard refuses (Node skips
+ * `lookup` for a literal, so a literal is judged here; a host name is judged by `guardedLookup`).
+ */
+export function refusedTargetReason(url: URL, allowPrivate: boolean): string | null {
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    return `the scheme ${url.protocol.replace(/:$/, '')} is not http or https`;
+  const host = bareHost(url);
+  const reason = refusedHostReason(host) ?? (net.isIP(host) ? refusedAddressReason(host, allowPrivate) : null);
+  return reason && `${host} is ${reason}`;
+}
+
+/**
+ * Starts an http(s) request that connects only where the guard allows: the target is checked by
+ * `refusedTargetReason` (throwing a RefusedAddressError when refused), and the socket resolves a
+ * host name through `guardedLookup`, so the address checked is the address connected to. No agent:
+ * a fresh connection each time, so no pooled socket skips the check. Follows no redirect; a caller
+ * that follows one starts a new guarded request for the new target.
+ */
+export function guardedRequest(
+  url: URL,
+  options: http.RequestOptions,
+  allowPrivate: boolean,
+  onResponse?: (res: http.IncomingMessage) => void,
+): http.ClientRequest {
+  const refused = refusedTargetReason(url, allowPrivate);
+  if (refused) throw new RefusedAddressError(refused);
+  const client = url.protocol === 'https:' ? https : http;
+  return client.request(url, { ...options, agent: false, lookup: guardedLookup(allowPrivate) }, onResponse);
 }

@@ -1,8 +1,5 @@
-import http from 'node:http';
-import https from 'node:https';
-import net from 'node:net';
 import { Webhook } from 'standardwebhooks';
-import { bareHost, guardedLookup, refusedAddressReason, refusedHostReason } from './url-guard.ts';
+import { guardedRequest, refusedTargetReason } from './url-guard.ts';
 
 /** One message as Standard Webhooks signs it: the event id is the `webhook-id` of every attempt. */
 export interface WebhookMessage {
@@ -54,10 +51,9 @@ export function postWebhook(
   } catch {
     return Promise.resolve(failed('invalid URL'));
   }
-  const host = bareHost(target);
   // Node skips `lookup` for an IP literal, so a literal is judged here.
-  const refused = refusedHostReason(host) ?? (net.isIP(host) ? refusedAddressReason(host, opts.allowPrivate) : null);
-  if (refused) return Promise.resolve(failed(`refused: ${host} is ${refused}`));
+  const refused = refusedTargetReason(target, opts.allowPrivate);
+  if (refused) return Promise.resolve(failed(`refused: ${refused}`));
 
   const headers = {
     'content-type': 'application/json',
@@ -71,21 +67,16 @@ export function postWebhook(
       result ??= r;
       resolve(result);
     };
-    const client = target.protocol === 'https:' ? https : http;
-    // agent: false — a fresh connection each attempt, so every attempt passes the lookup guard.
-    const req = client.request(
-      target,
-      { method: 'POST', headers, agent: false, lookup: guardedLookup(opts.allowPrivate) },
-      (res) => {
-        const code = res.statusCode ?? 0;
-        const ok = code >= 200 && code < 300;
-        settle({ ok, statusCode: code, error: ok ? null : `HTTP ${code}` });
-        // The answer's body is not needed, only drained (within the same deadline).
-        res.on('error', () => {});
-        res.on('close', () => clearTimeout(timer));
-        res.resume();
-      },
-    );
+    // A fresh connection each attempt (no agent), so every attempt passes the lookup guard.
+    const req = guardedRequest(target, { method: 'POST', headers }, opts.allowPrivate, (res) => {
+      const code = res.statusCode ?? 0;
+      const ok = code >= 200 && code < 300;
+      settle({ ok, statusCode: code, error: ok ? null : `HTTP ${code}` });
+      // The answer's body is not needed, only drained (within the same deadline).
+      res.on('error', () => {});
+      res.on('close', () => clearTimeout(timer));
+      res.resume();
+    });
     const timer = setTimeout(() => {
       settle(failed(`timed out after ${opts.timeoutMs / 1000} s`));
       req.destroy();
