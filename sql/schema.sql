@@ -101,7 +101,8 @@ CREATE TABLE public.billing_logs (
     type text NOT NULL,
     quota_delta bigint NOT NULL,
     content text NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    image_job_id text
 );
 
 ALTER SEQUENCE public.billing_logs_id_seq OWNED BY public.billing_logs.id;
@@ -111,6 +112,8 @@ ALTER TABLE ONLY public.billing_logs
 
 ALTER TABLE ONLY public.billing_logs
     ADD CONSTRAINT billing_logs_type_check CHECK ((type = ANY (ARRAY['topup'::text, 'pre_deduction'::text, 'difference'::text, 'adjustment'::text])));
+
+CREATE UNIQUE INDEX billing_logs_image_job_once ON public.billing_logs USING btree (image_job_id, type) WHERE (type = ANY (ARRAY['pre_deduction'::text, 'difference'::text]));
 
 CREATE UNIQUE INDEX billing_logs_once ON public.billing_logs USING btree (batch_id, type) WHERE (type = ANY (ARRAY['pre_deduction'::text, 'difference'::text]));
 
@@ -156,6 +159,70 @@ ALTER TABLE ONLY public.idempotency_keys
     ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (user_id, key);
 
 CREATE INDEX idempotency_keys_age ON public.idempotency_keys USING btree (created_at);
+
+CREATE TABLE public.image_jobs (
+    id text NOT NULL,
+    user_id bigint NOT NULL,
+    mode text NOT NULL,
+    source text NOT NULL,
+    operation text NOT NULL,
+    model text NOT NULL,
+    request jsonb NOT NULL,
+    inputs jsonb DEFAULT '[]'::jsonb NOT NULL,
+    n integer NOT NULL,
+    size_tier text NOT NULL,
+    unit_price bigint NOT NULL,
+    response_format text NOT NULL,
+    status text NOT NULL,
+    images jsonb DEFAULT '[]'::jsonb NOT NULL,
+    pre_deducted bigint NOT NULL,
+    settled bigint,
+    refunded bigint,
+    usage jsonb,
+    error_code text,
+    error_message text,
+    task_request_id text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    started_at timestamp with time zone,
+    completed_at timestamp with time zone,
+    expires_at timestamp with time zone NOT NULL,
+    purged_at timestamp with time zone
+);
+
+ALTER TABLE ONLY public.image_jobs
+    ADD CONSTRAINT image_jobs_mode_check CHECK ((mode = ANY (ARRAY['sync'::text, 'async'::text])));
+
+ALTER TABLE ONLY public.image_jobs
+    ADD CONSTRAINT image_jobs_n_check CHECK (((n >= 1) AND (n <= 10)));
+
+ALTER TABLE ONLY public.image_jobs
+    ADD CONSTRAINT image_jobs_operation_check CHECK ((operation = ANY (ARRAY['generation'::text, 'edit'::text])));
+
+ALTER TABLE ONLY public.image_jobs
+    ADD CONSTRAINT image_jobs_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.image_jobs
+    ADD CONSTRAINT image_jobs_pre_deducted_check CHECK ((pre_deducted >= 0));
+
+ALTER TABLE ONLY public.image_jobs
+    ADD CONSTRAINT image_jobs_response_format_check CHECK ((response_format = ANY (ARRAY['b64_json'::text, 'url'::text])));
+
+ALTER TABLE ONLY public.image_jobs
+    ADD CONSTRAINT image_jobs_source_check CHECK ((source = ANY (ARRAY['openai'::text, 'task'::text])));
+
+ALTER TABLE ONLY public.image_jobs
+    ADD CONSTRAINT image_jobs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'expired'::text])));
+
+ALTER TABLE ONLY public.image_jobs
+    ADD CONSTRAINT image_jobs_unit_price_check CHECK ((unit_price >= 0));
+
+CREATE INDEX image_jobs_open ON public.image_jobs USING btree (expires_at) WHERE (status = ANY (ARRAY['queued'::text, 'running'::text]));
+
+CREATE INDEX image_jobs_retained ON public.image_jobs USING btree (completed_at) WHERE ((purged_at IS NULL) AND (completed_at IS NOT NULL));
+
+CREATE INDEX image_jobs_user_list ON public.image_jobs USING btree (user_id, created_at DESC, id DESC);
+
+CREATE INDEX image_jobs_user_sync_open ON public.image_jobs USING btree (user_id) WHERE ((mode = 'sync'::text) AND (status = ANY (ARRAY['queued'::text, 'running'::text])));
 
 CREATE TABLE public.models (
     id text NOT NULL,
@@ -322,6 +389,9 @@ ALTER TABLE ONLY public.billing_logs
     ADD CONSTRAINT billing_logs_batch_id_fkey FOREIGN KEY (batch_id) REFERENCES public.batches(id);
 
 ALTER TABLE ONLY public.billing_logs
+    ADD CONSTRAINT billing_logs_image_job_id_fkey FOREIGN KEY (image_job_id) REFERENCES public.image_jobs(id);
+
+ALTER TABLE ONLY public.billing_logs
     ADD CONSTRAINT billing_logs_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id);
 
 ALTER TABLE ONLY public.files
@@ -329,6 +399,9 @@ ALTER TABLE ONLY public.files
 
 ALTER TABLE ONLY public.idempotency_keys
     ADD CONSTRAINT idempotency_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id);
+
+ALTER TABLE ONLY public.image_jobs
+    ADD CONSTRAINT image_jobs_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id);
 
 ALTER TABLE ONLY public.shards
     ADD CONSTRAINT shards_batch_id_fkey FOREIGN KEY (batch_id) REFERENCES public.batches(id);

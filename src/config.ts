@@ -15,6 +15,7 @@ export const VERTEX_METHODS = [
   'CancelBatchPredictionJob',
   'DeleteBatchPredictionJob',
   'GetOperation',
+  'GenerateContent',
 ] as const;
 
 export interface TransportFault {
@@ -53,6 +54,8 @@ export interface Config {
     queueExpireMs: number;
     lineMs: number;
     slowMs: number;
+    /** How long an online `:generateContent` call takes before it answers. */
+    onlineMs: number;
     imagePadBytes: number;
     jobFault: JobFault;
     transportFaults: TransportFault[];
@@ -98,6 +101,19 @@ export interface Config {
     webhookAllowPrivateUrls: boolean;
     /** First delay before a failed webhook delivery is tried again (doubling, up to an hour, for 72 h). */
     webhookRetryBaseMs: number;
+  };
+  /** Single images on Vertex online prediction: sync calls and async image jobs. */
+  images: {
+    /** A sync request still running this long answers 504 and is refunded in full. */
+    syncTimeoutMs: number;
+    /** Sync requests one user may have running at once; more answer 429. */
+    userMaxConcurrentRequests: number;
+    /** An async image job not finished this long after it was made ends `expired`, refunded. */
+    jobTtlMs: number;
+    /** Lets image URLs (task API `images`, `mask`) reach loopback and private addresses (tests, private deployments). */
+    fetchAllowPrivateUrls: boolean;
+    /** How long fetching one image URL may take. */
+    fetchTimeoutMs: number;
   };
 }
 
@@ -226,6 +242,7 @@ export function readEmulatorSettings(r: EnvReader, standalone: boolean): Config[
     queueExpireMs: r.duration('VERTEX_EMULATOR_QUEUE_EXPIRE_MS', 72 * 3_600_000),
     lineMs: r.duration('VERTEX_EMULATOR_LINE_MS', 20),
     slowMs: r.duration('VERTEX_EMULATOR_SLOW_MS', 2000),
+    onlineMs: r.duration('VERTEX_EMULATOR_ONLINE_MS', 1500),
     imagePadBytes: r.bytes('VERTEX_EMULATOR_IMAGE_PAD_BYTES', 0),
     jobFault: r.oneOf('VERTEX_EMULATOR_JOB_FAULT', ['none', 'fail', 'stuck'] as const, 'none'),
     transportFaults: parseTransportFaults(r.raw('VERTEX_EMULATOR_FAULTS'), r.problems),
@@ -306,12 +323,22 @@ export function loadConfig(env: Env = process.env): Config {
       webhookAllowPrivateUrls: r.bool('WEBHOOK_ALLOW_PRIVATE_URLS', false),
       webhookRetryBaseMs: r.duration('WEBHOOK_RETRY_BASE', 10_000),
     },
+    images: {
+      syncTimeoutMs: r.duration('SYNC_TIMEOUT_MS', 120_000),
+      userMaxConcurrentRequests: r.int('USER_MAX_CONCURRENT_REQUESTS', 8, 1, 10_000),
+      jobTtlMs: r.duration('IMAGE_JOB_TTL', 3_600_000),
+      fetchAllowPrivateUrls: r.bool('FETCH_ALLOW_PRIVATE_URLS', false),
+      fetchTimeoutMs: r.duration('FETCH_TIMEOUT_MS', 30_000),
+    },
   };
   const secret = config.delivery.urlSigningSecret;
   if (secret !== null && secret.length < 32) r.problems.push('URL_SIGNING_SECRET must be at least 32 characters');
   if (config.delivery.imageUrlTtlMs < 1000) r.problems.push('IMAGE_URL_TTL must be at least 1s');
   // A zero delay would hammer a failing endpoint for 72 h.
   if (config.delivery.webhookRetryBaseMs < 100) r.problems.push('WEBHOOK_RETRY_BASE must be at least 100ms');
+  if (config.images.syncTimeoutMs < 1000) r.problems.push('SYNC_TIMEOUT_MS must be at least 1s');
+  if (config.images.jobTtlMs < 1000) r.problems.push('IMAGE_JOB_TTL must be at least 1s');
+  if (config.images.fetchTimeoutMs < 100) r.problems.push('FETCH_TIMEOUT_MS must be at least 100ms');
   if (config.pipeline.pollMaxIntervalMs < config.pipeline.pollIntervalMs) {
     r.problems.push('POLL_MAX_INTERVAL_MS must not be below POLL_INTERVAL_MS');
   }

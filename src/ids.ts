@@ -14,7 +14,7 @@ export function randomToken(length = 24): string {
   return out;
 }
 
-export type IdPrefix = 'batch' | 'file' | 'shard' | 'batch_req' | 'wh' | 'evt' | 'whdel';
+export type IdPrefix = 'batch' | 'file' | 'shard' | 'batch_req' | 'wh' | 'evt' | 'whdel' | 'img' | 'req';
 
 export const newId = (prefix: IdPrefix) => `${prefix}_${randomToken()}`;
 

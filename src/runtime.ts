@@ -16,7 +16,8 @@ import { createServices, type Services } from './services.ts';
 import { ObjectStore } from './storage/object-store.ts';
 import { LinkSigner, linkSigningSecret } from './storage/signed-links.ts';
 import { BatchJobs } from './vertex/batch-jobs.ts';
-import { createJobClient } from './vertex/job-client.ts';
+import { createJobClient, createPredictionClient } from './vertex/job-client.ts';
+import { OnlineImages } from './vertex/online-images.ts';
 
 export interface Runtime {
   services: Services;
@@ -84,6 +85,9 @@ export async function startRuntime(config: Config): Promise<Runtime> {
     const jobClient = createJobClient({ location: config.google.location, endpoint: vertexApiEndpoint });
     stops.push(() => jobClient.close());
     const vertex = new BatchJobs(jobClient, config.google.project, config.google.location);
+    const predictionClient = createPredictionClient({ location: config.google.location, endpoint: vertexApiEndpoint });
+    stops.push(() => predictionClient.close());
+    const online = new OnlineImages(predictionClient, config.google.project, config.google.location);
 
     const queue = await JobQueue.start(databaseUrl, {
       jobs: PIPELINE_JOBS,
@@ -103,7 +107,7 @@ export async function startRuntime(config: Config): Promise<Runtime> {
       baseUrl: () => config.delivery.publicUrl ?? url ?? `http://${config.host}:${config.port}`,
       ttlMs: config.delivery.imageUrlTtlMs,
     });
-    const services = createServices({ config, pool, database, store, links, queue, vertex });
+    const services = createServices({ config, pool, database, store, links, queue, vertex, online });
 
     if (config.role !== 'worker') {
       const server = http.createServer(createApp(services));

@@ -6,10 +6,12 @@ import type { Config } from './config.ts';
 import type { DatabaseAvailability } from './db/availability.ts';
 import type { Pool } from './db/pool.ts';
 import { FileService } from './files/file-service.ts';
+import { ImageJobService } from './images/image-job-service.ts';
 import type { JobQueue } from './pipeline/job-queue.ts';
 import type { ObjectStore } from './storage/object-store.ts';
 import type { LinkSigner } from './storage/signed-links.ts';
 import type { BatchJobs } from './vertex/batch-jobs.ts';
+import type { OnlineImages } from './vertex/online-images.ts';
 import { WebhookService } from './webhooks/webhook-service.ts';
 
 /** The collaborators every handler and job is given: built once per process. */
@@ -23,19 +25,23 @@ export interface Services {
   links: LinkSigner;
   queue: JobQueue;
   vertex: BatchJobs;
+  /** Vertex online prediction: one image per generateContent call. */
+  online: OnlineImages;
   accounts: AccountService;
   billing: BillingService;
   files: FileService;
   batches: BatchService;
   webhooks: WebhookService;
+  imageJobs: ImageJobService;
   models(onlyEnabled: boolean): Promise<ModelInfo[]>;
 }
 
 export function createServices(
-  deps: Omit<Services, 'accounts' | 'billing' | 'files' | 'batches' | 'webhooks' | 'models'>,
+  deps: Omit<Services, 'accounts' | 'billing' | 'files' | 'batches' | 'webhooks' | 'imageJobs' | 'models'>,
 ): Services {
-  const { config, pool, store, queue } = deps;
+  const { config, pool, store, queue, links, online } = deps;
   const billing = new BillingService({ pool });
+  const models = (onlyEnabled: boolean) => listModels(pool, config.billing.batchRatio, onlyEnabled);
   return {
     ...deps,
     billing,
@@ -43,6 +49,16 @@ export function createServices(
     files: new FileService({ pool, store }),
     batches: new BatchService({ pool, store, queue, completionWindowMs: config.pipeline.completionWindowMs }),
     webhooks: new WebhookService({ pool, allowPrivateUrls: config.delivery.webhookAllowPrivateUrls }),
-    models: (onlyEnabled) => listModels(pool, config.billing.batchRatio, onlyEnabled),
+    imageJobs: new ImageJobService({
+      pool,
+      store,
+      queue,
+      billing,
+      online,
+      links,
+      config: config.images,
+      models: () => models(true),
+    }),
+    models,
   };
 }

@@ -6,6 +6,7 @@ export interface BillingLogRow {
   id: number;
   userId: number;
   batchId: string | null;
+  imageJobId: string | null;
   model: string | null;
   type: LogType;
   quotaDelta: number;
@@ -30,6 +31,7 @@ export async function insertLog(
   row: {
     userId: number;
     batchId?: string | null;
+    imageJobId?: string | null;
     model?: string | null;
     type: LogType;
     quotaDelta: number;
@@ -37,18 +39,24 @@ export async function insertLog(
   },
 ): Promise<void> {
   await db.query(
-    'INSERT INTO billing_logs (user_id, batch_id, model, type, quota_delta, content) VALUES ($1, $2, $3, $4, $5, $6)',
-    [row.userId, row.batchId ?? null, row.model ?? null, row.type, row.quotaDelta, row.content],
+    `INSERT INTO billing_logs (user_id, batch_id, image_job_id, model, type, quota_delta, content)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+    [row.userId, row.batchId ?? null, row.imageJobId ?? null, row.model ?? null, row.type, row.quotaDelta, row.content],
   );
 }
 
-export async function listLogs(db: Db, filter: { userId?: number; batchId?: string; afterId?: number; limit: number }) {
+export async function listLogs(
+  db: Db,
+  filter: { userId?: number; batchId?: string; imageJobId?: string; afterId?: number; limit: number },
+) {
   const { rows } = await db.query<BillingLogRow>(
-    `SELECT id, user_id AS "userId", batch_id AS "batchId", model, type, quota_delta AS "quotaDelta", content, created_at AS "createdAt"
+    `SELECT id, user_id AS "userId", batch_id AS "batchId", image_job_id AS "imageJobId", model, type,
+            quota_delta AS "quotaDelta", content, created_at AS "createdAt"
        FROM billing_logs
-      WHERE ($1::bigint IS NULL OR user_id = $1) AND ($2::text IS NULL OR batch_id = $2) AND id > $3
+      WHERE ($1::bigint IS NULL OR user_id = $1) AND ($2::text IS NULL OR batch_id = $2)
+        AND ($5::text IS NULL OR image_job_id = $5) AND id > $3
       ORDER BY id LIMIT $4`,
-    [filter.userId ?? null, filter.batchId ?? null, filter.afterId ?? 0, filter.limit],
+    [filter.userId ?? null, filter.batchId ?? null, filter.afterId ?? 0, filter.limit, filter.imageJobId ?? null],
   );
   return rows;
 }

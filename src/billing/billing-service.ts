@@ -5,6 +5,12 @@ import { withTransaction } from '../db/pool.ts';
 import { ApiError, notFound } from '../errors/api-error.ts';
 import * as q from './billing-queries.ts';
 
+/** A quota move for one batch or one image job (the id its log row is tied to). */
+type Charge = { userId: number; amount: number; content: string } & (
+  | { batchId: string; imageJobId?: undefined }
+  | { imageJobId: string; batchId?: undefined }
+);
+
 /**
  * Every quota move lives here. Each one locks the user row, changes the quota and writes its
  * log row on the caller's transaction, so for every user: quota change = Σ log deltas.
@@ -30,28 +36,22 @@ export class BillingService {
   }
 
   /**
-   * Takes `amount` from the user's remaining quota for a batch. Returns false, changing
-   * nothing, when the user has less than that left.
+   * Takes `amount` from the user's remaining quota for a batch or an image job. Returns false,
+   * changing nothing, when the user has less than that left.
    */
-  async preDeductIn(
-    tx: pg.PoolClient,
-    charge: { userId: number; batchId: string; model: string; amount: number; content: string },
-  ): Promise<boolean> {
+  async preDeductIn(tx: pg.PoolClient, charge: Charge & { model: string }): Promise<boolean> {
     await lockUser(tx, charge.userId);
     if (!(await q.moveQuota(tx, charge.userId, -charge.amount, charge.amount))) return false;
     await q.insertLog(tx, { ...charge, type: 'pre_deduction', quotaDelta: -charge.amount });
     return true;
   }
 
-  /** Gives back `refund` of a batch's pre-deduction; a difference row only when it is not zero. */
-  async refundIn(
-    tx: pg.PoolClient,
-    refund: { userId: number; batchId: string; model: string | null; amount: number; content: string },
-  ): Promise<void> {
+  /** Gives back `refund` of a pre-deduction; a difference row only when it is not zero. */
+  async refundIn(tx: pg.PoolClient, refund: Charge & { model: string | null }): Promise<void> {
     if (refund.amount === 0) return;
     await lockUser(tx, refund.userId);
     if (refund.amount < 0 || !(await q.moveQuota(tx, refund.userId, refund.amount, -refund.amount))) {
-      throw new Error(`refund of ${refund.amount} for batch ${refund.batchId} cannot be applied`);
+      throw new Error(`refund of ${refund.amount} for ${refund.batchId ?? refund.imageJobId} cannot be applied`);
     }
     await q.insertLog(tx, { ...refund, type: 'difference', quotaDelta: refund.amount });
   }

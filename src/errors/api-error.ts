@@ -36,7 +36,7 @@ export class ApiError extends Error {
 }
 
 export const notFound = (
-  what: 'batch' | 'file' | 'user' | 'api_key' | 'webhook',
+  what: 'batch' | 'file' | 'user' | 'api_key' | 'webhook' | 'job',
   id: string | number,
   param: string | null = null,
 ) => new ApiError(`${what}_not_found`, `No ${what.replace('_', ' ')} found with id '${id}'.`, param);

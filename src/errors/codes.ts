@@ -54,6 +54,11 @@ export const HTTP_ERRORS = {
     statuses: [400],
     description: 'a vision file is not a readable PNG, JPEG or WebP of 1 to 16384 pixels a side',
   },
+  invalid_image_url: {
+    statuses: [400],
+    description:
+      'an image URL could not be fetched: unreachable, refused (private address), too large (`VISION_MAX_BYTES`), timed out, or not a PNG, JPEG or WebP',
+  },
   invalid_metadata: { statuses: [400], description: '`metadata` breaks OpenAI’s rules (16 pairs, 64/512 characters)' },
   invalid_expires_after: {
     statuses: [400],
@@ -64,7 +69,7 @@ export const HTTP_ERRORS = {
   unknown_parameter: { statuses: [400], description: 'a body field this endpoint does not take' },
   invalid_endpoint: {
     statuses: [400],
-    description: '`endpoint` is not one this service runs (`/v1/images/generations`)',
+    description: '`endpoint` is not one this service runs (`/v1/images/generations`, `/v1/images/edits`)',
   },
   invalid_completion_window: { statuses: [400], description: '`completion_window` is not `24h`' },
   invalid_input_file: { statuses: [400], description: '`input_file_id` is not a JSONL uploaded for a batch' },
@@ -81,6 +86,16 @@ export const HTTP_ERRORS = {
     description:
       '`events` is not a non-empty list of `batch.completed`, `batch.failed`, `batch.cancelled`, `batch.expired`',
   },
+  invalid_type: { statuses: [400], description: 'an image request field has the wrong JSON type' },
+  invalid_prompt: { statuses: [400], description: 'the prompt is empty, invisible or longer than the model takes' },
+  unsupported_size: { statuses: [400], description: 'a size, aspect ratio or tier the model cannot make' },
+  too_many_reference_images: { statuses: [400], description: 'more reference images than the model takes' },
+  conflicting_parameters: { statuses: [400], description: '`image_file_id` and `image_file_ids` together' },
+  content_blocked: {
+    statuses: [400],
+    description: 'the model’s safety filters refused every image of a sync request (quota returned)',
+  },
+  invalid_index: { statuses: [400], description: '`index` is not the index of one of the job’s images' },
   privacy_not_accepted: {
     statuses: [403, 400],
     description: 'a batch upload before the privacy policy was accepted (403); a PUT without `{"accept": true}` (400)',
@@ -99,14 +114,26 @@ export const HTTP_ERRORS = {
   user_not_found: { statuses: [404], description: 'no such user (admin)' },
   api_key_not_found: { statuses: [404], description: 'no such key of that user (admin)' },
   webhook_not_found: { statuses: [404], description: 'no such webhook endpoint of yours' },
+  job_not_found: { statuses: [404], description: 'no such image job of yours' },
+  model_not_found: { statuses: [404], description: 'the model does not exist or is disabled' },
   // 409: the state forbids it.
   batch_not_cancellable: { statuses: [409], description: 'the batch is finalizing or finished' },
   batch_not_finished: { statuses: [409], description: 'only a finished batch can be deleted' },
+  job_not_cancellable: {
+    statuses: [409],
+    description: 'the image job has finished, or is a sync request (it ends with its HTTP call)',
+  },
   file_in_use: { statuses: [409], description: 'the file is the input of a batch that has not finished' },
   idempotency_key_in_use: { statuses: [409], description: 'a request with this `Idempotency-Key` is still running' },
   idempotency_key_reused: {
     statuses: [422],
     description: 'this `Idempotency-Key` was used for a different request in the last 24 h',
+  },
+  // 402/429: what the account may spend or run now.
+  insufficient_quota: { statuses: [402], description: 'the request costs more than the quota left; nothing charged' },
+  rate_limit_exceeded: {
+    statuses: [429],
+    description: 'more sync image requests at once than `USER_MAX_CONCURRENT_REQUESTS`; retry after `Retry-After`',
   },
   // 413/415/416: size, type and range of what was sent or asked for.
   file_too_large: { statuses: [413], description: 'the file is over `VISION_MAX_BYTES` / `BATCH_UPLOAD_MAX_BYTES`' },
@@ -115,6 +142,11 @@ export const HTTP_ERRORS = {
   range_not_satisfiable: { statuses: [416], description: 'the `Range` is outside the file' },
   // 5xx: ours.
   internal_error: { statuses: [500], description: 'an unexpected failure (logged)' },
+  upstream_error: {
+    statuses: [502],
+    description: 'Vertex AI failed every image of a sync request (after retries); quota returned',
+  },
+  timeout: { statuses: [504], description: 'a sync request ran past `SYNC_TIMEOUT_MS`; quota returned' },
   service_unavailable: {
     statuses: [503],
     description: 'the database is unreachable; retry after `Retry-After` seconds',
@@ -136,7 +168,10 @@ export const BATCH_ERRORS = {
   invalid_custom_id: { where: 'line', description: '`custom_id` is not a string of 1–256 characters' },
   duplicate_custom_id: { where: 'line', description: '`custom_id` repeats an earlier line’s' },
   invalid_method: { where: 'line', description: '`method` is not `POST`' },
-  invalid_url: { where: 'line', description: '`url` is not the batch’s `endpoint` (`/v1/images/generations`)' },
+  invalid_url: {
+    where: 'line',
+    description: '`url` is not the batch’s `endpoint` (`/v1/images/generations` or `/v1/images/edits`)',
+  },
   missing_required_parameter: { where: 'line', description: 'a required body field is missing' },
   unknown_parameter: { where: 'line', description: 'a body field we do not know (never billed as a default)' },
   invalid_type: { where: 'line', description: 'a body field has the wrong JSON type' },

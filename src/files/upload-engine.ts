@@ -84,6 +84,10 @@ export interface UploadEngineOptions {
   precheck(req: Request, purpose: string | undefined): Promise<void>;
   /** Whether to compute the file's SHA-256 on the way. */
   hash(req: Request): boolean;
+  /** Where the file is stored; default: the user's uploads (`uploadKey`). */
+  objectKey?(req: Request, fileId: string): string;
+  /** Every file must be a readable image (default: only `purpose=vision` ones). */
+  imagesOnly?: boolean;
 }
 
 /** A multer storage engine that streams the file straight into the object store. */
@@ -93,8 +97,8 @@ export function objectStoreEngine(opts: UploadEngineOptions): multer.StorageEngi
       const purpose = typeof req.body?.purpose === 'string' ? req.body.purpose : undefined;
       const userId = (req as Request & { userId: number }).userId;
       const fileId = newId('file');
-      const objectKey = uploadKey(userId, fileId);
-      const guard = new UploadGuard(opts.limitFor(purpose), purpose === 'vision', opts.hash(req));
+      const objectKey = opts.objectKey?.(req, fileId) ?? uploadKey(userId, fileId);
+      const guard = new UploadGuard(opts.limitFor(purpose), opts.imagesOnly || purpose === 'vision', opts.hash(req));
       const run = async () => {
         try {
           await opts.precheck(req, purpose);

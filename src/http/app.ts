@@ -5,9 +5,12 @@ import { adminRoutes } from './routes/admin.ts';
 import { batchRoutes } from './routes/batches.ts';
 import { fileRoutes } from './routes/files.ts';
 import { imageFileRoutes } from './routes/image-files.ts';
+import { imageRoutes } from './routes/images.ts';
+import { jobRoutes } from './routes/jobs.ts';
 import { linkRoutes } from './routes/links.ts';
 import { modelRoutes } from './routes/models.ts';
 import { privacyRoutes } from './routes/privacy.ts';
+import { taskEnvelope, taskRoutes } from './routes/tasks.ts';
 import { webhookRoutes } from './routes/webhooks.ts';
 
 export function createApp(s: Services): express.Express {
@@ -27,9 +30,23 @@ export function createApp(s: Services): express.Express {
   // Bodies are parsed only after authentication: an anonymous caller learns nothing else.
   const json: RequestHandler[] = [express.json({ limit: '256kb' }), rejectNulCharacters];
   app.use('/admin', adminRoutes(s, json));
+  // The task API answers its errors (authentication's too) in seed 003's envelope.
+  app.use('/v1/aiart', taskEnvelope);
   const auth = apiKeyAuth((key) => s.accounts.authenticate(key));
   app.use('/api', auth, json, privacyRoutes(s));
-  app.use('/v1', auth, json, imageFileRoutes(s), fileRoutes(s), batchRoutes(s), webhookRoutes(s), modelRoutes(s));
+  app.use(
+    '/v1',
+    auth,
+    json,
+    imageFileRoutes(s),
+    fileRoutes(s),
+    batchRoutes(s),
+    webhookRoutes(s),
+    modelRoutes(s),
+    imageRoutes(s),
+    jobRoutes(s),
+    taskRoutes(s),
+  );
 
   app.use(notFoundRoute);
   app.use(errorHandler(s.database));

@@ -59,7 +59,12 @@ export function errorHandler(db: DatabaseAvailability) {
       res.destroy();
       return;
     }
-    res.status(apiError.status).set(apiError.headers).json(apiError.toBody());
+    // A route group may render errors its own way (the task API: `{code, message, data: null}`).
+    const body =
+      res.locals.errorEnvelope === 'task'
+        ? { code: apiError.code, message: apiError.message, data: null }
+        : apiError.toBody();
+    res.status(apiError.status).set(apiError.headers).json(body);
   };
 }
 

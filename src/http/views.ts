@@ -2,6 +2,7 @@ import type { UserRow } from '../accounts/account-queries.ts';
 import type { BatchRow } from '../batches/batch-queries.ts';
 import type { ModelInfo } from '../billing/model-catalog.ts';
 import type { FileRow } from '../files/file-queries.ts';
+import { type ImageJobRow, OPEN_JOB_STATUSES } from '../images/image-job-queries.ts';
 import type { DeadJob } from '../pipeline/job-queue.ts';
 import type { WebhookDeliveryRow, WebhookEndpointRow } from '../webhooks/webhook-queries.ts';
 
@@ -123,5 +124,68 @@ export function webhookDeliveryView(d: WebhookDeliveryRow) {
     next_attempt_at: unix(d.nextAttemptAt),
     delivered_at: unix(d.deliveredAt),
     created_at: unix(d.createdAt),
+  };
+}
+
+/** An image job (seed 002's shape): `polling_url` and `content_url` are absolute, under `base`. */
+export function imageJobView(j: ImageJobRow, links: { base: string; images: string[] }) {
+  const finished = !OPEN_JOB_STATUSES.includes(j.status);
+  return {
+    id: j.id,
+    object: 'image_job',
+    status: j.status,
+    mode: j.mode,
+    operation: j.operation,
+    model: j.model,
+    created_at: unix(j.createdAt),
+    started_at: unix(j.startedAt),
+    completed_at: unix(j.completedAt),
+    expires_at: unix(j.expiresAt),
+    polling_url: `${links.base}/v1/jobs/${j.id}`,
+    content_url: j.images.length ? `${links.base}/v1/jobs/${j.id}/content` : null,
+    unsigned_urls: links.images,
+    // A sync b64_json request keeps no images; what it made is what it was charged for.
+    image_count:
+      finished && j.images.length === 0 && j.unitPrice > 0 ? (j.settled ?? 0) / j.unitPrice : j.images.length,
+    n: j.n,
+    usage: {
+      prompt_tokens: j.usage?.input_tokens ?? 0,
+      completion_tokens: j.usage?.output_tokens ?? 0,
+      // Quota units charged: the reservation while the job runs, what was settled once it ended.
+      cost_credits: finished ? (j.settled ?? 0) : j.preDeducted,
+    },
+    billing: { pre_deducted: j.preDeducted, settled: j.settled, refunded: j.refunded },
+    error: j.errorCode ? { code: j.errorCode, message: j.errorMessage } : null,
+  };
+}
+
+/** The OpenAI images answer of a sync request. */
+export function imagesResponseView(
+  job: ImageJobRow,
+  images: Array<{ data: Buffer; url: string | null; revisedPrompt: string | null }>,
+) {
+  return {
+    created: unix(job.createdAt),
+    data: images.map((i) => ({
+      ...(i.url !== null ? { url: i.url } : { b64_json: i.data.toString('base64') }),
+      ...(i.revisedPrompt ? { revised_prompt: i.revisedPrompt } : {}),
+    })),
+    usage: job.usage ?? {
+      input_tokens: 0,
+      output_tokens: 0,
+      total_tokens: 0,
+      input_tokens_details: { text_tokens: 0, image_tokens: 0 },
+    },
+  };
+}
+
+/** The task API's query answer (seed 003): WAIT while the job is open, DONE with links, FAIL otherwise. */
+export function taskView(j: ImageJobRow, images: string[]) {
+  const status = OPEN_JOB_STATUSES.includes(j.status) ? 'WAIT' : j.status === 'succeeded' ? 'DONE' : 'FAIL';
+  return {
+    status,
+    created: unix(j.createdAt),
+    ...(status === 'DONE' ? { data: images.map((url) => ({ url })) } : {}),
+    ...(status === 'FAIL' ? { error_message: j.errorMessage ?? `the job was ${j.status}` } : {}),
   };
 }

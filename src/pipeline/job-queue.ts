@@ -51,6 +51,11 @@ export class JobQueue {
       max: 5,
       application_name: 'image-batch-gateway-queue',
       superviseIntervalSeconds: opts.superviseSeconds,
+      // pg-boss fails missed heartbeats (and expiries) in its monitor pass, and skips a key it last
+      // saw active until its queue cache is refreshed: both 60 s apart by default, whatever the
+      // supervise interval. Tied to it, a dead worker's job is retried after about heartbeat + supervise.
+      monitorIntervalSeconds: opts.superviseSeconds,
+      queueCacheIntervalSeconds: opts.superviseSeconds,
     });
     boss.on('error', opts.onError);
     await boss.start();

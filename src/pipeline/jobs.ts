@@ -1,3 +1,4 @@
+import { generateImageJob } from '../images/generate-job.ts';
 import { webhookDeliveryJob } from '../webhooks/delivery-job.ts';
 import { cancelJob } from './cancel.ts';
 import { finalizeJob } from './finalize.ts';
@@ -18,4 +19,5 @@ export const PIPELINE_JOBS: readonly AnyJob[] = [
   finalizeJob,
   sweepJob,
   webhookDeliveryJob,
+  generateImageJob,
 ];

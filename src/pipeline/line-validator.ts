@@ -5,7 +5,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import type { ModelInfo } from '../billing/model-catalog.ts';
 import type { BatchErrorCode } from '../errors/codes.ts';
 import { findStringPath } from '../json-path.ts';
-import { isSizeProblem, resolveSize } from '../vertex/sizes.ts';
+import { checkAgainstModel } from '../vertex/request-rules.ts';
 import { type ImageRequestBody, referencedFileIds } from '../vertex/translate.ts';
 
 export interface LineError {
@@ -27,6 +27,8 @@ export interface ValidationContext {
   findOwnedVisionFiles(ids: string[]): Promise<Set<string>>;
   /** Longest accepted line in bytes (default 1 MiB); longer lines are reported, never buffered whole. */
   maxLineBytes?: number;
+  /** The batch's endpoint: what a line's `url` must be (default `/v1/images/generations`). */
+  endpoint?: string;
 }
 
 export interface ValidationResult {
@@ -334,7 +336,21 @@ class BatchValidator {
       );
       return;
     }
+    const endpoint = this.ctx.endpoint ?? '/v1/images/generations';
+    if (req.url !== undefined && req.url !== endpoint) {
+      this.addError('invalid_url', `url must be the batch's endpoint '${endpoint}' (got '${req.url}')`, 'url', line);
+      return;
+    }
     const body = req.body;
+    if (endpoint === '/v1/images/edits' && body.image_file_id === undefined && body.image_file_ids === undefined) {
+      this.addError(
+        'missing_required_parameter',
+        'an edit needs the image to edit: give image_file_id or image_file_ids (vision files)',
+        'body.image_file_ids',
+        line,
+      );
+      return;
+    }
     const model = this.ctx.models.get(body.model);
     if (!model || model.enabled === false) {
       this.addError(
@@ -356,36 +372,20 @@ class BatchValidator {
       );
       return;
     }
-    const prompt = body.prompt;
-    if (!hasVisibleCharacter(prompt)) {
-      this.addError('invalid_prompt', 'prompt must have at least one visible character', 'body.prompt', line);
-      return;
-    }
-    if (prompt.length > model.maxPromptChars && countCodePoints(prompt) > model.maxPromptChars) {
-      this.addError('invalid_prompt', `prompt is longer than ${model.maxPromptChars} characters`, 'body.prompt', line);
-      return;
-    }
-    const size = resolveSize(body, model);
-    if (isSizeProblem(size)) {
-      this.addError('unsupported_size', size.message, size.param, line);
+    const fileIds =
+      body.image_file_id === undefined && body.image_file_ids === undefined ? null : referencedFileIds(body);
+    const checked = checkAgainstModel(body, model, {
+      count: fileIds?.length ?? 0,
+      param: body.image_file_ids ? 'image_file_ids' : 'image_file_id',
+    });
+    if ('code' in checked) {
+      this.addError(checked.code, checked.message, `body.${checked.param}`, line);
       return;
     }
     const n = body.n ?? 1;
-    const tier = size.imageSize;
-    const fileIds =
-      body.image_file_id === undefined && body.image_file_ids === undefined ? null : referencedFileIds(body);
+    const tier = checked.tier;
     let pending: PendingLine | null = null;
     if (fileIds) {
-      if (fileIds.length > model.maxReferenceImages) {
-        const param = body.image_file_ids ? 'body.image_file_ids' : 'body.image_file_id';
-        this.addError(
-          'too_many_reference_images',
-          `model '${model.id}' takes at most ${model.maxReferenceImages} reference images`,
-          param,
-          line,
-        );
-        return;
-      }
       let missing = false;
       for (let i = 0; i < fileIds.length; i++) {
         const id = fileIds[i];
@@ -477,22 +477,8 @@ function pathOfUndecodable(lenient: string): string | null {
   return findStringPath(value, (text) => text.includes('\uFFFD'));
 }
 
-/**
- * A prompt must show something: white space, zero-width and other format characters (U+200B,
- * U+2060, U+FEFF), fillers and the blank braille pattern render as nothing and would be billed
- * for an image of nothing.
- */
-const VISIBLE = /[^\p{White_Space}\p{Default_Ignorable_Code_Point}\p{Cc}\p{Cf}\p{Zs}\u2800]/u;
-export const hasVisibleCharacter = (text: string) => VISIBLE.test(text);
-
 function isJsonSpace(c: number): boolean {
   return c === 0x20 || c === 0x09 || c === CR;
-}
-
-function countCodePoints(s: string): number {
-  let n = 0;
-  for (const _ of s) n++;
-  return n;
 }
 
 /** `/body/image_file_ids/0` → `body.image_file_ids[0]`. */
@@ -534,7 +520,9 @@ export function describeSchemaError(err: ErrorObject): { code: BatchErrorCode; m
   if (path === '/custom_id')
     return { code: 'invalid_custom_id', message: 'custom_id must be a string of 1 to 256 characters', param };
   if (path === '/method') return { code: 'invalid_method', message: "method must be 'POST'", param };
-  if (path === '/url') return { code: 'invalid_url', message: "url must be '/v1/images/generations'", param };
+  if (path === '/url') {
+    return { code: 'invalid_url', message: "url must be '/v1/images/generations' or '/v1/images/edits'", param };
+  }
   if (path === '/body' && err.keyword === 'not') {
     return {
       code: 'conflicting_parameters',

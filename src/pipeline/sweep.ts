@@ -26,6 +26,10 @@ export async function sweep(s: Services): Promise<void> {
   }
   // Webhook deliveries whose job was lost (dead-lettered during an outage) are queued again.
   await requeueOverdueDeliveries(s);
+  // Image jobs: expired ones settled, lost runs queued again, old inputs and images deleted.
+  while ((await s.imageJobs.expireDue(RETENTION_ROUND)) === RETENTION_ROUND);
+  await s.imageJobs.resumeOpen(s.config.pipeline.sweepIntervalMs, 1000);
+  while ((await s.imageJobs.purgeDue(s.config.delivery.fileRetentionMs, RETENTION_ROUND)) === RETENTION_ROUND);
   // In rounds, so a backlog (a first start after a long stop) is worked off without one huge transaction.
   while ((await s.files.expireDue(RETENTION_ROUND)) === RETENTION_ROUND);
   while ((await purgeOldKeys(s.pool, RETENTION_ROUND)) === RETENTION_ROUND);

@@ -25,6 +25,7 @@ export async function validateBatch(s: Services, batchId: string): Promise<void>
   const models = new Map((await s.models(true)).map((m) => [m.id, m]));
   const result = await validateBatchInput(s.store.readStream(input.objectKey), {
     models,
+    endpoint: batch.endpoint,
     maxRequests: s.config.limits.batchMaxRequests,
     maxErrors: s.config.limits.maxErrorsListed,
     findOwnedVisionFiles: async (ids) =>

@@ -42,3 +42,10 @@ export const imageContentType = (mimeType: string) =>
 /** One url-mode image: under its run's `images` prefix, named by its output line's id and image index. */
 export const imageKey = (imagesPrefix: string, requestId: string, img: number, mimeType: string) =>
   `${imagesPrefix}${requestId}-${img}.${IMAGE_EXTENSIONS[bareType(mimeType)] ?? 'bin'}`;
+
+/** An image job's stored inputs (edit images, fetched URLs) and the images it made. */
+export const imageJobPrefix = (userId: number, jobId: string) => `${tenantPrefix(userId)}jobs/${jobId}/`;
+export const imageJobInputKey = (userId: number, jobId: string, name: string) =>
+  `${imageJobPrefix(userId, jobId)}inputs/${name}`;
+export const imageJobImageKey = (userId: number, jobId: string, index: number, mimeType: string) =>
+  `${imageJobPrefix(userId, jobId)}images/${index}.${IMAGE_EXTENSIONS[bareType(mimeType)] ?? 'bin'}`;

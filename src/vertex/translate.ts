@@ -41,20 +41,28 @@ export function referencedFileIds(body: ImageRequestBody): string[] {
   return [];
 }
 
+/** A reference image as a Gemini part: a Cloud Storage object (batch) or inline bytes (online). */
+export type ReferencePart =
+  | { fileData: { fileUri: string; mimeType: string } }
+  | { inlineData: { mimeType: string; data: string } }
+  | { text: string };
+
+export const fileDataPart = (r: ReferenceImage): ReferencePart => ({
+  fileData: { fileUri: r.gcsUri, mimeType: r.mimeType },
+});
+
 /**
- * One Gemini batch line `{"request": GenerateContentRequest}` per image: Gemini image models
- * return one image per request, so `n` expands into n requests told apart by `labels.ibg_img`.
- * Labels carry only the line index — never the raw custom_id, which may break Vertex's label
- * rules (lowercase [a-z0-9_-], ≤ 63 characters).
+ * The one OpenAI → Gemini translation, for batch lines and online calls alike: the prompt, then
+ * the reference parts, and an imageConfig of the resolved size and output format. Throws when
+ * the model cannot serve the size (callers validated it before).
  */
-export function toGeminiLines(
+export function toGeminiRequest(
   body: ImageRequestBody,
-  opts: { lineIndex: number; model: ModelInfo; references: ReferenceImage[] },
-): object[] {
-  const size = resolveSize(body, opts.model);
-  if (isSizeProblem(size)) throw new Error(`line ${opts.lineIndex}: ${size.message}`);
-  const parts: object[] = [{ text: body.prompt }];
-  for (const r of opts.references) parts.push({ fileData: { fileUri: r.gcsUri, mimeType: r.mimeType } });
+  model: ModelInfo,
+  references: ReferencePart[],
+): { contents: object[]; generationConfig: object } {
+  const size = resolveSize(body, model);
+  if (isSizeProblem(size)) throw new Error(size.message);
   const imageConfig: Record<string, unknown> = { aspectRatio: size.aspectRatio, imageSize: size.imageSize };
   if (body.output_format) {
     // ImageConfig.imageOutputOptions {mimeType, compressionQuality} is the field in the v1 protos
@@ -65,18 +73,34 @@ export function toGeminiLines(
     }
     imageConfig.imageOutputOptions = imageOutputOptions;
   }
+  return {
+    contents: [{ role: 'user', parts: [{ text: body.prompt }, ...references] }],
+    generationConfig: { responseModalities: ['IMAGE'], imageConfig },
+  };
+}
+
+/**
+ * One Gemini batch line `{"request": GenerateContentRequest}` per image: Gemini image models
+ * return one image per request, so `n` expands into n requests told apart by `labels.ibg_img`.
+ * Labels carry only the line index — never the raw custom_id, which may break Vertex's label
+ * rules (lowercase [a-z0-9_-], ≤ 63 characters).
+ */
+export function toGeminiLines(
+  body: ImageRequestBody,
+  opts: { lineIndex: number; model: ModelInfo; references: ReferenceImage[] },
+): object[] {
+  let request: { contents: object[]; generationConfig: object };
+  try {
+    request = toGeminiRequest(body, opts.model, opts.references.map(fileDataPart));
+  } catch (err) {
+    throw new Error(`line ${opts.lineIndex}: ${(err as Error).message}`);
+  }
   // The same contents/generationConfig objects are shared by the n requests: callers serialise them.
-  const contents = [{ role: 'user', parts }];
-  const generationConfig = { responseModalities: ['IMAGE'], imageConfig };
   const n = body.n ?? 1;
   const lines: object[] = [];
   for (let k = 0; k < n; k++) {
     lines.push({
-      request: {
-        contents,
-        generationConfig,
-        labels: { [LINE_LABEL]: String(opts.lineIndex), [IMAGE_LABEL]: String(k) },
-      },
+      request: { ...request, labels: { [LINE_LABEL]: String(opts.lineIndex), [IMAGE_LABEL]: String(k) } },
     });
   }
   return lines;

@@ -14,7 +14,7 @@ import { mulDecimalCeil, toScaled } from '../../src/billing/model-catalog.ts';
 import { batchPrice } from '../../src/billing/pricing.ts';
 import { jsonb, storable } from '../../src/db/pool.ts';
 import { parseRange } from '../../src/files/byte-range.ts';
-import { hasVisibleCharacter } from '../../src/pipeline/line-validator.ts';
+import { hasVisibleCharacter } from '../../src/vertex/request-rules.ts';
 
 /** Small rules that many paths rely on, tested on their own: money, ranges, states, labels, text. */
 

@@ -58,13 +58,15 @@ export function adminRoutes(s: Services, json: RequestHandler[]): Router {
     const limit = req.query.limit === undefined ? 100 : Number(req.query.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
       throw new ApiError('invalid_limit', 'limit must be 1–1000.', 'limit');
-    const rows = await s.billing.logs(s.pool, { userId, batchId, afterId, limit });
+    const imageJobId = typeof req.query.image_job_id === 'string' ? req.query.image_job_id : undefined;
+    const rows = await s.billing.logs(s.pool, { userId, batchId, imageJobId, afterId, limit });
     res.json({
       object: 'list',
       data: rows.map((l) => ({
         id: l.id,
         user_id: l.userId,
         batch_id: l.batchId,
+        image_job_id: l.imageJobId,
         model: l.model,
         type: l.type,
         quota_delta: l.quotaDelta,

@@ -1,0 +1,395 @@
+import type pg from 'pg';
+import { lockUser } from '../accounts/account-queries.ts';
+import type { BillingService } from '../billing/billing-service.ts';
+import type { ModelInfo } from '../billing/model-catalog.ts';
+import type { Config } from '../config.ts';
+import type { Pool } from '../db/pool.ts';
+import { withTransaction } from '../db/pool.ts';
+import { ApiError, notFound } from '../errors/api-error.ts';
+import { looksLikeId } from '../ids.ts';
+import { keysetPage } from '../keyset-page.ts';
+import type { JobQueue } from '../pipeline/job-queue.ts';
+import { imageContentType, imageJobImageKey, imageJobPrefix } from '../storage/object-keys.ts';
+import type { ObjectStore } from '../storage/object-store.ts';
+import type { LinkSigner } from '../storage/signed-links.ts';
+import type { OnlineImages } from '../vertex/online-images.ts';
+import { generateImageJob } from './generate-job.ts';
+import * as q from './image-job-queries.ts';
+import type { CheckedRequest } from './image-request.ts';
+import { type FailedImage, type MadeImage, makeImages } from './make-images.ts';
+
+/** What makes a job: the checked request, how it runs, and its reference images already stored. */
+export interface ImageJobSpec {
+  id: string;
+  userId: number;
+  mode: q.ImageJobRow['mode'];
+  source: q.ImageJobRow['source'];
+  operation: q.ImageJobRow['operation'];
+  request: CheckedRequest;
+  inputs: q.JobInput[];
+  taskRequestId?: string | null;
+}
+
+/** A sync request's answer: the job as settled and its images (bytes, and links in url mode). */
+export interface SyncResult {
+  job: q.ImageJobRow;
+  images: Array<MadeImage & { url: string | null }>;
+}
+
+/** A sync request's row outlives its timeout by this much before the sweep may expire it. */
+const SYNC_SWEEP_GRACE_MS = 60_000;
+/** An async job's calls are stopped at its expiry; their own timeout is this much later. */
+const EXPIRY_ABORT_LEAD_MS = 1000;
+/** setTimeout's longest delay (about 24.8 days); a longer one would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+type Ending = Parameters<typeof q.finishImageJob>[2];
+
+/**
+ * Single images on Vertex online prediction, the one service behind sync calls, `?async=true`
+ * jobs and the task API. A job is charged `n × sync unit price` when it is made (one transaction
+ * with its log row), makes its images one call each, and is settled once: the images it made are
+ * consumed, the rest refunded, in the transaction that ends it (compare-and-set on its status).
+ */
+export class ImageJobService {
+  private readonly pool: Pool;
+  private readonly store: ObjectStore;
+  private readonly queue: JobQueue;
+  private readonly billing: BillingService;
+  private readonly online: OnlineImages;
+  private readonly links: LinkSigner;
+  private readonly config: Config['images'];
+  private readonly models: () => Promise<ModelInfo[]>;
+
+  constructor(deps: {
+    pool: Pool;
+    store: ObjectStore;
+    queue: JobQueue;
+    billing: BillingService;
+    online: OnlineImages;
+    links: LinkSigner;
+    config: Config['images'];
+    models: () => Promise<ModelInfo[]>;
+  }) {
+    this.pool = deps.pool;
+    this.store = deps.store;
+    this.queue = deps.queue;
+    this.billing = deps.billing;
+    this.online = deps.online;
+    this.links = deps.links;
+    this.config = deps.config;
+    this.models = deps.models;
+  }
+
+  /**
+   * Records a job and reserves its price in one transaction (an async job's run is queued in it
+   * too): a request refused for quota or concurrency leaves nothing behind.
+   */
+  async create(spec: ImageJobSpec): Promise<q.ImageJobRow> {
+    const { body, model, tier } = spec.request;
+    const unitPrice = model.unitPrices[tier];
+    if (unitPrice === undefined) throw new Error(`model ${model.id} has no price for ${tier}`);
+    const n = body.n ?? 1;
+    const ttl = spec.mode === 'sync' ? this.config.syncTimeoutMs + SYNC_SWEEP_GRACE_MS : this.config.jobTtlMs;
+    return withTransaction(this.pool, async (tx) => {
+      if (!(await lockUser(tx, spec.userId))) throw notFound('user', spec.userId);
+      if (spec.mode === 'sync') {
+        const running = await q.countOpenSyncJobs(tx, spec.userId);
+        if (running >= this.config.userMaxConcurrentRequests) {
+          throw new ApiError(
+            'rate_limit_exceeded',
+            `You have ${running} image requests running; at most ${this.config.userMaxConcurrentRequests} at once. Retry shortly, or use ?async=true.`,
+          ).withHeaders({ 'Retry-After': '1' });
+        }
+      }
+      const job = await q.insertImageJob(tx, {
+        id: spec.id,
+        userId: spec.userId,
+        mode: spec.mode,
+        source: spec.source,
+        operation: spec.operation,
+        model: model.id,
+        request: body,
+        inputs: spec.inputs,
+        n,
+        sizeTier: tier,
+        unitPrice,
+        responseFormat: body.response_format ?? (spec.source === 'task' ? 'url' : 'b64_json'),
+        taskRequestId: spec.taskRequestId ?? null,
+        expiresAt: new Date(Date.now() + ttl),
+      });
+      const reserved = await this.billing.preDeductIn(tx, {
+        userId: spec.userId,
+        imageJobId: job.id,
+        model: model.id,
+        amount: job.preDeducted,
+        content: `image ${spec.operation} ${job.id}: ${n} × ${unitPrice} (${tier}, ${model.id})`,
+      });
+      if (!reserved) {
+        throw new ApiError(
+          'insufficient_quota',
+          `This request costs ${job.preDeducted} quota units (${n} × ${unitPrice}); your quota left is lower.`,
+        );
+      }
+      if (spec.mode === 'async') await this.queue.send(generateImageJob, { jobId: job.id }, { tx, key: job.id });
+      return job;
+    });
+  }
+
+  /**
+   * Runs a sync job in this request and settles it. Images arriving after SYNC_TIMEOUT_MS are
+   * not waited for: the request answers 504 and is refunded in full. A client that hangs up is
+   * not a reason to stop: the job still ends, settled by what was made.
+   */
+  async runSync(job: q.ImageJobRow, model: ModelInfo): Promise<SyncResult> {
+    const started = await q.startImageJob(this.pool, job.id);
+    if (!started) throw new Error(`sync job ${job.id} is not open`);
+    const deadline = job.createdAt.getTime() + this.config.syncTimeoutMs;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), Math.max(0, deadline - Date.now()));
+    const images: SyncResult['images'] = [];
+    let outcome: Awaited<ReturnType<typeof makeImages>>;
+    try {
+      outcome = await makeImages({ online: this.online, store: this.store }, started, model, {
+        indices: range(job.n),
+        signal: controller.signal,
+        deadline,
+        onImage: async (image) => {
+          const url = job.responseFormat === 'url' ? await this.keepImage(started, image) : null;
+          images.push({ ...image, url });
+        },
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+    if (controller.signal.aborted || outcome.failures.some((f) => f.timedOut)) {
+      await this.end(job.id, () => ({
+        made: 0,
+        status: 'failed',
+        errorCode: 'timeout',
+        errorMessage: timedOut(this.config.syncTimeoutMs),
+        usage: outcome.usage,
+      }));
+      throw new ApiError('timeout', `${timedOut(this.config.syncTimeoutMs)} Your quota was returned.`);
+    }
+    const ended = await this.end(job.id, () => ({
+      made: images.length,
+      ...failureOf(outcome.failures, images.length),
+      usage: outcome.usage,
+    }));
+    if (!ended) throw new ApiError('timeout', `${timedOut(this.config.syncTimeoutMs)} Your quota was returned.`);
+    if (!images.length) throw failureError(outcome.failures);
+    return { job: ended, images: images.sort((a, b) => a.index - b.index) };
+  }
+
+  /**
+   * Runs (or resumes) an async job: makes the images it does not have yet, storing and recording
+   * each as it lands, then settles. Safe to run again: a redelivered run after a crash makes only
+   * the missing images, and only the first settlement counts.
+   */
+  async runAsync(jobId: string): Promise<void> {
+    const job = await q.startImageJob(this.pool, jobId);
+    if (!job) return;
+    const model = (await this.models()).find((m) => m.id === job.model);
+    if (!model) {
+      await this.end(jobId, (row) => ({
+        made: row.images.length,
+        status: row.images.length ? 'succeeded' : 'failed',
+        errorCode: 'model_not_found',
+        errorMessage: `model '${job.model}' is no longer available`,
+        usage: null,
+      }));
+      return;
+    }
+    const have = new Set(job.images.map((i) => i.index));
+    const controller = new AbortController();
+    // At its expiry the calls still out are stopped (timed out: the sweep ends the job `expired`).
+    // Their own deadline is a little later, so that it is always this abort that stops them: a call
+    // timing out on its own at the same instant would end the job `failed` (upstream_error) instead.
+    const expiry = job.expiresAt.getTime();
+    const timer = setTimeout(() => controller.abort(), Math.min(MAX_TIMER_MS, Math.max(0, expiry - Date.now())));
+    let outcome: Awaited<ReturnType<typeof makeImages>>;
+    try {
+      outcome = await makeImages({ online: this.online, store: this.store }, job, model, {
+        indices: range(job.n).filter((i) => !have.has(i)),
+        signal: controller.signal,
+        deadline: expiry + EXPIRY_ABORT_LEAD_MS,
+        onImage: async (image) => {
+          // The job ended meanwhile (cancelled, expired): stop making what nobody pays for.
+          if (!(await this.keepImage(job, image))) controller.abort();
+        },
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+    if (outcome.failures.some((f) => f.timedOut)) return; // past its expiry: the sweep expires it
+    await this.end(jobId, (row) => ({
+      made: row.images.length,
+      ...failureOf(outcome.failures, row.images.length),
+      usage: outcome.usage,
+    }));
+  }
+
+  /** Stores one image of a job and records it; false (and the object removed) when the job no longer takes it. */
+  private async keepImage(job: q.ImageJobRow, image: MadeImage): Promise<string | null> {
+    const key = imageJobImageKey(job.userId, job.id, image.index, image.mimeType);
+    await this.store.save(key, image.data, imageContentType(image.mimeType));
+    const recorded = await q.recordJobImage(this.pool, job.id, {
+      index: image.index,
+      key,
+      mimeType: imageContentType(image.mimeType),
+      revisedPrompt: image.revisedPrompt,
+    });
+    if (!recorded) {
+      await this.store.delete(key).catch(() => {});
+      return null;
+    }
+    return this.links.sign(key);
+  }
+
+  /**
+   * Ends an open job once: locks it, lets `decide` count what it made from the locked row, then
+   * writes the status, the settlement and the refund of the rest with its log row. Null when the
+   * job had ended already (a cancel, the sweep or another run got there first).
+   */
+  private end(
+    id: string,
+    decide: (row: q.ImageJobRow) => { made: number } & Omit<Ending, 'settled' | 'refunded'>,
+  ): Promise<q.ImageJobRow | null> {
+    return withTransaction(this.pool, async (tx) => {
+      const row = await q.findImageJob(tx, id, { forUpdate: true });
+      if (!row || !q.OPEN_JOB_STATUSES.includes(row.status)) return null;
+      const { made, ...ending } = decide(row);
+      const settled = Math.min(made, row.n) * row.unitPrice;
+      const refunded = row.preDeducted - settled;
+      const ended = await q.finishImageJob(tx, id, { ...ending, settled, refunded });
+      await this.refund(tx, row, refunded, ending.status);
+      return ended;
+    });
+  }
+
+  private refund(tx: pg.PoolClient, job: q.ImageJobRow, amount: number, status: string) {
+    return this.billing.refundIn(tx, {
+      userId: job.userId,
+      imageJobId: job.id,
+      model: job.model,
+      amount,
+      content: `image job ${job.id} ${status}: ${amount / job.unitPrice || 0} of ${job.n} images not made, ${amount} refunded`,
+    });
+  }
+
+  /** Whether the job was made (an edit's uploads are kept only then). */
+  exists(userId: number, id: string): Promise<boolean> {
+    return q.imageJobExistsForUser(this.pool, userId, id);
+  }
+
+  async get(userId: number, id: string): Promise<q.ImageJobRow> {
+    const job = looksLikeId('img', id) ? await q.findUserImageJob(this.pool, userId, id) : null;
+    if (!job) throw notFound('job', id, 'job_id');
+    return job;
+  }
+
+  list(userId: number, opts: { limit: number; after: string | null; status: q.ImageJobStatus | null }) {
+    return keysetPage({
+      ...opts,
+      what: 'one of your image jobs',
+      cursorExists: async (after) => looksLikeId('img', after) && q.imageJobExistsForUser(this.pool, userId, after),
+      fetch: (limit) => q.listUserImageJobs(this.pool, userId, { ...opts, limit }),
+    });
+  }
+
+  /** Cancels an async job: the images made so far are kept and charged, the rest refunded. Twice is once. */
+  async cancel(userId: number, id: string): Promise<q.ImageJobRow> {
+    const job = await this.get(userId, id);
+    if (job.mode === 'sync') {
+      throw new ApiError('job_not_cancellable', `${id} is a sync request: it ends with its HTTP call.`, 'job_id');
+    }
+    const ended = await this.end(id, (row) => ({
+      made: row.images.length,
+      status: 'cancelled',
+      errorCode: null,
+      errorMessage: null,
+      usage: null,
+    }));
+    if (ended) return ended;
+    const now = await this.get(userId, id);
+    if (now.status === 'cancelled') return now;
+    throw new ApiError(
+      'job_not_cancellable',
+      `Image job ${id} is ${now.status} and can no longer be cancelled.`,
+      'job_id',
+    );
+  }
+
+  /** Signed links to a job's images, in index order (fresh ones, valid IMAGE_URL_TTL). */
+  imageLinks(job: q.ImageJobRow): string[] {
+    return [...job.images].sort((a, b) => a.index - b.index).map((i) => this.links.sign(i.key));
+  }
+
+  /** The dead-letter end of a job whose run kept failing: the images it recorded are kept and charged, the rest refunded. */
+  async failDead(jobId: string, reason: string): Promise<void> {
+    await this.end(jobId, (row) => ({
+      made: row.mode === 'sync' ? 0 : row.images.length,
+      status: row.images.length && row.mode === 'async' ? 'succeeded' : 'failed',
+      errorCode: 'internal_error',
+      errorMessage: `the job could not be run: ${reason.slice(0, 200)}`,
+      usage: null,
+    }));
+  }
+
+  /** The sweep: open jobs past their expiry end `expired`; a sync one is refunded in full (nobody got its images). */
+  async expireDue(limit: number): Promise<number> {
+    const ids = await q.findExpiredOpenJobs(this.pool, limit);
+    for (const id of ids) {
+      await this.end(id, (row) => ({
+        made: row.mode === 'sync' ? 0 : row.images.length,
+        status: 'expired',
+        errorCode: 'expired',
+        errorMessage: 'the job did not finish in time',
+        usage: null,
+      }));
+    }
+    return ids.length;
+  }
+
+  /** The sweep: async jobs whose pg-boss run may have been lost are queued again (keyed: never twice). */
+  async resumeOpen(olderThanMs: number, limit: number): Promise<void> {
+    for (const id of await q.findOpenAsyncJobs(this.pool, olderThanMs, limit)) {
+      await this.queue.send(generateImageJob, { jobId: id }, { key: id });
+    }
+  }
+
+  /** The sweep: inputs and images of jobs finished longer ago than `retentionMs` are deleted. */
+  async purgeDue(retentionMs: number, limit: number): Promise<number> {
+    const jobs = await q.markJobsPurged(this.pool, retentionMs, limit);
+    for (const job of jobs) await this.store.deletePrefix(imageJobPrefix(job.userId, job.id));
+    return jobs.length;
+  }
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+const timedOut = (ms: number) => `The images were not ready within ${Math.round(ms / 1000)} s.`;
+
+/** How a job that made `made` images ends, given its failures. */
+function failureOf(failures: FailedImage[], made: number): Omit<Ending, 'settled' | 'refunded' | 'usage'> {
+  if (made > 0) return { status: 'succeeded', errorCode: null, errorMessage: null };
+  const error = failureError(failures);
+  return { status: 'failed', errorCode: error.code, errorMessage: error.message };
+}
+
+/** Every image failed: blocked by the model's filters (400), or Vertex failed them (502). */
+function failureError(failures: FailedImage[]): ApiError {
+  const first = failures[0];
+  if (failures.length && failures.every((f) => f.blocked)) {
+    return new ApiError(
+      'content_blocked',
+      `The model refused the request: ${first.message}. Your quota was returned.`,
+      'prompt',
+    );
+  }
+  return new ApiError(
+    'upstream_error',
+    `Vertex AI did not make the image${failures.length > 1 ? 's' : ''}: ${first?.message ?? 'no answer'}. Your quota was returned.`,
+  );
+}
