@@ -15,8 +15,11 @@ import { endBatch } from '../webhooks/batch-events.ts';
 import * as q from './batch-queries.ts';
 import { FINISHED } from './batch-states.ts';
 
-/** The endpoints a batch can run: what its lines' `url` must be. */
-export const BATCH_ENDPOINTS = ['/v1/images/generations'] as const;
+/**
+ * The endpoints a batch can run: what its lines' `url` must be. An edits line is a generations
+ * body whose reference images (`image_file_ids`, vision files) are the images to edit.
+ */
+export const BATCH_ENDPOINTS = ['/v1/images/generations', '/v1/images/edits'] as const;
 
 /** What a batch is asked for, however it is made. */
 export interface BatchOptions {

@@ -250,6 +250,39 @@ describe('the official OpenAI SDK runs the batch flow unchanged', () => {
     expect(done.errors?.data?.[0]).toMatchObject({ code: 'invalid_url', line: 1 });
   }, 30_000);
 
+  it('a batch of edits (endpoint /v1/images/edits) edits vision files; a line without one fails', async () => {
+    const vision = await client.files.create({ file: await toFile(PNG_1x1, 'edit-me.png'), purpose: 'vision' });
+    const edit = (id: string, extra: Record<string, unknown>) => ({
+      ...imageLine(id, 'make it blue', extra),
+      url: '/v1/images/edits',
+    });
+    const good = await client.files.create({
+      file: await batchFile([edit('e1', { image_file_ids: [vision.id] })]),
+      purpose: 'batch',
+    });
+    const b = await client.batches.create({
+      input_file_id: good.id,
+      endpoint: '/v1/images/edits' as never,
+      completion_window: '24h',
+    });
+    const done = await finished(b.id);
+    expect(done).toMatchObject({ status: 'completed', endpoint: '/v1/images/edits' });
+    expect(done.request_counts).toMatchObject({ total: 1, completed: 1, failed: 0 });
+
+    const bad = await client.files.create({ file: await batchFile([edit('e2', {})]), purpose: 'batch' });
+    const failed = await finished(
+      (
+        await client.batches.create({
+          input_file_id: bad.id,
+          endpoint: '/v1/images/edits' as never,
+          completion_window: '24h',
+        })
+      ).id,
+    );
+    expect(failed.status).toBe('failed');
+    expect(failed.errors?.data?.[0]).toMatchObject({ code: 'missing_required_parameter', line: 1 });
+  }, 60_000);
+
   it('multipart uploads accept the form of curl as well (expires_after[...] fields)', async () => {
     const a = await call(`${svc.url}/v1/files`, {
       method: 'POST',
