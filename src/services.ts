@@ -58,6 +58,7 @@ export function createServices(
       links,
       config: config.images,
       models: () => models(true),
+      visionMaxBytes: config.limits.visionMaxBytes,
     }),
     models,
   };

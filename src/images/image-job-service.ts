@@ -6,16 +6,18 @@ import type { Config } from '../config.ts';
 import type { Pool } from '../db/pool.ts';
 import { withTransaction } from '../db/pool.ts';
 import { ApiError, notFound } from '../errors/api-error.ts';
+import { findOwnedVisionFiles } from '../files/file-queries.ts';
 import { looksLikeId } from '../ids.ts';
 import { keysetPage } from '../keyset-page.ts';
 import type { JobQueue } from '../pipeline/job-queue.ts';
-import { imageContentType, imageJobImageKey, imageJobPrefix } from '../storage/object-keys.ts';
+import { imageContentType, imageJobImageKey, imageJobInputKey, imageJobPrefix } from '../storage/object-keys.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
 import type { LinkSigner } from '../storage/signed-links.ts';
 import type { OnlineImages } from '../vertex/online-images.ts';
 import { generateImageJob } from './generate-job.ts';
 import * as q from './image-job-queries.ts';
 import type { CheckedRequest } from './image-request.ts';
+import { fetchImageUrl, isImageUrl } from './image-url.ts';
 import { type FailedImage, type MadeImage, makeImages } from './make-images.ts';
 
 /** What makes a job: the checked request, how it runs, and its reference images already stored. */
@@ -60,6 +62,7 @@ export class ImageJobService {
   private readonly links: LinkSigner;
   private readonly config: Config['images'];
   private readonly models: () => Promise<ModelInfo[]>;
+  private readonly visionMaxBytes: number;
 
   constructor(deps: {
     pool: Pool;
@@ -70,6 +73,8 @@ export class ImageJobService {
     links: LinkSigner;
     config: Config['images'];
     models: () => Promise<ModelInfo[]>;
+    /** Largest reference image (VISION_MAX_BYTES), also for images fetched by URL. */
+    visionMaxBytes: number;
   }) {
     this.pool = deps.pool;
     this.store = deps.store;
@@ -79,6 +84,7 @@ export class ImageJobService {
     this.links = deps.links;
     this.config = deps.config;
     this.models = deps.models;
+    this.visionMaxBytes = deps.visionMaxBytes;
   }
 
   /**
@@ -145,39 +151,32 @@ export class ImageJobService {
     const started = await q.startImageJob(this.pool, job.id);
     if (!started) throw new Error(`sync job ${job.id} is not open`);
     const deadline = job.createdAt.getTime() + this.config.syncTimeoutMs;
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), Math.max(0, deadline - Date.now()));
     const images: SyncResult['images'] = [];
-    let outcome: Awaited<ReturnType<typeof makeImages>>;
-    try {
-      outcome = await makeImages({ online: this.online, store: this.store }, started, model, {
-        indices: range(job.n),
-        signal: controller.signal,
-        deadline,
-        onImage: async (image) => {
-          const url = job.responseFormat === 'url' ? await this.keepImage(started, image) : null;
-          images.push({ ...image, url });
-        },
-      });
-    } finally {
-      clearTimeout(timer);
-    }
-    if (controller.signal.aborted || outcome.failures.some((f) => f.timedOut)) {
+    const { outcome, timedOut } = await this.makeUntil(started, model, {
+      indices: range(job.n),
+      abortAt: deadline,
+      deadline,
+      onImage: async (image) => {
+        const url = job.responseFormat === 'url' ? await this.keepImage(started, image) : null;
+        images.push({ ...image, url });
+      },
+    });
+    if (timedOut) {
       await this.end(job.id, () => ({
         made: 0,
         status: 'failed',
         errorCode: 'timeout',
-        errorMessage: timedOut(this.config.syncTimeoutMs),
+        errorMessage: notReadyIn(this.config.syncTimeoutMs),
         usage: outcome.usage,
       }));
-      throw new ApiError('timeout', `${timedOut(this.config.syncTimeoutMs)} Your quota was returned.`);
+      throw this.timeoutError();
     }
     const ended = await this.end(job.id, () => ({
       made: images.length,
       ...failureOf(outcome.failures, images.length),
       usage: outcome.usage,
     }));
-    if (!ended) throw new ApiError('timeout', `${timedOut(this.config.syncTimeoutMs)} Your quota was returned.`);
+    if (!ended) throw this.timeoutError();
     if (!images.length) throw failureError(outcome.failures);
     return { job: ended, images: images.sort((a, b) => a.index - b.index) };
   }
@@ -202,32 +201,59 @@ export class ImageJobService {
       return;
     }
     const have = new Set(job.images.map((i) => i.index));
-    const controller = new AbortController();
     // At its expiry the calls still out are stopped (timed out: the sweep ends the job `expired`).
     // Their own deadline is a little later, so that it is always this abort that stops them: a call
     // timing out on its own at the same instant would end the job `failed` (upstream_error) instead.
     const expiry = job.expiresAt.getTime();
-    const timer = setTimeout(() => controller.abort(), Math.min(MAX_TIMER_MS, Math.max(0, expiry - Date.now())));
-    let outcome: Awaited<ReturnType<typeof makeImages>>;
-    try {
-      outcome = await makeImages({ online: this.online, store: this.store }, job, model, {
-        indices: range(job.n).filter((i) => !have.has(i)),
-        signal: controller.signal,
-        deadline: expiry + EXPIRY_ABORT_LEAD_MS,
-        onImage: async (image) => {
-          // The job ended meanwhile (cancelled, expired): stop making what nobody pays for.
-          if (!(await this.keepImage(job, image))) controller.abort();
-        },
-      });
-    } finally {
-      clearTimeout(timer);
-    }
-    if (outcome.failures.some((f) => f.timedOut)) return; // past its expiry: the sweep expires it
+    const { outcome, timedOut } = await this.makeUntil(job, model, {
+      indices: range(job.n).filter((i) => !have.has(i)),
+      abortAt: expiry,
+      deadline: expiry + EXPIRY_ABORT_LEAD_MS,
+      onImage: async (image, stop) => {
+        // The job ended meanwhile (cancelled, expired): stop making what nobody pays for.
+        if (!(await this.keepImage(job, image))) stop();
+      },
+    });
+    if (timedOut) return; // past its expiry (or ended meanwhile): the sweep or the cancel settled it
     await this.end(jobId, (row) => ({
       made: row.images.length,
       ...failureOf(outcome.failures, row.images.length),
       usage: outcome.usage,
     }));
+  }
+
+  /**
+   * Makes the given images of a job, stopping every call still out at `abortAt` (or when
+   * `onImage` calls `stop`). `timedOut` says the run was cut short, not finished.
+   */
+  private async makeUntil(
+    job: q.ImageJobRow,
+    model: ModelInfo,
+    opts: {
+      indices: number[];
+      abortAt: number;
+      deadline: number;
+      onImage(image: MadeImage, stop: () => void): Promise<void>;
+    },
+  ): Promise<{ outcome: Awaited<ReturnType<typeof makeImages>>; timedOut: boolean }> {
+    const controller = new AbortController();
+    const stop = () => controller.abort();
+    const timer = setTimeout(stop, Math.min(MAX_TIMER_MS, Math.max(0, opts.abortAt - Date.now())));
+    try {
+      const outcome = await makeImages({ online: this.online, store: this.store }, job, model, {
+        indices: opts.indices,
+        signal: controller.signal,
+        deadline: opts.deadline,
+        onImage: (image) => opts.onImage(image, stop),
+      });
+      return { outcome, timedOut: controller.signal.aborted || outcome.failures.some((f) => f.timedOut) };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private timeoutError(): ApiError {
+    return new ApiError('timeout', `${notReadyIn(this.config.syncTimeoutMs)} Your quota was returned.`);
   }
 
   /** Stores one image of a job and records it; false (and the object removed) when the job no longer takes it. */
@@ -278,9 +304,55 @@ export class ImageJobService {
     });
   }
 
-  /** Whether the job was made (an edit's uploads are kept only then). */
-  exists(userId: number, id: string): Promise<boolean> {
-    return q.imageJobExistsForUser(this.pool, userId, id);
+  /** The caller's vision files of these ids, in order, as job inputs; 404 for any that is not one. */
+  async visionInputs(userId: number, ids: string[], param = 'image_file_ids'): Promise<q.JobInput[]> {
+    if (!ids.length) return [];
+    const found = new Map((await findOwnedVisionFiles(this.pool, userId, ids)).map((f) => [f.id, f]));
+    return ids.map((id) => {
+      const file = found.get(id);
+      if (!file) throw new ApiError('file_not_found', `No vision file of yours has the id '${id}'.`, param);
+      return { key: file.objectKey, mimeType: file.mimeType, role: 'image' };
+    });
+  }
+
+  /**
+   * One reference image given as text (the task API): your `file_…` vision file, or an http(s) or
+   * `data:` URL, fetched through the address guard and stored with the job before it is made.
+   */
+  async referenceInput(
+    userId: number,
+    jobId: string,
+    ref: string,
+    param: string,
+    role: q.JobInput['role'],
+  ): Promise<q.JobInput> {
+    if (!isImageUrl(ref)) {
+      const [input] = await this.visionInputs(userId, [ref], param);
+      return { ...input, role };
+    }
+    const image = await fetchImageUrl(ref, {
+      maxBytes: this.visionMaxBytes,
+      timeoutMs: this.config.fetchTimeoutMs,
+      allowPrivate: this.config.fetchAllowPrivateUrls,
+      param,
+    });
+    const key = imageJobInputKey(userId, jobId, param.replace(/\W+/g, '-'));
+    await this.store.save(key, image.data, image.mimeType);
+    return { key, mimeType: image.mimeType, role };
+  }
+
+  /**
+   * Removes the inputs stored for a job that was refused before it was made (a job that exists
+   * keeps them for its run). Never throws: it runs on the way out of a failed request.
+   */
+  async discardUnmade(userId: number, id: string): Promise<void> {
+    try {
+      if (!(await q.imageJobExistsForUser(this.pool, userId, id))) {
+        await this.store.deletePrefix(imageJobPrefix(userId, id));
+      }
+    } catch {
+      // Unreachable objects under a prefix no job names: harmless, and the request's error matters more.
+    }
   }
 
   async get(userId: number, id: string): Promise<q.ImageJobRow> {
@@ -369,7 +441,7 @@ export class ImageJobService {
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
-const timedOut = (ms: number) => `The images were not ready within ${Math.round(ms / 1000)} s.`;
+const notReadyIn = (ms: number) => `The images were not ready within ${Math.round(ms / 1000)} s.`;
 
 /** How a job that made `made` images ends, given its failures. */
 function failureOf(failures: FailedImage[], made: number): Omit<Ending, 'settled' | 'refunded' | 'usage'> {

@@ -1,21 +1,7 @@
-import type { protos } from '@google-cloud/aiplatform';
+import { protos } from '@google-cloud/aiplatform';
 import type { JobServiceClient } from './job-client.ts';
+import { enumName } from './proto-enums.ts';
 
-/** The Vertex JobState names, whichever encoding (number or string) the server answered with. */
-const STATES = [
-  'JOB_STATE_UNSPECIFIED',
-  'JOB_STATE_QUEUED',
-  'JOB_STATE_PENDING',
-  'JOB_STATE_RUNNING',
-  'JOB_STATE_SUCCEEDED',
-  'JOB_STATE_FAILED',
-  'JOB_STATE_CANCELLING',
-  'JOB_STATE_CANCELLED',
-  'JOB_STATE_PAUSED',
-  'JOB_STATE_EXPIRED',
-  'JOB_STATE_UPDATING',
-  'JOB_STATE_PARTIALLY_SUCCEEDED',
-];
 const TERMINAL = new Set([
   'JOB_STATE_SUCCEEDED',
   'JOB_STATE_FAILED',
@@ -94,10 +80,7 @@ export class BatchJobs {
 type RawJob = protos.google.cloud.aiplatform.v1.IBatchPredictionJob;
 
 function snapshot(job: RawJob): JobSnapshot {
-  const state =
-    typeof job.state === 'number'
-      ? (STATES[job.state] ?? 'JOB_STATE_UNSPECIFIED')
-      : String(job.state ?? 'JOB_STATE_UNSPECIFIED');
+  const state = enumName(protos.google.cloud.aiplatform.v1.JobState, job.state) || 'JOB_STATE_UNSPECIFIED';
   const stats = job.completionStats;
   return {
     name: job.name!,

@@ -1,6 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { protos } from '@google-cloud/aiplatform';
 import type { PredictionServiceClient } from './job-client.ts';
+import { enumName } from './proto-enums.ts';
 
 type FinishReason = protos.google.cloud.aiplatform.v1.Candidate.FinishReason;
 const FinishReasons = protos.google.cloud.aiplatform.v1.Candidate.FinishReason;
@@ -40,9 +41,6 @@ const MAX_ATTEMPTS = 4;
 /** First wait before a retry; it doubles, with jitter. */
 const RETRY_BASE_MS = 250;
 const RETRY_MAX_MS = 8000;
-
-const enumName = (e: Record<string, string | number>, value: unknown): string =>
-  typeof value === 'number' ? String(e[value] ?? value) : String(value ?? '');
 
 /**
  * Vertex AI online prediction for image models: one `generateContent` call per image (Gemini image

@@ -2,14 +2,13 @@ import type { Request, Response } from 'express';
 import { Router } from 'express';
 import multer from 'multer';
 import { ApiError } from '../../errors/api-error.ts';
-import { findOwnedVisionFiles } from '../../files/file-queries.ts';
 import { objectStoreEngine, type StoredUpload } from '../../files/upload-engine.ts';
 import { newId } from '../../ids.ts';
 import type { JobInput } from '../../images/image-job-queries.ts';
 import type { ImageJobSpec } from '../../images/image-job-service.ts';
 import { checkImageRequest } from '../../images/image-request.ts';
 import type { Services } from '../../services.ts';
-import { imageJobInputKey, imageJobPrefix } from '../../storage/object-keys.ts';
+import { imageJobInputKey } from '../../storage/object-keys.ts';
 import { referencedFileIds } from '../../vertex/translate.ts';
 import { userId } from '../middleware.ts';
 import { singleQuery } from '../query.ts';
@@ -32,7 +31,7 @@ export function imageRoutes(s: Services): Router {
     const mode = modeOf(req);
     const user = userId(req);
     const request = checkImageRequest(req.body, await s.models(true));
-    const inputs = await visionInputs(s, user, referencedFileIds(request.body));
+    const inputs = await s.imageJobs.visionInputs(user, referencedFileIds(request.body));
     await submit(s, req, res, {
       id: newId('img'),
       userId: user,
@@ -78,7 +77,7 @@ export function imageRoutes(s: Services): Router {
         await new Promise<void>((resolve, reject) => upload(req, res, (err) => (err ? reject(err) : resolve())));
         next();
       } catch (err) {
-        await s.store.deletePrefix(imageJobPrefix(userId(req), jobIdOf(req))).catch(() => {});
+        await s.imageJobs.discardUnmade(userId(req), jobIdOf(req));
         throw err;
       }
     },
@@ -93,7 +92,7 @@ export function imageRoutes(s: Services): Router {
           count: images.length,
           param: 'image',
         });
-        const byId = await visionInputs(s, user, referencedFileIds(request.body));
+        const byId = await s.imageJobs.visionInputs(user, referencedFileIds(request.body));
         if (!images.length && !byId.length) {
           throw new ApiError(
             'missing_required_parameter',
@@ -109,9 +108,7 @@ export function imageRoutes(s: Services): Router {
         await submit(s, req, res, { id, userId: user, mode, source: 'openai', operation: 'edit', request, inputs });
       } catch (err) {
         // Refused before the job existed: its uploads go (a job that exists keeps them for its run).
-        if (!res.headersSent && !(await s.imageJobs.exists(user, id))) {
-          await s.store.deletePrefix(imageJobPrefix(user, id)).catch(() => {});
-        }
+        if (!res.headersSent) await s.imageJobs.discardUnmade(user, id);
         throw err;
       }
     },
@@ -135,22 +132,6 @@ export async function submit(s: Services, req: Request, res: Response, spec: Ima
 /** The absolute base of URLs in answers: PUBLIC_URL, else the address the client used. */
 export const publicBase = (s: Services, req: Request) =>
   s.config.delivery.publicUrl ?? `${req.protocol}://${req.get('host')}`;
-
-/** The caller's vision files of these ids, in order, as job inputs; 404 for any that is not one. */
-export async function visionInputs(
-  s: Services,
-  user: number,
-  ids: string[],
-  param = 'image_file_ids',
-): Promise<JobInput[]> {
-  if (!ids.length) return [];
-  const found = new Map((await findOwnedVisionFiles(s.pool, user, ids)).map((f) => [f.id, f]));
-  return ids.map((id) => {
-    const file = found.get(id);
-    if (!file) throw new ApiError('file_not_found', `No vision file of yours has the id '${id}'.`, param);
-    return { key: file.objectKey, mimeType: file.mimeType, role: 'image' };
-  });
-}
 
 function modeOf(req: Request): 'sync' | 'async' {
   const value = singleQuery(req.query, 'async');

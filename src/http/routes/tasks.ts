@@ -4,12 +4,9 @@ import { ApiError } from '../../errors/api-error.ts';
 import { newId } from '../../ids.ts';
 import type { JobInput } from '../../images/image-job-queries.ts';
 import { checkImageRequest } from '../../images/image-request.ts';
-import { fetchImageUrl, isImageUrl } from '../../images/image-url.ts';
 import type { Services } from '../../services.ts';
-import { imageJobInputKey, imageJobPrefix } from '../../storage/object-keys.ts';
 import { userId } from '../middleware.ts';
 import { taskView } from '../views.ts';
-import { visionInputs } from './images.ts';
 
 /** Fields of a submit (seed 003). Unknown ones are refused, as everywhere. */
 const SUBMIT_FIELDS = [
@@ -57,10 +54,8 @@ export function taskRoutes(s: Services): Router {
     if (!hasPrompt && !refs.length) throw new ApiError('invalid_request', 'prompt or images is required', 'prompt');
     if (b.n !== undefined && b.n !== 1)
       throw new ApiError('invalid_value', 'n must be 1: a task makes one image.', 'n');
-    for (const [name, allowed] of [['logo_add', [0, 1]]] as const) {
-      if (b[name] !== undefined && !(allowed as readonly unknown[]).includes(b[name])) {
-        throw new ApiError('invalid_value', `${name} must be 0 or 1.`, name);
-      }
+    if (b.logo_add !== undefined && b.logo_add !== 0 && b.logo_add !== 1) {
+      throw new ApiError('invalid_value', 'logo_add must be 0 or 1.', 'logo_add');
     }
     const extra = b.extra === undefined ? {} : objectBody(b.extra, 'extra');
     const raw = {
@@ -84,8 +79,8 @@ export function taskRoutes(s: Services): Router {
     try {
       const inputs: JobInput[] = [];
       for (const [i, ref] of refs.entries())
-        inputs.push(await storeReference(s, user, id, ref, `images[${i}]`, 'image'));
-      if (mask !== null) inputs.push(await storeReference(s, user, id, mask, 'mask', 'mask'));
+        inputs.push(await s.imageJobs.referenceInput(user, id, ref, `images[${i}]`, 'image'));
+      if (mask !== null) inputs.push(await s.imageJobs.referenceInput(user, id, mask, 'mask', 'mask'));
       const job = await s.imageJobs.create({
         id,
         userId: user,
@@ -98,7 +93,7 @@ export function taskRoutes(s: Services): Router {
       });
       res.json({ request_id: job.taskRequestId, job_id: job.id });
     } catch (err) {
-      if (!(await s.imageJobs.exists(user, id))) await s.store.deletePrefix(imageJobPrefix(user, id)).catch(() => {});
+      await s.imageJobs.discardUnmade(user, id);
       throw err;
     }
   });
@@ -130,28 +125,4 @@ function imageList(value: unknown): string[] {
   if (value === undefined || value === null) return [];
   if (!Array.isArray(value)) throw new ApiError('invalid_type', 'images must be a list of URLs or file ids.', 'images');
   return value.map((v, i) => stringField(v, `images[${i}]`)).filter((v) => v !== '');
-}
-
-/** One reference: your `file_…` vision file, or a URL (http(s) or data:) fetched and stored with the job. */
-async function storeReference(
-  s: Services,
-  user: number,
-  jobId: string,
-  ref: string,
-  param: string,
-  role: JobInput['role'],
-): Promise<JobInput> {
-  if (!isImageUrl(ref)) {
-    const [input] = await visionInputs(s, user, [ref], param);
-    return { ...input, role };
-  }
-  const image = await fetchImageUrl(ref, {
-    maxBytes: s.config.limits.visionMaxBytes,
-    timeoutMs: s.config.images.fetchTimeoutMs,
-    allowPrivate: s.config.images.fetchAllowPrivateUrls,
-    param,
-  });
-  const key = imageJobInputKey(user, jobId, `${param.replace(/\W+/g, '-')}`);
-  await s.store.save(key, image.data, image.mimeType);
-  return { key, mimeType: image.mimeType, role };
 }
