@@ -49,6 +49,8 @@ export type RunningVertexEmulator = RunningEmulator & {
   setFaults(f: { jobFault?: VertexEmulatorOptions['jobFault']; transportFaults?: TransportFault[] }): void;
   /** Changes the latency of online calls from the next call on. */
   setOnlineMs(ms: number): void;
+  /** Changes the extra time of `[emulate:slow]` lines and calls from the next one on. */
+  setSlowMs(ms: number): void;
 };
 
 export { type TransportFault, VERTEX_METHODS };
@@ -127,6 +129,7 @@ class VertexEmulator {
   private jobFault: VertexEmulatorOptions['jobFault'];
   private transportFaults: TransportFault[];
   private onlineMs: number;
+  private slowMs: number;
   /** The waits of online calls in progress, so that closing ends them at once. */
   private readonly onlineWaits = new Set<AbortController>();
   private closing = false;
@@ -143,11 +146,12 @@ class VertexEmulator {
     this.jobFault = opts.jobFault;
     this.transportFaults = [...opts.transportFaults];
     this.onlineMs = opts.onlineMs ?? DEFAULT_ONLINE_MS;
+    this.slowMs = opts.slowMs;
   }
 
   settings(): RunnerSettings {
-    const { queueMs, queueExpireMs = DEFAULT_QUEUE_EXPIRE_MS, lineMs, slowMs, imagePadBytes } = this.opts;
-    return { queueMs, queueExpireMs, lineMs, slowMs, imagePadBytes, jobFault: this.jobFault };
+    const { queueMs, queueExpireMs = DEFAULT_QUEUE_EXPIRE_MS, lineMs, imagePadBytes } = this.opts;
+    return { queueMs, queueExpireMs, lineMs, slowMs: this.slowMs, imagePadBytes, jobFault: this.jobFault };
   }
 
   setFaults(f: { jobFault?: VertexEmulatorOptions['jobFault']; transportFaults?: TransportFault[] }): void {
@@ -161,6 +165,10 @@ class VertexEmulator {
 
   setOnlineMs(ms: number): void {
     this.onlineMs = Math.max(0, ms);
+  }
+
+  setSlowMs(ms: number): void {
+    this.slowMs = Math.max(0, ms);
   }
 
   /** Loads persisted jobs and resumes the unfinished ones. */
@@ -280,7 +288,7 @@ class VertexEmulator {
     try {
       const request = checkGenerateContentRequest(body);
       const slow = requestDirectives(request).has('slow');
-      if (!(await this.onlineWait(this.onlineMs + (slow ? this.opts.slowMs : 0), res))) {
+      if (!(await this.onlineWait(this.onlineMs + (slow ? this.slowMs : 0), res))) {
         if (res.destroyed) return; // the client went away: nobody to answer
         throw new HttpError(503, 'The service is currently unavailable: the emulator is shutting down.');
       }
@@ -492,6 +500,7 @@ export async function startVertexEmulator(opts: VertexEmulatorOptions): Promise<
     ...address,
     setFaults: (f) => emulator.setFaults(f),
     setOnlineMs: (ms) => emulator.setOnlineMs(ms),
+    setSlowMs: (ms) => emulator.setSlowMs(ms),
     close: async () => {
       emulator.stopOnline();
       await closeServer(server);
