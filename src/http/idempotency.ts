@@ -104,7 +104,9 @@ export function idempotent(s: Services, body: 'json' | 'multipart'): RequestHand
     }
 
     const renew = setInterval(() => {
-      q.renewKey(s.pool, user, key, LEASE_MS).catch((err) => log.warn('idempotency lease renewal failed', { err }));
+      q.renewKey(s.pool, user, key, LEASE_MS).catch((err) =>
+        (req.log ?? log).warn({ err }, 'idempotency lease renewal failed'),
+      );
     }, RENEW_MS);
     renew.unref();
     let released: Promise<void> | null = null;
@@ -112,7 +114,9 @@ export function idempotent(s: Services, body: 'json' | 'multipart'): RequestHand
     // before answering, so a client that retries at once finds the key free.
     const release = () => {
       clearInterval(renew);
-      released ??= q.releaseKey(s.pool, user, key).catch((err) => log.warn('idempotency key release failed', { err }));
+      released ??= q
+        .releaseKey(s.pool, user, key)
+        .catch((err) => (req.log ?? log).warn({ err }, 'idempotency key release failed'));
       return released;
     };
     res.locals.idempotency = new IdempotentRequest(user, key, body === 'json' ? jsonFingerprint(req) : null, release);

@@ -54,7 +54,9 @@ export function errorHandler(db: DatabaseAvailability) {
     const apiError = db.report(err, 'http') ? unavailable() : toApiError(err);
     // A failed idempotent request frees its key before the client hears of the failure.
     await (res.locals.idempotency as { release(): Promise<void> } | undefined)?.release();
-    if (apiError.code === 'internal_error') log.error('request failed', { err, method: req.method, path: req.path });
+    // req.log carries the request's id (see observability.ts).
+    if (apiError.code === 'internal_error')
+      (req.log ?? log).error({ err, method: req.method, path: req.path }, 'request failed');
     if (res.headersSent) {
       res.destroy();
       return;

@@ -21,10 +21,10 @@ export async function handleDeadJob(s: Services, jobs: readonly AnyJob[], dead: 
   const source = dead as Job<object> & { sourceName?: string; sourceOutput?: unknown };
   const fields = { job: source.sourceName, data: dead.data, error: source.sourceOutput };
   if (isTransient(source.sourceOutput)) {
-    log.warn('pipeline step used up its retries during an outage; the sweep will queue it again', fields);
+    log.warn(fields, 'pipeline step used up its retries during an outage; the sweep will queue it again');
     return;
   }
-  log.error('pipeline step failed for good', fields);
+  log.error(fields, 'pipeline step failed for good');
   const job = jobs.find((j) => j.name === source.sourceName);
   const message = (source.sourceOutput as { message?: unknown } | null)?.message;
   await job?.onDead?.(s, dead.data, typeof message === 'string' ? message : 'unknown error');
@@ -63,9 +63,9 @@ export async function abandonBatch(s: Services, batchId: string, reason: string)
     return (await listShards(tx, batchId)).filter((x) => x.status === 'submitted' && x.vertexJob);
   });
   for (const shard of running) {
-    await s.vertex.cancel(shard.vertexJob!).catch((err) => log.warn('vertex job not cancelled', { err }));
+    await s.vertex.cancel(shard.vertexJob!).catch((err) => log.warn({ err }, 'vertex job not cancelled'));
   }
-  log.error('batch failed: a step kept failing', { batchId, reason });
+  log.error({ batchId, reason }, 'batch failed: a step kept failing');
 }
 
 /** The same, for a step that works on one shard. */

@@ -18,16 +18,19 @@ export async function startWorkers(s: Services): Promise<Workers> {
   const { workerConcurrency, sweepIntervalMs } = s.config.pipeline;
   for (const job of PIPELINE_JOBS) {
     await s.queue.work(job.name, job.concurrency ?? workerConcurrency, async ({ data }) => {
+      const timer = s.metrics.stepDuration.startTimer({ step: job.name });
       try {
         await job.handle(s, data);
       } catch (err) {
-        log.warn('pipeline step failed; it will be retried', { job: job.name, data, err });
+        log.warn({ job: job.name, data, err }, 'pipeline step failed; it will be retried');
         throw err;
+      } finally {
+        timer();
       }
     });
   }
   await s.queue.work(DEAD_LETTER_QUEUE, 1, (dead) => handleDeadJob(s, PIPELINE_JOBS, dead));
-  const tick = () => s.queue.send(sweepJob, {}, { key: 'sweep' }).catch((err) => log.warn('sweep not queued', { err }));
+  const tick = () => s.queue.send(sweepJob, {}, { key: 'sweep' }).catch((err) => log.warn({ err }, 'sweep not queued'));
   const timer = setInterval(tick, sweepIntervalMs);
   await tick();
   return {

@@ -1,5 +1,7 @@
+import { EventEmitter } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { type Bucket, Storage } from '@google-cloud/storage';
+import { crc32cGenerator } from './crc32c.ts';
 
 /**
  * The object store: Cloud Storage through the official client. Offline it points at the
@@ -14,7 +16,18 @@ export class ObjectStore {
       projectId: opts.projectId,
       ...(opts.apiEndpoint ? { apiEndpoint: opts.apiEndpoint } : {}),
       retryOptions: { autoRetry: true, maxRetries: 4 },
+      // Every upload and whole-object read is checked; the client's own CRC32C goes a byte at a time.
+      crc32cGenerator,
     });
+    // A read that ends early (a client gone mid-download, a gallery page that has what it
+    // needs) ends in an error inside the client, which then destroys the HTTP agent of that
+    // request to free its socket. On the client's default keep-alive pool that agent is shared
+    // by every request of the process, so one abandoned read reset all others in flight.
+    // Without `forever`, each request uses Node's own global agent (also keep-alive), which the
+    // client never destroys; the abandoned read closes only its own socket.
+    // (The client types an interceptor's argument as its own options; it is the request's.)
+    const ownSockets = { request: (reqOpts: object) => ({ ...reqOpts, forever: false }) };
+    storage.interceptors.push(ownSockets as unknown as (typeof storage.interceptors)[number]);
     this.bucketName = opts.bucket;
     this.bucket = storage.bucket(opts.bucket);
   }
@@ -43,9 +56,13 @@ export class ObjectStore {
     });
   }
 
-  readStream(key: string, range?: { start: number; end: number }): Readable {
+  /** The object's bytes, or those of `range` (inclusive; without `end`, from `start` to the end). */
+  readStream(key: string, range?: { start: number; end?: number }): Readable {
     // Whole-object reads are checked against the stored CRC32C; ranges cannot be.
-    return this.bucket.file(key).createReadStream(range ? { ...range, validation: false } : { validation: 'crc32c' });
+    const stream = this.bucket
+      .file(key)
+      .createReadStream(range ? { ...range, validation: false } : { validation: 'crc32c' });
+    return stream.once('response', allowDownloadListeners);
   }
 
   async save(key: string, content: string | Buffer, contentType: string): Promise<void> {
@@ -90,5 +107,26 @@ export class ObjectStore {
 
   async deletePrefix(prefix: string): Promise<void> {
     for (const { key } of await this.list(prefix)) await this.delete(key);
+  }
+}
+
+/**
+ * Listeners the client itself puts on the HTTP body of one download: its fetch library pipes the
+ * socket into it (3), keeps an error handler (1); its request layer forwards errors (1) and pipes
+ * the body into its retry stream (3); and the storage client pipes the same body into the stream
+ * it returns (3). That is 11 for as long as the body flows, one over Node's leak warning
+ * threshold, so every read of more than a chunk or two printed a MaxListenersExceededWarning
+ * (googleapis/google-cloud-node#9185). Not a leak: they all go when the body ends, and the
+ * download is the only user of that stream.
+ */
+const DOWNLOAD_BODY_LISTENERS = 16;
+
+/**
+ * The body (the client hands it over with 'response', before it pipes it itself) is allowed
+ * its listeners: the upstream fix, applied to that one stream until the client carries it.
+ */
+function allowDownloadListeners(body: unknown) {
+  if (body instanceof EventEmitter && body.getMaxListeners() < DOWNLOAD_BODY_LISTENERS) {
+    body.setMaxListeners(DOWNLOAD_BODY_LISTENERS);
   }
 }

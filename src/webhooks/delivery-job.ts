@@ -75,8 +75,8 @@ export async function attemptDelivery(s: Services, deliveryId: string): Promise<
     }
   });
   const fields = { deliveryId, eventId: d.eventId, attempt: d.attempts + 1, error: result.error };
-  if (next) log.info('webhook not delivered; it will be retried', { ...fields, nextAttemptAt: next.toISOString() });
-  else log.warn('webhook not delivered; given up after 72 h', fields);
+  if (next) log.info({ ...fields, nextAttemptAt: next.toISOString() }, 'webhook not delivered; it will be retried');
+  else log.warn(fields, 'webhook not delivered; given up after 72 h');
 }
 
 /**

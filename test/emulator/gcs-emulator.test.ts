@@ -8,6 +8,7 @@ import { Storage } from '@google-cloud/storage';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { RunningEmulator } from '../../src/emulator/gcs-emulator.ts';
 import { startGcsEmulator } from '../../src/emulator/gcs-emulator.ts';
+import { ObjectStore } from '../../src/storage/object-store.ts';
 
 /** Deterministic pseudo-random bytes (incompressible, so corruption would show). */
 function bytesOf(size: number, seed: string): Buffer {
@@ -207,6 +208,25 @@ describe('Cloud Storage emulator through @google-cloud/storage', () => {
     const [moved] = await storage.bucket(bucket).file('copy/atomic.bin').download();
     expect(moved.equals(data)).toBe(true);
     expect((await storage.bucket(bucket).file('copy/moved.bin').exists())[0]).toBe(false);
+  });
+
+  it('lets the object store abandon a read without breaking the reads beside it', async () => {
+    const store = new ObjectStore({ bucket, projectId: 'test-project', apiEndpoint: gcs.url });
+    const data = bytesOf(3 * 1024 * 1024, 'abandon');
+    await store.save('abandon/big.bin', data, 'application/octet-stream');
+    // A client gone mid-download, or a gallery page that has its images: the read stops early.
+    const abandon = async () => {
+      const stream = store.readStream('abandon/big.bin');
+      for await (const _chunk of stream) break;
+    };
+    const whole = () => readAll(store.readStream('abandon/big.bin'));
+    const results = await Promise.allSettled([
+      ...Array.from({ length: 12 }, whole),
+      ...Array.from({ length: 6 }, abandon),
+    ]);
+    const failed = results.filter((r) => r.status === 'rejected');
+    expect(failed.map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+    for (const r of results.slice(0, 12)) expect((r as PromiseFulfilledResult<Buffer>).value.equals(data)).toBe(true);
   });
 
   it('keeps objects across a restart', async () => {

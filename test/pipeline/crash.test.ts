@@ -39,7 +39,7 @@ function startWorker(): ChildProcess {
       SHARD_MAX_REQUESTS: '2',
       LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'error',
     },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ['ignore', 'inherit', 'inherit'], // logs (errors only) on stdout, anything else on stderr
   });
   workers.add(child);
   child.on('exit', () => workers.delete(child));

@@ -98,7 +98,7 @@ describe('database outage', () => {
   let svc: TestService | null = null;
   let key: string;
   const logged: LogLine[] = [];
-  let stderrSpy: ReturnType<typeof jest.spyOn> | null = null;
+  let stdoutSpy: ReturnType<typeof jest.spyOn> | null = null;
 
   const lines = (msg: string) => logged.filter((l) => l.msg === msg);
   const errors = () => logged.filter((l) => l.level === 'error');
@@ -115,8 +115,9 @@ describe('database outage', () => {
     svc = await startTestService({ DATABASE_URL: proxied.href, ROLE: 'api' });
     // startTestService made the logger silent; `info` so the end of the outage shows too.
     setLogLevel('info');
-    const write = process.stderr.write.bind(process.stderr);
-    stderrSpy = jest.spyOn(process.stderr, 'write').mockImplementation(((chunk: unknown, ...rest: unknown[]) => {
+    // The service logs JSON lines on stdout.
+    const write = process.stdout.write.bind(process.stdout);
+    stdoutSpy = jest.spyOn(process.stdout, 'write').mockImplementation(((chunk: unknown, ...rest: unknown[]) => {
       const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk as Uint8Array).toString();
       let captured = false;
       for (const l of text.split('\n')) {
@@ -129,12 +130,12 @@ describe('database outage', () => {
         }
       }
       return captured ? true : (write as (...args: unknown[]) => boolean)(chunk, ...rest);
-    }) as typeof process.stderr.write);
+    }) as typeof process.stdout.write);
     key = (await svc.createUser()).apiKey;
   });
 
   afterAll(async () => {
-    stderrSpy?.mockRestore();
+    stdoutSpy?.mockRestore();
     setLogLevel('silent');
     // The service stops best with its database there (pg-boss waits for its own shutdown queries).
     if (proxy?.hang) {
