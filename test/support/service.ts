@@ -7,6 +7,7 @@ import { randomToken } from '../../src/ids.ts';
 import { setLogLevel } from '../../src/logger.ts';
 import { type Runtime, startRuntime } from '../../src/runtime.ts';
 import { withDatabase } from './global-setup.ts';
+import { takeViolations, watchResponses } from './openapi-check.ts';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 
@@ -60,6 +61,8 @@ export async function startTestService(overrides: Record<string, string> = {}): 
     ...overrides,
   };
   const runtime = await startRuntime(loadConfig(env));
+  // Every answer is checked against the OpenAPI document (openapi-setup.ts fails the test).
+  if (runtime.server) watchResponses(runtime.server);
   const url = runtime.url!;
   const admin = async (method: string, p: string, body?: unknown) => {
     const res = await fetch(url + p, {
@@ -90,6 +93,9 @@ export async function startTestService(overrides: Record<string, string> = {}): 
     async stop() {
       await runtime.stop();
       await fs.rm(dataDir, { recursive: true, force: true });
+      // Answers given after the last test (in afterAll) are checked here.
+      const violations = takeViolations();
+      if (violations.length) throw new Error(`Answers that break the OpenAPI document:\n  ${violations.join('\n  ')}`);
     },
   };
 }
