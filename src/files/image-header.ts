@@ -39,6 +39,15 @@ function sized(type: ImageType, width: number, height: number): HeaderState {
   return invalid(`image is ${width}x${height} pixels; width and height must each be 1 to ${MAX_IMAGE_SIDE}`);
 }
 
+/**
+ * The type of an image by its first bytes (12 are enough for all three), or null when they are
+ * not those of a PNG, JPEG or WebP (or too few to tell).
+ */
+export function imageTypeOf(head: Buffer): ImageType | null {
+  const type = sniff(head);
+  return type === 'more' || type === 'invalid' ? null : type;
+}
+
 /** Decides as soon as the bytes in rule out every signature, not only once 12 are in. */
 function sniff(head: Buffer): ImageType | 'more' | 'invalid' {
   let possible = false;

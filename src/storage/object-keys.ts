@@ -39,6 +39,11 @@ const bareType = (mimeType: string) => mimeType.split(';')[0].trim().toLowerCase
 export const imageContentType = (mimeType: string) =>
   IMAGE_EXTENSIONS[bareType(mimeType)] ? bareType(mimeType) : 'application/octet-stream';
 
+/** The image type of a key `imageKey` or `imageJobImageKey` made, by its extension; else opaque bytes. */
+export const imageTypeOfKey = (key: string) =>
+  Object.entries(IMAGE_EXTENSIONS).find(([, ext]) => key.toLowerCase().endsWith(`.${ext}`))?.[0] ??
+  'application/octet-stream';
+
 /** One url-mode image: under its run's `images` prefix, named by its output line's id and image index. */
 export const imageKey = (imagesPrefix: string, requestId: string, img: number, mimeType: string) =>
   `${imagesPrefix}${requestId}-${img}.${IMAGE_EXTENSIONS[bareType(mimeType)] ?? 'bin'}`;

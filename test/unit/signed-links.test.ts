@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { LinkSigner, linkSigningSecret } from '../../src/storage/signed-links.ts';
+import { LinkSigner, linkedObjectKey, linkSigningSecret } from '../../src/storage/signed-links.ts';
 
 const SECRET = 'a-test-signing-secret-of-32-characters-at-least';
 const KEY = 'tenants/7/batches/batch_abc/images-r1/batch_req_xyz-0.png';
@@ -121,6 +121,70 @@ describe('signed links', () => {
     const { path, query } = request(links.sign(key));
     expect(path).toBe('/links/tenants/7/odd%20name/%C3%A4%3F%23%25.png');
     expect(links.verify(path, query)?.objectKey).toBe(key);
+  });
+
+  it('signs a link to one image inside a line: offset and index verify back with the object', () => {
+    const { links, clock } = signer();
+    const OUTPUT = 'tenants/7/batches/batch_abc/output-r1.jsonl';
+    const url = links.signLineImage(OUTPUT, { offset: 123456, index: 2 });
+    expect(url).toMatch(
+      /^https:\/\/images\.example\.com\/links\/tenants\/7\/batches\/batch_abc\/output-r1\.jsonl\?offset=123456&index=2&expires=\d+&signature=[\w-]{43}$/,
+    );
+    const { path, query } = request(url);
+    expect(links.verify(path, query)).toEqual({
+      objectKey: OUTPUT,
+      expires: Math.ceil((clock.now + HOUR) / 1000),
+      image: { offset: 123456, index: 2 },
+    });
+    // A whole-object link has no `image`, and an explicit expiry is kept.
+    const whole = request(links.sign(OUTPUT));
+    expect(links.verify(whole.path, whole.query)).toEqual({ objectKey: OUTPUT, expires: expect.any(Number) });
+    expect(request(links.signLineImage(OUTPUT, { offset: 0, index: 0 }, 1_900_000_000)).query.expires).toBe(
+      '1900000000',
+    );
+  });
+
+  it('refuses a line-image link whose offset or index was changed, dropped or added', () => {
+    const { links } = signer();
+    const OUTPUT = 'tenants/7/batches/batch_abc/output-r1.jsonl';
+    const { path, query } = request(links.signLineImage(OUTPUT, { offset: 5000, index: 1 }));
+    const changed: Array<Record<string, unknown>> = [
+      { ...query, offset: '5001' },
+      { ...query, offset: '4999' },
+      { ...query, offset: '05000' },
+      { ...query, index: '0' },
+      { ...query, index: '2' },
+      { ...query, index: '01' },
+      { ...query, offset: '1', index: '5000' },
+      { ...query, offset: ['5000', '5000'] },
+      { ...query, index: '1.0' },
+      { ...query, offset: '-5000' },
+    ];
+    for (const q of changed) expect(links.verify(path, q)).toBeNull();
+    // Dropping them does not turn it into a link to the whole output file…
+    const { offset: _o, index: _i, ...whole } = query;
+    expect(links.verify(path, whole)).toBeNull();
+    expect(links.verify(path, { ...query, offset: undefined })).toBeNull();
+    // …and adding them to a whole-object link does not make it a line-image link.
+    const plain = request(links.sign(OUTPUT));
+    expect(links.verify(plain.path, { ...plain.query, offset: '0', index: '0' })).toBeNull();
+    expect(links.verify(plain.path, { ...plain.query, index: '0' })).toBeNull();
+    // The path and the expiry are covered as before.
+    expect(links.verify(path.replace('output-r1', 'output-r2'), query)).toBeNull();
+    expect(links.verify(path, { ...query, expires: String(Number(query.expires) + 1) })).toBeNull();
+    expect(links.verify(path, query)?.image).toEqual({ offset: 5000, index: 1 });
+  });
+
+  it('reads the object key back out of a link of ours, under a given prefix only', () => {
+    const { links } = signer({ base: 'https://gw.example.com/proxy/links' });
+    const key = 'tenants/7/batches/batch_abc/images-r1/batch_req_xyz-0.png';
+    expect(linkedObjectKey(links.sign(key), 'tenants/7/batches/batch_abc/')).toBe(key);
+    expect(linkedObjectKey(links.sign('tenants/7/odd name/ä.png'), 'tenants/7/')).toBe('tenants/7/odd name/ä.png');
+    expect(linkedObjectKey(links.sign(key), 'tenants/8/')).toBeNull();
+    expect(linkedObjectKey(links.sign(key), 'tenants/7/batches/batch_other/')).toBeNull();
+    expect(linkedObjectKey('https://elsewhere.example.com/x.png', 'tenants/7/')).toBeNull();
+    expect(linkedObjectKey('not a url', 'tenants/7/')).toBeNull();
+    expect(linkedObjectKey('https://gw.example.com/links/tenants/7/%E0%A4%A', 'tenants/7/')).toBeNull();
   });
 
   it('uses URL_SIGNING_SECRET when set, without touching the database', async () => {

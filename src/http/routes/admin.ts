@@ -1,10 +1,11 @@
 import { timingSafeEqual } from 'node:crypto';
 import { type NextFunction, type Request, type RequestHandler, type Response, Router } from 'express';
-import { type ModelPatch, upsertModel } from '../../billing/model-catalog.ts';
+import type { ModelPatch } from '../../billing/model-catalog.ts';
 import { ApiError } from '../../errors/api-error.ts';
 import type { Services } from '../../services.ts';
 import { bearer } from '../middleware.ts';
-import { deadJobView, modelView, unix, userView } from '../views.ts';
+import { listLimit, singleQuery } from '../query.ts';
+import { deadJobView, ledgerView, modelView, systemView, unix, userView } from '../views.ts';
 
 /** The gateway operator's API, behind `Authorization: Bearer $ADMIN_TOKEN`. */
 export function adminRoutes(s: Services, json: RequestHandler[]): Router {
@@ -22,12 +23,26 @@ export function adminRoutes(s: Services, json: RequestHandler[]): Router {
     const { user, apiKey } = await s.accounts.createUser(name.trim(), quota);
     res.status(201).json({ ...userView(user), api_key: apiKey });
   });
+  // Newest first; `after` is the last id of the previous page, `q` a name fragment or an exact id.
+  r.get('/users', async (req, res) => {
+    const limit = listLimit(req.query, { fallback: 50, max: 200 });
+    const after = singleQuery(req.query, 'after');
+    const search = singleQuery(req.query, 'q')?.trim() || null;
+    const { page, hasMore } = await s.accounts.listUsers({
+      limit,
+      after: after === undefined ? null : idParam(after, 'after'),
+      search,
+    });
+    res.json({ object: 'list', data: page.map(userView), has_more: hasMore });
+  });
   r.get('/users/:id', async (req, res) => {
     const id = idParam(req.params.id);
     const user = await s.accounts.getUser(id);
     const keys = await s.accounts.listKeys(id);
+    const ledger = await s.billing.ledger(id);
     res.json({
       ...userView(user),
+      ledger: ledgerView(ledger),
       api_keys: keys.map((k) => ({
         id: k.id,
         hint: k.keyHint,
@@ -85,6 +100,10 @@ export function adminRoutes(s: Services, json: RequestHandler[]): Router {
     const jobs = await s.queue.deadJobs(limit);
     res.json({ object: 'list', data: jobs.map(deadJobView) });
   });
+  // Counts across the service: batches and image jobs by status, queues, Vertex jobs, dead jobs.
+  r.get('/system', async (_req, res) => {
+    res.json(systemView(await s.system.snapshot()));
+  });
   r.get('/models', async (_req, res) => {
     res.json({ object: 'list', data: (await s.models(false)).map(modelView) });
   });
@@ -92,7 +111,7 @@ export function adminRoutes(s: Services, json: RequestHandler[]): Router {
     const id = req.params.id;
     if (!/^[a-z0-9][a-z0-9.-]{0,99}$/.test(id))
       throw new ApiError('invalid_model_id', 'Model ids are lowercase letters, digits, dots and dashes.', 'id');
-    await upsertModel(s.pool, id, modelPatch(req.body));
+    await s.catalog.save(id, modelPatch(req.body));
     const model = (await s.models(false)).find((m) => m.id === id)!;
     res.json(modelView(model));
   });

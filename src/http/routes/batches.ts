@@ -4,9 +4,9 @@ import { ApiError } from '../../errors/api-error.ts';
 import type { Services } from '../../services.ts';
 import { idempotencyOf, idempotent } from '../idempotency.ts';
 import { userId } from '../middleware.ts';
-import { batchListQuery, listPage } from '../query.ts';
+import { batchListQuery, listLimit, listPage, singleQuery } from '../query.ts';
 import { parseExpiresAfter, parseMetadata } from '../uploads.ts';
-import { batchView } from '../views.ts';
+import { batchImageView, batchView } from '../views.ts';
 
 const BODY_FIELDS = ['input_file_id', 'endpoint', 'completion_window', 'metadata', 'output_expires_after'];
 
@@ -36,6 +36,20 @@ export function batchRoutes(s: Services): Router {
     });
     r.get(`${base}/:id`, async (req, res) => {
       res.json(batchView(await s.batches.get(userId(req), req.params.id)));
+    });
+    // The images of the output file, a page at a time, with signed links (the dashboard's gallery).
+    r.get(`${base}/:id/images`, async (req, res) => {
+      const { images, nextCursor } = await s.gallery.page(userId(req), req.params.id, {
+        limit: listLimit(req.query, { fallback: 24, max: 100 }),
+        after: singleQuery(req.query, 'after') ?? null,
+        customId: singleQuery(req.query, 'custom_id') ?? null,
+      });
+      res.json({
+        object: 'list',
+        data: images.map(batchImageView),
+        has_more: nextCursor !== null,
+        next_cursor: nextCursor,
+      });
     });
     r.post(`${base}/:id/cancel`, async (req, res) => {
       res.json(batchView(await s.batches.cancel(userId(req), req.params.id)));
