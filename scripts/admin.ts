@@ -43,11 +43,24 @@ async function main() {
     process.exit(2);
   }
   const [method, path, body] = build(args);
-  const res = await fetch(base + path, {
-    method,
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  const url = base + path;
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (err) {
+    // fetch says only "fetch failed"; the URL and the cause are what the operator needs.
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    process.stderr.write(
+      `cannot reach the service at ${url} (${cause?.code ?? cause?.message ?? (err as Error).message}).\n` +
+        'Is it running? This tries GATEWAY_URL, else http://127.0.0.1:$PORT (PORT default 8080), ' +
+        'both also read from ./.env.\n',
+    );
+    process.exit(1);
+  }
   const text = await res.text();
   process.stdout.write(`${text}\n`);
   if (!res.ok) process.exit(1);
