@@ -85,6 +85,8 @@ CREATE INDEX batches_open ON public.batches USING btree (status) WHERE (status =
 
 CREATE INDEX batches_user_list ON public.batches USING btree (user_id, created_at DESC, id DESC) WHERE (deleted_at IS NULL);
 
+CREATE INDEX batches_user_status_list ON public.batches USING btree (user_id, status, created_at DESC, id DESC) WHERE (deleted_at IS NULL);
+
 CREATE SEQUENCE public.billing_logs_id_seq
     AS bigint
     START WITH 1
@@ -144,6 +146,8 @@ ALTER TABLE ONLY public.files
 CREATE INDEX files_expiring ON public.files USING btree (expires_at) WHERE ((deleted_at IS NULL) AND (expires_at IS NOT NULL));
 
 CREATE INDEX files_user_list ON public.files USING btree (user_id, created_at DESC, id DESC) WHERE (deleted_at IS NULL);
+
+CREATE INDEX files_user_purpose_list ON public.files USING btree (user_id, purpose, created_at DESC, id DESC) WHERE (deleted_at IS NULL);
 
 CREATE TABLE public.idempotency_keys (
     user_id bigint NOT NULL,
@@ -221,6 +225,8 @@ CREATE INDEX image_jobs_open ON public.image_jobs USING btree (expires_at) WHERE
 CREATE INDEX image_jobs_retained ON public.image_jobs USING btree (completed_at) WHERE ((purged_at IS NULL) AND (completed_at IS NOT NULL));
 
 CREATE INDEX image_jobs_user_list ON public.image_jobs USING btree (user_id, created_at DESC, id DESC);
+
+CREATE INDEX image_jobs_user_status_list ON public.image_jobs USING btree (user_id, status, created_at DESC, id DESC);
 
 CREATE INDEX image_jobs_user_sync_open ON public.image_jobs USING btree (user_id) WHERE ((mode = 'sync'::text) AND (status = ANY (ARRAY['queued'::text, 'running'::text])));
 

@@ -10,6 +10,10 @@ export interface Page<T> {
  * One page of a keyset-paginated list, the way every list route reads: `after` must be one of
  * the caller's items (else 400 `invalid_cursor`, never an empty page that hides a typo), and one
  * row more than `limit` is fetched to know whether more follow.
+ *
+ * `fetch` must find no row after a cursor that `cursorExists` would refuse (its cursor lookup has
+ * the same conditions): then a page with rows proves the cursor good, and only an empty page
+ * costs the second query that tells "nothing after it" from "no such item".
  */
 export async function keysetPage<T>(opts: {
   after: string | null;
@@ -19,9 +23,9 @@ export async function keysetPage<T>(opts: {
   cursorExists(after: string): Promise<boolean>;
   fetch(limit: number): Promise<T[]>;
 }): Promise<Page<T>> {
-  if (opts.after !== null && !(await opts.cursorExists(opts.after))) {
+  const rows = await opts.fetch(opts.limit + 1);
+  if (opts.after !== null && rows.length === 0 && !(await opts.cursorExists(opts.after))) {
     throw new ApiError('invalid_cursor', `'after' must be the id of ${opts.what} (got '${opts.after}').`, 'after');
   }
-  const rows = await opts.fetch(opts.limit + 1);
   return { page: rows.slice(0, opts.limit), hasMore: rows.length > opts.limit };
 }

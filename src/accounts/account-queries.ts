@@ -52,12 +52,14 @@ export async function listApiKeys(db: Db, userId: number) {
   return rows;
 }
 
-export async function revokeApiKey(db: Db, userId: number, keyId: number): Promise<boolean> {
-  const { rowCount } = await db.query(
-    'UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 AND user_id = $2',
+/** The revoked key's hash (revoking twice is once), or null when the user has no such key. */
+export async function revokeApiKey(db: Db, userId: number, keyId: number): Promise<string | null> {
+  const { rows } = await db.query<{ keyHash: string }>(
+    `UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 AND user_id = $2
+     RETURNING key_hash AS "keyHash"`,
     [keyId, userId],
   );
-  return rowCount === 1;
+  return rows[0]?.keyHash ?? null;
 }
 
 /** Idempotent: the first acceptance time is kept. */
@@ -68,4 +70,25 @@ export async function acceptPrivacy(db: Db, userId: number): Promise<Date> {
     [userId],
   );
   return rows[0].at;
+}
+
+/**
+ * Users newest first (by id), the page after id `after`; `search` matches a name containing it
+ * (any case) or, when it is a number, that id.
+ */
+export async function listUsers(
+  db: Db,
+  opts: { limit: number; after: number | null; search: string | null },
+): Promise<UserRow[]> {
+  const pattern = opts.search === null ? null : `%${opts.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+  const id = opts.search !== null && /^\d{1,15}$/.test(opts.search.trim()) ? Number(opts.search.trim()) : null;
+  const { rows } = await db.query<UserRow>(
+    `SELECT ${userColumns} FROM users
+      WHERE ($1::bigint IS NULL OR id < $1)
+        AND ($2::text IS NULL OR name ILIKE $2 OR id = $3::bigint)
+      ORDER BY id DESC
+      LIMIT $4`,
+    [opts.after, pattern, id, opts.limit],
+  );
+  return rows;
 }

@@ -102,7 +102,7 @@ export class BatchService {
     return batch;
   }
 
-  async get(userId: number, id: string): Promise<q.BatchRow> {
+  async get(userId: number, id: string): Promise<q.ClientBatchRow> {
     const batch = looksLikeId('batch', id) ? await q.findUserBatch(this.pool, userId, id) : null;
     if (!batch) throw notFound('batch', id, 'batch_id');
     return batch;
@@ -122,7 +122,7 @@ export class BatchService {
    * moves to `cancelling` and the pipeline cancels its Vertex jobs, stitches what finished and
    * settles. Cancelling twice answers the same batch.
    */
-  async cancel(userId: number, id: string): Promise<q.BatchRow> {
+  async cancel(userId: number, id: string): Promise<q.ClientBatchRow> {
     const batch = await this.get(userId, id);
     if (batch.status === 'cancelling' || batch.status === 'cancelled') return batch;
     const cancelled = await withTransaction(this.pool, (tx) =>

@@ -60,3 +60,21 @@ export async function listLogs(
   );
   return rows;
 }
+
+/**
+ * A user's quota next to the sum and count of their log rows, read in one statement (one
+ * snapshot), so a quota move committing meanwhile is seen on both sides or on neither.
+ */
+export async function userLedger(
+  db: Db,
+  userId: number,
+): Promise<{ quota: number; logSum: number; logCount: number } | null> {
+  const { rows } = await db.query<{ quota: number; logSum: number; logCount: number }>(
+    `SELECT u.quota, coalesce(l.sum, 0)::bigint AS "logSum", coalesce(l.count, 0)::int AS "logCount"
+       FROM users u
+       LEFT JOIN (SELECT sum(quota_delta) AS sum, count(*) AS count FROM billing_logs WHERE user_id = $1) l ON true
+      WHERE u.id = $1`,
+    [userId],
+  );
+  return rows[0] ?? null;
+}

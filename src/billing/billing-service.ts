@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { lockUser } from '../accounts/account-queries.ts';
 import type { Db, Pool } from '../db/pool.ts';
-import { withTransaction } from '../db/pool.ts';
+import { afterCommit, withTransaction } from '../db/pool.ts';
 import { ApiError, notFound } from '../errors/api-error.ts';
 import * as q from './billing-queries.ts';
 
@@ -17,9 +17,12 @@ type Charge = { userId: number; amount: number; content: string } & (
  */
 export class BillingService {
   private readonly pool: Pool;
+  private readonly onLogged: (type: q.LogType, quotaDelta: number) => void;
 
-  constructor(deps: { pool: Pool }) {
+  /** `onLogged` hears of each log row once its transaction has committed (the metrics count them). */
+  constructor(deps: { pool: Pool; onLogged?: (type: q.LogType, quotaDelta: number) => void }) {
     this.pool = deps.pool;
+    this.onLogged = deps.onLogged ?? (() => {});
   }
 
   async topUp(userId: number, amount: number, note = 'top-up'): Promise<void> {
@@ -32,7 +35,7 @@ export class BillingService {
     }
     if (!(await lockUser(tx, userId))) throw notFound('user', userId);
     await q.moveQuota(tx, userId, amount, 0);
-    await q.insertLog(tx, { userId, type: 'topup', quotaDelta: amount, content: `${note}: +${amount}` });
+    await this.insertLog(tx, { userId, type: 'topup', quotaDelta: amount, content: `${note}: +${amount}` });
   }
 
   /**
@@ -42,7 +45,7 @@ export class BillingService {
   async preDeductIn(tx: pg.PoolClient, charge: Charge & { model: string }): Promise<boolean> {
     await lockUser(tx, charge.userId);
     if (!(await q.moveQuota(tx, charge.userId, -charge.amount, charge.amount))) return false;
-    await q.insertLog(tx, { ...charge, type: 'pre_deduction', quotaDelta: -charge.amount });
+    await this.insertLog(tx, { ...charge, type: 'pre_deduction', quotaDelta: -charge.amount });
     return true;
   }
 
@@ -53,7 +56,22 @@ export class BillingService {
     if (refund.amount < 0 || !(await q.moveQuota(tx, refund.userId, refund.amount, -refund.amount))) {
       throw new Error(`refund of ${refund.amount} for ${refund.batchId ?? refund.imageJobId} cannot be applied`);
     }
-    await q.insertLog(tx, { ...refund, type: 'difference', quotaDelta: refund.amount });
+    await this.insertLog(tx, { ...refund, type: 'difference', quotaDelta: refund.amount });
+  }
+
+  private async insertLog(tx: pg.PoolClient, row: Parameters<typeof q.insertLog>[1]): Promise<void> {
+    await q.insertLog(tx, row);
+    afterCommit(tx, () => this.onLogged(row.type, row.quotaDelta));
+  }
+
+  /**
+   * A user's quota against their log rows. Users start at 0 and every move writes its row, so
+   * `balanced` (quota = Σ log deltas) must always hold; false means a move escaped the ledger.
+   */
+  async ledger(userId: number): Promise<{ quota: number; logSum: number; logCount: number; balanced: boolean }> {
+    const row = await q.userLedger(this.pool, userId);
+    if (!row) throw notFound('user', userId);
+    return { ...row, balanced: row.quota === row.logSum };
   }
 
   logs(db: Db, filter: Parameters<typeof q.listLogs>[1]) {

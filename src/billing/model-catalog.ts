@@ -1,4 +1,5 @@
-import type { Db } from '../db/pool.ts';
+import { CHANNELS, type NotificationListener, NotifiedCache, notify } from '../db/notifications.ts';
+import { type Db, type Pool, withTransaction } from '../db/pool.ts';
 
 /** What the service knows about one image model: capabilities (checked at validation) and prices. */
 export interface ModelInfo {
@@ -38,6 +39,45 @@ export async function listModels(db: Db, batchRatioOverride: string | null, only
     `SELECT ${modelColumns} FROM models ${onlyEnabled ? 'WHERE enabled' : ''} ORDER BY id`,
   );
   return rows.map((r) => toModelInfo(r, batchRatioOverride));
+}
+
+/**
+ * The catalog as the service reads it: every sync image request, batch validation and
+ * `GET /v1/models` needs it, so each process keeps it in memory, dropped in every process by the
+ * notification an edit sends at commit (and at most 1 s old should one be lost). The objects
+ * handed out are shared: read them, never change them.
+ */
+export class ModelCatalog {
+  private readonly pool: Pool;
+  private readonly batchRatioOverride: string | null;
+  private readonly cache: NotifiedCache<ModelInfo[]>;
+
+  /** `listener` null: no cache (every read queries the database). */
+  constructor(deps: { pool: Pool; batchRatioOverride: string | null; listener: NotificationListener | null }) {
+    this.pool = deps.pool;
+    this.batchRatioOverride = deps.batchRatioOverride;
+    this.cache = new NotifiedCache({
+      listener: deps.listener,
+      channel: CHANNELS.modelChanged,
+      clearOn: 'any',
+      ttlMs: 1000,
+      maxEntries: 1,
+    });
+  }
+
+  async list(onlyEnabled: boolean): Promise<ModelInfo[]> {
+    const all = await this.cache.get('all', () => listModels(this.pool, this.batchRatioOverride));
+    return onlyEnabled ? all.filter((m) => m.enabled) : all;
+  }
+
+  /** Insert or edit one model (admin API); every process sees the change once this returns. */
+  async save(id: string, patch: ModelPatch): Promise<void> {
+    await withTransaction(this.pool, async (tx) => {
+      await upsertModel(tx, id, patch);
+      await notify(tx, CHANNELS.modelChanged, id);
+    });
+    this.cache.clear();
+  }
 }
 
 export interface ModelPatch {

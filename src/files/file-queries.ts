@@ -97,7 +97,7 @@ export async function listUserFiles(
     `SELECT ${fileColumns} FROM files
       WHERE user_id = $1 AND ${live}
         AND ($2::text IS NULL OR purpose = $2)
-        AND ($3::text IS NULL OR (created_at, id) ${cmp} (SELECT created_at, id FROM files WHERE id = $3 AND user_id = $1))
+        AND ($3::text IS NULL OR (created_at, id) ${cmp} (SELECT created_at, id FROM files WHERE id = $3 AND user_id = $1 AND ${live}))
       ORDER BY created_at ${dir}, id ${dir}
       LIMIT $4`,
     [userId, opts.purpose, opts.after, opts.limit],

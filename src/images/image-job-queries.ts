@@ -141,7 +141,7 @@ export async function listUserImageJobs(
   const { rows } = await db.query<ImageJobRow>(
     `SELECT ${columns} FROM image_jobs j
       WHERE user_id = $1 AND ($3::text IS NULL OR status = $3)
-        AND ($2::text IS NULL OR (created_at, id) < (SELECT created_at, id FROM image_jobs WHERE id = $2))
+        AND ($2::text IS NULL OR (created_at, id) < (SELECT created_at, id FROM image_jobs WHERE id = $2 AND user_id = $1))
       ORDER BY created_at DESC, id DESC LIMIT $4`,
     [userId, opts.after, opts.status, opts.limit],
   );
@@ -234,4 +234,12 @@ export async function markJobsPurged(db: Db, retentionMs: number, limit: number)
     [retentionMs, limit],
   );
   return rows;
+}
+
+/** How many image jobs (sync requests too) are in each status, for operators; absent statuses have none. */
+export async function countImageJobsByStatus(db: Db): Promise<Map<ImageJobStatus, number>> {
+  const { rows } = await db.query<{ status: ImageJobStatus; count: number }>(
+    'SELECT status, count(*)::int AS count FROM image_jobs GROUP BY status',
+  );
+  return new Map(rows.map((r) => [r.status, r.count]));
 }

@@ -76,7 +76,7 @@ export async function listUserEndpoints(
   const { rows } = await db.query<WebhookEndpointRow>(
     `SELECT ${endpointColumns} FROM webhook_endpoints
       WHERE user_id = $1 AND deleted_at IS NULL
-        AND ($2::text IS NULL OR (created_at, id) < (SELECT created_at, id FROM webhook_endpoints WHERE id = $2 AND user_id = $1))
+        AND ($2::text IS NULL OR (created_at, id) < (SELECT created_at, id FROM webhook_endpoints WHERE id = $2 AND user_id = $1 AND deleted_at IS NULL))
       ORDER BY created_at DESC, id DESC
       LIMIT $3`,
     [userId, opts.after, opts.limit],

@@ -1,0 +1,329 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import pg from 'pg';
+import { listUserBatches } from '../../src/batches/batch-queries.ts';
+import { CHANNELS, NotificationListener, NotifiedCache } from '../../src/db/notifications.ts';
+import type { Db } from '../../src/db/pool.ts';
+import { listUserFiles } from '../../src/files/file-queries.ts';
+import { listUserImageJobs } from '../../src/images/image-job-queries.ts';
+import { eventually } from '../support/batches.ts';
+import { call } from '../support/http.ts';
+import { createTestDatabase, startTestService, type TestService } from '../support/service.ts';
+
+/**
+ * The read path stays one index seek per list form however long a user's history (see
+ * sql/0005_read_path_indexes.sql), and the per-process caches that spare authentication and the
+ * model catalog a query never outlive a change made in another process by more than 1 s.
+ */
+
+interface PlanNode {
+  'Node Type': string;
+  'Relation Name'?: string;
+  'Index Name'?: string;
+  'Index Cond'?: string;
+  'Actual Rows': number;
+  'Actual Loops': number;
+  'Rows Removed by Filter'?: number;
+  'Rows Removed by Index Recheck'?: number;
+  Plans?: PlanNode[];
+}
+
+function nodes(plan: PlanNode): PlanNode[] {
+  return [plan, ...(plan.Plans ?? []).flatMap(nodes)];
+}
+
+/** A Db that EXPLAIN ANALYZEs the query it is given (as sent, with its parameters) instead of running it. */
+function explaining(client: pg.Client, plans: PlanNode[]): Db {
+  return {
+    query: (async (text: string, values: unknown[]) => {
+      const { rows } = await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${text}`, values);
+      plans.push(rows[0]['QUERY PLAN'][0].Plan);
+      return { rows: [] };
+    }) as unknown as Db['query'],
+  };
+}
+
+/** What a query did on `table`: its scan nodes, and how many rows they read (kept or filtered out). */
+function onTable(plan: PlanNode, table: string) {
+  const scans = nodes(plan).filter((n) => n['Relation Name'] === table);
+  const read = scans.reduce(
+    (sum, n) =>
+      sum +
+      n['Actual Rows'] * n['Actual Loops'] +
+      (n['Rows Removed by Filter'] ?? 0) +
+      (n['Rows Removed by Index Recheck'] ?? 0),
+    0,
+  );
+  return { scans, read, indexes: scans.map((n) => n['Index Name'] ?? n['Node Type']) };
+}
+
+/** A batch's copy of its model, as every charged batch has: the width of a real row. */
+const SNAPSHOT = {
+  id: 'gemini-2.5-flash-image',
+  publisherModel: 'publishers/google/models/gemini-2.5-flash-image',
+  aspectRatios: ['1:1', '2:3', '3:2', '3:4', '4:3', '4:5', '5:4', '9:16', '16:9', '21:9'],
+  imageSizes: ['1K'],
+  defaultImageSize: '1K',
+  maxPromptChars: 32000,
+  maxReferenceImages: 3,
+  unitPrices: { '1K': 5000, '2K': 5000, '4K': 12500 },
+  batchRatio: 0.5,
+  enabled: true,
+};
+
+describe('list queries at a few thousand rows per user', () => {
+  const ROWS = 3000;
+  let client: pg.Client;
+  let halfway: { batch: string; file: string; job: string };
+
+  beforeAll(async () => {
+    client = new pg.Client({ connectionString: await createTestDatabase() });
+    await client.connect();
+    await client.query("INSERT INTO users (id, name) VALUES (1, 'long history'), (2, 'neighbour')");
+    // User 1: many batches, none failed. User 2: as many, all failed, so that `failed` is common
+    // in the table's statistics while user 1 has none (the case a table-wide estimate gets wrong).
+    await client.query(
+      `INSERT INTO files (id, user_id, purpose, filename, bytes, mime_type, object_key, created_at)
+       SELECT 'file_' || u || '_' || g, u, 'image_batch', 'in.jsonl', 100, 'application/jsonl', 'k',
+              now() - make_interval(secs => g * 60)
+         FROM generate_series(1, $1::int) g, generate_series(1, 2) u`,
+      [ROWS],
+    );
+    await client.query(
+      `INSERT INTO batches (id, user_id, status, input_file_id, created_at, expires_at, metadata, model_snapshot)
+       SELECT 'batch_' || u || '_' || g, u,
+              CASE WHEN u = 2 THEN 'failed' WHEN g % 25 = 0 THEN 'expired' WHEN g % 10 = 0 THEN 'cancelled' ELSE 'completed' END,
+              'file_' || u || '_' || g, now() - make_interval(secs => (g / 2) * 60), now(), '{"project": "x"}', $2::jsonb
+         FROM generate_series(1, $1::int) g, generate_series(1, 2) u`,
+      [ROWS, JSON.stringify(SNAPSHOT)],
+    );
+    await client.query(
+      `INSERT INTO image_jobs (id, user_id, mode, source, operation, model, request, n, size_tier, unit_price,
+                               response_format, status, pre_deducted, created_at, expires_at)
+       SELECT 'img_' || u || '_' || g, u, 'async', 'openai', 'generation', 'gemini-2.5-flash-image', '{}', 1, '1K', 5000,
+              'url', CASE WHEN u = 2 THEN 'failed' ELSE 'succeeded' END, 5000, now() - make_interval(secs => g), now()
+         FROM generate_series(1, $1::int) g, generate_series(1, 2) u`,
+      [ROWS],
+    );
+    await client.query('ANALYZE');
+    const mid = async (sql: string) => (await client.query<{ id: string }>(sql, [ROWS / 2])).rows[0].id;
+    halfway = {
+      batch: await mid('SELECT id FROM batches WHERE user_id = 1 ORDER BY created_at DESC, id DESC OFFSET $1 LIMIT 1'),
+      file: await mid('SELECT id FROM files WHERE user_id = 1 ORDER BY created_at DESC, id DESC OFFSET $1 LIMIT 1'),
+      job: await mid('SELECT id FROM image_jobs WHERE user_id = 1 ORDER BY created_at DESC, id DESC OFFSET $1 LIMIT 1'),
+    };
+  });
+
+  afterAll(async () => {
+    await client?.end();
+  });
+
+  /** The page query's plan: no Seq Scan, the intended index, and no more rows read than the page needs. */
+  async function expectSeek(
+    table: string,
+    run: (db: Db) => Promise<unknown>,
+    opts: { limit: number; indexes: string[]; cursor?: boolean },
+  ) {
+    const plans: PlanNode[] = [];
+    await run(explaining(client, plans));
+    const { scans, read, indexes } = onTable(plans[0], table);
+    expect(scans.map((n) => n['Node Type'])).not.toContain('Seq Scan');
+    const page = indexes.filter((i) => !i.endsWith('_pkey'));
+    expect(page).toHaveLength(1);
+    expect(opts.indexes).toContain(page[0]);
+    // limit + 1 rows (whether more follow), a few filtered out at most, and the cursor's row.
+    expect(read).toBeLessThanOrEqual(2 * (opts.limit + 1) + 1);
+    if (opts.cursor) {
+      const page = scans.find((n) => opts.indexes.includes(n['Index Name'] ?? ''))!;
+      // The cursor is part of the seek, not a filter applied after it.
+      expect(page['Index Cond']).toMatch(/ROW\(created_at, id\) [<>] ROW\(/);
+      expect(indexes).toContain(`${table}_pkey`);
+    }
+    return read;
+  }
+
+  const batches = (opts: { limit: number; after?: string; status?: string }) => (db: Db) =>
+    listUserBatches(db, 1, {
+      limit: opts.limit + 1,
+      after: opts.after ?? null,
+      status: (opts.status ?? null) as never,
+    });
+
+  it('batches: first page, deep cursor, status filters', async () => {
+    await expectSeek('batches', batches({ limit: 20 }), { limit: 20, indexes: ['batches_user_list'] });
+    await expectSeek('batches', batches({ limit: 100, after: halfway.batch }), {
+      limit: 100,
+      indexes: ['batches_user_list'],
+      cursor: true,
+    });
+    // None of user 1's batches failed, though half the table did: still one seek, no scan of the history.
+    await expectSeek('batches', batches({ limit: 20, status: 'failed' }), {
+      limit: 20,
+      indexes: ['batches_user_status_list'],
+    });
+    await expectSeek('batches', batches({ limit: 20, status: 'expired' }), {
+      limit: 20,
+      indexes: ['batches_user_status_list'],
+    });
+    await expectSeek('batches', batches({ limit: 20, status: 'expired', after: halfway.batch }), {
+      limit: 20,
+      indexes: ['batches_user_status_list'],
+      cursor: true,
+    });
+    // Most of the user's batches: either index reads about a page.
+    await expectSeek('batches', batches({ limit: 20, status: 'completed' }), {
+      limit: 20,
+      indexes: ['batches_user_list', 'batches_user_status_list'],
+    });
+  });
+
+  it('files: first page, both orders after a cursor, a purpose the user has none of', async () => {
+    const files = (opts: { after?: string; purpose?: string; order?: 'asc' | 'desc' }) => (db: Db) =>
+      listUserFiles(db, 1, {
+        limit: 21,
+        after: opts.after ?? null,
+        purpose: (opts.purpose ?? null) as never,
+        order: opts.order ?? 'desc',
+      });
+    await expectSeek('files', files({}), { limit: 20, indexes: ['files_user_list'] });
+    for (const order of ['asc', 'desc'] as const) {
+      await expectSeek('files', files({ after: halfway.file, order }), {
+        limit: 20,
+        indexes: ['files_user_list'],
+        cursor: true,
+      });
+    }
+    await expectSeek('files', files({ purpose: 'vision' }), { limit: 20, indexes: ['files_user_purpose_list'] });
+  });
+
+  it('image jobs: first page, cursor, a status the user has none of', async () => {
+    const jobs = (opts: { after?: string; status?: string }) => (db: Db) =>
+      listUserImageJobs(db, 1, { limit: 21, after: opts.after ?? null, status: (opts.status ?? null) as never });
+    await expectSeek('image_jobs', jobs({}), { limit: 20, indexes: ['image_jobs_user_list'] });
+    await expectSeek('image_jobs', jobs({ after: halfway.job }), {
+      limit: 20,
+      indexes: ['image_jobs_user_list'],
+      cursor: true,
+    });
+    await expectSeek('image_jobs', jobs({ status: 'failed' }), { limit: 20, indexes: ['image_jobs_user_status_list'] });
+  });
+});
+
+describe('the notified cache', () => {
+  let databaseUrl: string;
+  let admin: pg.Client;
+  let listener: NotificationListener | null = null;
+
+  beforeAll(async () => {
+    databaseUrl = await createTestDatabase();
+    admin = new pg.Client({ connectionString: databaseUrl });
+    await admin.connect();
+  });
+
+  afterAll(async () => {
+    await listener?.stop();
+    await admin?.end();
+  });
+
+  it('drops a key when notified, long before its TTL, and starts empty after the listener reconnects', async () => {
+    const errors: unknown[] = [];
+    listener = new NotificationListener(databaseUrl, (err) => errors.push(err));
+    await listener.start();
+    expect(listener.listening).toBe(true);
+    const cache = new NotifiedCache<number>({
+      listener,
+      channel: CHANNELS.apiKeyRevoked,
+      clearOn: 'key',
+      ttlMs: 60_000,
+      maxEntries: 10,
+    });
+    let loads = 0;
+    const get = (key: string) => cache.get(key, async () => ++loads);
+
+    expect(await get('a')).toBe(1);
+    expect(await get('a')).toBe(1);
+    expect(await get('b')).toBe(2);
+    expect(loads).toBe(2);
+
+    // Another connection's notification: `a` is read again, `b` is still cached.
+    await admin.query('SELECT pg_notify($1, $2)', [CHANNELS.apiKeyRevoked, 'a']);
+    await eventually(async () => ((await get('a')) === 3 ? true : null), 2000);
+    expect(await get('b')).toBe(2);
+    // A notification sent by a transaction that rolls back is never delivered.
+    await admin.query('BEGIN');
+    await admin.query('SELECT pg_notify($1, $2)', [CHANNELS.apiKeyRevoked, 'b']);
+    await admin.query('ROLLBACK');
+    await admin.query('SELECT pg_notify($1, $2)', [CHANNELS.apiKeyRevoked, 'a']);
+    await eventually(async () => ((await get('a')) === 4 ? true : null), 2000);
+    expect(await get('b')).toBe(2);
+
+    // The listener's connection is killed: until it is back nothing is served from the cache, and
+    // once back the cache starts empty (whatever was notified meanwhile was not heard).
+    const before = loads;
+    await admin.query(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'ibg-notifications' AND datname = current_database()",
+    );
+    await eventually(async () => (listener!.listening ? null : true), 5000);
+    expect(await get('b')).toBe(before + 1);
+    await eventually(async () => (listener!.listening ? true : null), 10_000);
+    expect(await get('b')).toBeGreaterThan(before + 1);
+    const reread = loads;
+    expect(await get('b')).toBe(reread);
+    expect(errors.length).toBeGreaterThan(0);
+  });
+});
+
+describe('two processes on one database', () => {
+  let a: TestService;
+  let b: TestService;
+
+  beforeAll(async () => {
+    a = await startTestService();
+    b = await startTestService({ DATABASE_URL: a.databaseUrl, ROLE: 'api' });
+  });
+
+  afterAll(async () => {
+    await b?.stop();
+    await a?.stop();
+  });
+
+  it('a key revoked on one is refused by the other within 1 s', async () => {
+    const user = await a.createUser();
+    const list = (svc: TestService) => call(`${svc.url}/v1/image-batches?limit=1`, { key: user.apiKey });
+    // Both have the key cached (each answered with it).
+    for (const svc of [a, b, a, b]) expect((await list(svc)).status).toBe(200);
+
+    const { body } = await a.admin('GET', `/admin/users/${user.id}`);
+    const keyId = body.api_keys[0].id;
+    const revoked = await a.admin('DELETE', `/admin/users/${user.id}/keys/${keyId}`);
+    expect(revoked.status).toBe(200);
+    const at = Date.now();
+    // The process that revoked it refuses it at once; the other within a second.
+    expect((await list(a)).status).toBe(401);
+    await eventually(async () => ((await list(b)).status === 401 ? true : null), 1000);
+    expect(Date.now() - at).toBeLessThan(1000);
+    expect((await list(b)).body.error.code).toBe('invalid_api_key');
+    // Another key of the same user still works on both.
+    const fresh = (await a.admin('POST', `/admin/users/${user.id}/keys`)).body.api_key;
+    for (const svc of [a, b]) expect((await call(`${svc.url}/v1/models`, { key: fresh })).status).toBe(200);
+  });
+
+  it('a model edit on one is what the other prices with within 1 s', async () => {
+    const user = await a.createUser();
+    const price = async (svc: TestService) => {
+      const models = await call(`${svc.url}/v1/models`, { key: user.apiKey });
+      return JSON.stringify(models.body.data.find((m: { id: string }) => m.id === 'gemini-2.5-flash-image'));
+    };
+    const before = await price(b);
+    expect(await price(b)).toBe(before);
+    const edited = await a.admin('PUT', '/admin/models/gemini-2.5-flash-image', { price_multiplier: 3 });
+    expect(edited.status).toBe(200);
+    const at = Date.now();
+    expect(await price(a)).not.toBe(before);
+    const after = await eventually(async () => {
+      const now = await price(b);
+      return now !== before ? now : null;
+    }, 1000);
+    expect(Date.now() - at).toBeLessThan(1000);
+    expect(after).toBe(await price(a));
+  });
+});
