@@ -6,6 +6,8 @@ import path from 'node:path';
  */
 export type Role = 'all' | 'api' | 'worker';
 export type JobFault = 'none' | 'fail' | 'stuck';
+/** `full`: a placeholder rendered per request at the requested size; `tiny`: one small image made once (scale runs). */
+export type EmulatorImage = 'full' | 'tiny';
 
 /** Vertex methods whose Nth call the emulator can answer with a transport fault. */
 export const VERTEX_METHODS = [
@@ -34,6 +36,8 @@ export interface Config {
   databaseUrl: string | null;
   embeddedPostgresPort: number;
   adminToken: string | null;
+  /** Bearer token `/metrics` asks for; null: `/metrics` is open (keep it off the public network then). */
+  metricsToken: string | null;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
 
   /** Google Cloud: when project, location and bucket are all set, no emulator is started. */
@@ -57,6 +61,10 @@ export interface Config {
     /** How long an online `:generateContent` call takes before it answers. */
     onlineMs: number;
     imagePadBytes: number;
+    /** What the emulated model answers with: see EmulatorImage. */
+    image: EmulatorImage;
+    /** Batch jobs running at once (Vertex's capacity); the others wait QUEUED. 0: no limit. */
+    maxRunningJobs: number;
     jobFault: JobFault;
     transportFaults: TransportFault[];
   };
@@ -244,6 +252,8 @@ export function readEmulatorSettings(r: EnvReader, standalone: boolean): Config[
     slowMs: r.duration('VERTEX_EMULATOR_SLOW_MS', 2000),
     onlineMs: r.duration('VERTEX_EMULATOR_ONLINE_MS', 1500),
     imagePadBytes: r.bytes('VERTEX_EMULATOR_IMAGE_PAD_BYTES', 0),
+    image: r.oneOf('VERTEX_EMULATOR_IMAGE', ['full', 'tiny'] as const, 'full'),
+    maxRunningJobs: r.int('VERTEX_EMULATOR_MAX_RUNNING_JOBS', 0, 0, 10_000),
     jobFault: r.oneOf('VERTEX_EMULATOR_JOB_FAULT', ['none', 'fail', 'stuck'] as const, 'none'),
     transportFaults: parseTransportFaults(r.raw('VERTEX_EMULATOR_FAULTS'), r.problems),
   };
@@ -272,6 +282,9 @@ export function loadConfig(env: Env = process.env): Config {
 
   const adminToken = r.raw('ADMIN_TOKEN') ?? null;
   if (adminToken !== null && adminToken.length < 16) r.problems.push('ADMIN_TOKEN must be at least 16 characters');
+  const metricsToken = r.raw('METRICS_TOKEN') ?? null;
+  if (metricsToken !== null && metricsToken.length < 16)
+    r.problems.push('METRICS_TOKEN must be at least 16 characters');
 
   const batchRatio = r.raw('BATCH_RATIO') ?? null;
   if (batchRatio !== null && !(/^(0(\.\d{1,4})?|1(\.0{1,4})?)$/.test(batchRatio) && Number(batchRatio) > 0)) {
@@ -286,6 +299,7 @@ export function loadConfig(env: Env = process.env): Config {
     databaseUrl: r.raw('DATABASE_URL') ?? null,
     embeddedPostgresPort: r.int('EMBEDDED_POSTGRES_PORT', 0, 0, 65535),
     adminToken,
+    metricsToken,
     logLevel: r.oneOf('LOG_LEVEL', ['debug', 'info', 'warn', 'error', 'silent'] as const, 'info'),
     google: {
       project: project ?? 'local-project',
@@ -299,14 +313,16 @@ export function loadConfig(env: Env = process.env): Config {
     limits: {
       visionMaxBytes: r.bytes('VISION_MAX_BYTES', 20 * 1024 ** 2),
       batchUploadMaxBytes: r.bytes('BATCH_UPLOAD_MAX_BYTES', 2 * 1024 ** 3),
-      batchMaxRequests: r.int('BATCH_MAX_REQUESTS', 200_000, 1),
+      // Up to 10 million: validation keeps every custom_id in memory to find duplicates (16 bytes
+      // each in a table at most 3/4 full: 32 MB for a million lines, 256 MB for ten million).
+      batchMaxRequests: r.int('BATCH_MAX_REQUESTS', 200_000, 1, 10_000_000),
       shardMaxRequests: r.int('SHARD_MAX_REQUESTS', 10_000, 1, 200_000),
       shardMaxBytes: r.bytes('SHARD_MAX_BYTES', 500 * 1024 ** 2),
       maxErrorsListed: r.int('BATCH_MAX_ERRORS_LISTED', 100, 1, 10_000),
     },
     billing: { batchRatio },
     pipeline: {
-      pollIntervalMs: r.duration('POLL_INTERVAL_MS', 10_000),
+      pollIntervalMs: r.duration('POLL_INTERVAL_MS', 1_000),
       pollMaxIntervalMs: r.duration('POLL_MAX_INTERVAL_MS', 300_000),
       completionWindowMs: r.duration('BATCH_COMPLETION_WINDOW', 24 * 36e5),
       sweepIntervalMs: r.duration('SWEEP_INTERVAL_MS', 60_000),
@@ -339,6 +355,8 @@ export function loadConfig(env: Env = process.env): Config {
   if (config.images.syncTimeoutMs < 1000) r.problems.push('SYNC_TIMEOUT_MS must be at least 1s');
   if (config.images.jobTtlMs < 1000) r.problems.push('IMAGE_JOB_TTL must be at least 1s');
   if (config.images.fetchTimeoutMs < 100) r.problems.push('FETCH_TIMEOUT_MS must be at least 100ms');
+  // The shortest gap between two looks at one Vertex job: zero would ask Vertex in a loop.
+  if (config.pipeline.pollIntervalMs < 100) r.problems.push('POLL_INTERVAL_MS must be at least 100ms');
   if (config.pipeline.pollMaxIntervalMs < config.pipeline.pollIntervalMs) {
     r.problems.push('POLL_MAX_INTERVAL_MS must not be below POLL_INTERVAL_MS');
   }

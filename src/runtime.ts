@@ -2,13 +2,16 @@ import fs from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import { countBatchesByStatus } from './batches/batch-queries.ts';
 import type { Config } from './config.ts';
 import { DatabaseAvailability } from './db/availability.ts';
 import { type EmbeddedDatabase, ensureDatabase, startEmbeddedPostgres } from './db/embedded.ts';
 import { migrate } from './db/migrate.ts';
+import { NotificationListener } from './db/notifications.ts';
 import { createPool, type Pool } from './db/pool.ts';
-import { createApp } from './http/app.ts';
+import { createApp, createOperationsApp } from './http/app.ts';
 import { log } from './logger.ts';
+import { Metrics } from './metrics.ts';
 import { JobQueue } from './pipeline/job-queue.ts';
 import { PIPELINE_JOBS } from './pipeline/jobs.ts';
 import { startWorkers, type Workers } from './pipeline/workers.ts';
@@ -21,8 +24,10 @@ import { OnlineImages } from './vertex/online-images.ts';
 
 export interface Runtime {
   services: Services;
-  /** The HTTP address when this process serves the API. */
-  url: string | null;
+  /** Where this process listens: the API, or (ROLE=worker) the operators' endpoints alone. */
+  url: string;
+  /** The HTTP server behind `url` (tests listen to what it answers). */
+  server: http.Server;
   /** The in-process emulators, when this process started them. */
   emulators: Emulators | null;
   stop(): Promise<void>;
@@ -40,7 +45,7 @@ const DATABASE = 'gateway';
 export async function startRuntime(config: Config): Promise<Runtime> {
   const stops: Array<() => Promise<void>> = [];
   const stop = async () => {
-    for (const fn of stops.reverse()) await fn().catch((err) => log.warn('shutdown step failed', { err }));
+    for (const fn of stops.reverse()) await fn().catch((err) => log.warn({ err }, 'shutdown step failed'));
   };
   try {
     await fs.mkdir(config.dataDir, { recursive: true });
@@ -59,7 +64,13 @@ export async function startRuntime(config: Config): Promise<Runtime> {
     pool.on('connect', () => database.reachable());
     stops.push(() => pool.end());
     const applied = await migrate(pool);
-    if (applied.length) log.info('migrations applied', { applied });
+    if (applied.length) log.info({ applied }, 'migrations applied');
+    // Keeps the in-memory caches (API keys, the model catalog) in step with other processes.
+    const notifications = new NotificationListener(databaseUrl, (err) => {
+      if (!database.report(err, 'notifications')) log.warn({ err }, 'notification listener failed; retrying');
+    });
+    await notifications.start();
+    stops.push(() => notifications.stop());
 
     let { gcsApiEndpoint, vertexApiEndpoint } = config.google;
     let emulators: Emulators | null = null;
@@ -75,17 +86,26 @@ export async function startRuntime(config: Config): Promise<Runtime> {
       stops.push(() => emulators!.close());
       gcsApiEndpoint = emulators.gcs.url;
       vertexApiEndpoint = emulators.vertex.url;
-      log.info('local emulators started', { gcs: gcsApiEndpoint, vertex: vertexApiEndpoint });
+      log.info({ gcs: gcsApiEndpoint, vertex: vertexApiEndpoint }, 'local emulators started');
     }
     const store = new ObjectStore({
       bucket: config.google.bucket,
       projectId: config.google.project,
       apiEndpoint: gcsApiEndpoint,
     });
-    const jobClient = createJobClient({ location: config.google.location, endpoint: vertexApiEndpoint });
+    const metrics = new Metrics();
+    const jobClient = createJobClient({
+      location: config.google.location,
+      endpoint: vertexApiEndpoint,
+      onCall: metrics.vertexCall,
+    });
     stops.push(() => jobClient.close());
     const vertex = new BatchJobs(jobClient, config.google.project, config.google.location);
-    const predictionClient = createPredictionClient({ location: config.google.location, endpoint: vertexApiEndpoint });
+    const predictionClient = createPredictionClient({
+      location: config.google.location,
+      endpoint: vertexApiEndpoint,
+      onCall: metrics.vertexCall,
+    });
     stops.push(() => predictionClient.close());
     const online = new OnlineImages(predictionClient, config.google.project, config.google.location);
 
@@ -95,38 +115,51 @@ export async function startRuntime(config: Config): Promise<Runtime> {
       superviseSeconds: config.pipeline.jobSuperviseSeconds,
       retryLimit: config.pipeline.jobRetryLimit,
       onError: (err) => {
-        if (!database.report(err, 'job queue')) log.warn('job queue error', { err });
+        if (!database.report(err, 'job queue')) log.warn({ err }, 'job queue error');
       },
     });
     stops.push(() => queue.stop());
-    let url: string | null = null;
+    metrics.readFrom({ batchCounts: () => countBatchesByStatus(pool), queueCounts: () => queue.queueCounts() });
+    let apiUrl: string | null = null;
     // Links are absolute: PUBLIC_URL, else this process's own address, known once it listens
     // (below, before any worker can finalize); a worker-only process has HOST:PORT to go by.
     const links = new LinkSigner({
       secret: await linkSigningSecret(pool, config.delivery.urlSigningSecret),
-      baseUrl: () => config.delivery.publicUrl ?? url ?? `http://${config.host}:${config.port}`,
+      baseUrl: () => config.delivery.publicUrl ?? apiUrl ?? `http://${config.host}:${config.port}`,
       ttlMs: config.delivery.imageUrlTtlMs,
     });
-    const services = createServices({ config, pool, database, store, links, queue, vertex, online });
+    const services = createServices({
+      config,
+      pool,
+      database,
+      notifications,
+      store,
+      links,
+      queue,
+      vertex,
+      online,
+      metrics,
+    });
 
-    if (config.role !== 'worker') {
-      const server = http.createServer(createApp(services));
-      // Uploads of up to GBs may take long; idle sockets still time out.
-      server.requestTimeout = 0;
-      server.headersTimeout = 60_000;
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(config.port, config.host, resolve);
-      });
-      const { port } = server.address() as AddressInfo;
-      url = `http://${config.host}:${port}`;
-      stops.push(() => closeServer(server));
-    }
+    // The API; or, in a worker-only process, the operators' endpoints alone (health, metrics).
+    const listening = http.createServer(config.role === 'worker' ? createOperationsApp(services) : createApp(services));
+    // Uploads of up to GBs may take long; idle sockets still time out.
+    listening.requestTimeout = 0;
+    listening.headersTimeout = 60_000;
+    await new Promise<void>((resolve, reject) => {
+      listening.once('error', reject);
+      listening.listen(config.port, config.host, resolve);
+    });
+    const { port } = listening.address() as AddressInfo;
+    const url = `http://${config.host}:${port}`;
+    if (config.role !== 'worker') apiUrl = url;
+    // Pushed before the workers: stopped after them, so health and metrics answer while they drain.
+    stops.push(() => closeServer(listening));
     if (config.role !== 'api') {
       const workers: Workers = await startWorkers(services);
       stops.push(() => workers.stop());
     }
-    return { services, url, emulators, stop };
+    return { services, url, server: listening, emulators, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -30,7 +30,8 @@ export const HTTP_ERRORS = {
   invalid_status: { statuses: [400], description: '`status` is not a batch status' },
   invalid_cursor: {
     statuses: [400],
-    description: '`after` is not one of your items of that list (batches, files, webhooks, deliveries)',
+    description:
+      "`after` is not one of your items of that list (batches, files, webhooks, deliveries), or not a `next_cursor` of a batch's image list",
   },
   invalid_id: { statuses: [400], description: 'an admin id is not a positive whole number' },
   invalid_model_id: { statuses: [400], description: 'a model id has characters other than a-z, 0-9, `.` and `-`' },
@@ -105,6 +106,11 @@ export const HTTP_ERRORS = {
   invalid_api_key: { statuses: [401], description: 'the API key is unknown or revoked' },
   missing_admin_token: { statuses: [401], description: 'an admin call without a bearer token' },
   invalid_admin_token: { statuses: [401], description: 'the admin token is wrong' },
+  invalid_metrics_token: {
+    statuses: [401],
+    description:
+      '`/metrics` without `Authorization: Bearer $METRICS_TOKEN` (only when that is set), or with a wrong one',
+  },
   admin_disabled: { statuses: [403], description: 'the admin API is off (`ADMIN_TOKEN` unset)' },
   invalid_link: { statuses: [403], description: 'an image link was altered or has expired' },
   // 404: not there (or not yours: another tenant's things are indistinguishable from missing ones).

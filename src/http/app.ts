@@ -1,8 +1,11 @@
 import express, { type RequestHandler } from 'express';
 import type { Services } from '../services.ts';
 import { apiKeyAuth, errorHandler, notFoundRoute, rejectNulCharacters } from './middleware.ts';
+import { metricsEndpoint, requestLogging, requestMetrics } from './observability.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { batchRoutes } from './routes/batches.ts';
+import { dashboardRoutes } from './routes/dashboard.ts';
+import { docsRoutes } from './routes/docs.ts';
 import { fileRoutes } from './routes/files.ts';
 import { imageFileRoutes } from './routes/image-files.ts';
 import { imageRoutes } from './routes/images.ts';
@@ -17,12 +20,15 @@ export function createApp(s: Services): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
-  // Liveness: the process answers. Readiness: it can do work (Postgres and the job queue answer).
-  app.get('/healthz', (_req, res) => void res.json({ ok: true }));
-  app.get('/readyz', async (_req, res) => {
-    const checks = await readiness(s);
-    res.status(checks.database && checks.queue ? 200 : 503).json({ ok: checks.database && checks.queue, ...checks });
-  });
+  // First of all: every request gets its id (sent back on every answer), an access log line and its timing.
+  app.use(requestLogging(), requestMetrics(s.metrics));
+  app.use(operationsRoutes(s));
+
+  // The dashboard's page and files: public; it signs in to the API like any other client.
+  app.use(dashboardRoutes(s));
+
+  // The OpenAPI document and the reference page that renders it: public, like the dashboard.
+  app.use(docsRoutes(s));
 
   // Signed links (url-mode images) carry their own credential: no API key, no body.
   app.use('/links', linkRoutes(s));
@@ -51,6 +57,32 @@ export function createApp(s: Services): express.Express {
   app.use(notFoundRoute);
   app.use(errorHandler(s.database));
   return app;
+}
+
+/**
+ * What a ROLE=worker process serves on its PORT: the operators' endpoints alone, so that its
+ * health and metrics (pipeline steps, Vertex calls) can be watched too.
+ */
+export function createOperationsApp(s: Services): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.use(requestLogging(), requestMetrics(s.metrics), operationsRoutes(s));
+  app.use(notFoundRoute);
+  app.use(errorHandler(s.database));
+  return app;
+}
+
+function operationsRoutes(s: Services): express.Router {
+  const r = express.Router();
+  // Liveness: the process answers. Readiness: it can do work (Postgres and the job queue answer).
+  r.get('/healthz', (_req, res) => void res.json({ ok: true }));
+  r.get('/readyz', async (_req, res) => {
+    const checks = await readiness(s);
+    res.status(checks.database && checks.queue ? 200 : 503).json({ ok: checks.database && checks.queue, ...checks });
+  });
+  // Prometheus; behind METRICS_TOKEN when that is set.
+  r.get('/metrics', metricsEndpoint(s.metrics, s.config.metricsToken));
+  return r;
 }
 
 const READY_TIMEOUT_MS = 2000;

@@ -1,9 +1,11 @@
 import type { UserRow } from '../accounts/account-queries.ts';
-import type { BatchRow } from '../batches/batch-queries.ts';
+import type { GalleryImage } from '../batches/batch-gallery.ts';
+import type { ClientBatchRow } from '../batches/batch-queries.ts';
 import type { ModelInfo } from '../billing/model-catalog.ts';
 import type { FileRow } from '../files/file-queries.ts';
 import { type ImageJobRow, OPEN_JOB_STATUSES } from '../images/image-job-queries.ts';
 import type { DeadJob } from '../pipeline/job-queue.ts';
+import type { SystemSnapshot } from '../system-status.ts';
 import type { WebhookDeliveryRow, WebhookEndpointRow } from '../webhooks/webhook-queries.ts';
 
 /**
@@ -13,7 +15,7 @@ import type { WebhookDeliveryRow, WebhookEndpointRow } from '../webhooks/webhook
 export const unix = (d: Date | null) => (d ? Math.floor(d.getTime() / 1000) : null);
 
 /** The OpenAI Batch object, plus `model` and `billing`. */
-export function batchView(b: BatchRow) {
+export function batchView(b: ClientBatchRow) {
   return {
     id: b.id,
     object: 'batch',
@@ -82,6 +84,28 @@ export function userView(u: UserRow) {
     privacy_accepted_at: unix(u.privacyAcceptedAt),
     created_at: unix(u.createdAt),
   };
+}
+
+/** A user's quota against their billing log (the invariant quota = Σ log deltas). */
+export function ledgerView(l: { quota: number; logSum: number; logCount: number; balanced: boolean }) {
+  return { quota: l.quota, log_sum: l.logSum, log_count: l.logCount, balanced: l.balanced };
+}
+
+/** The whole service at a glance, for operators. */
+export function systemView(s: SystemSnapshot) {
+  return {
+    object: 'system',
+    batches: s.batches,
+    image_jobs: s.imageJobs,
+    queues: s.queues.map((q) => ({ name: q.name, queued: q.queued, active: q.active, deferred: q.deferred })),
+    vertex_jobs_in_flight: s.vertexJobsInFlight,
+    dead_jobs: s.deadJobs,
+  };
+}
+
+/** One image of a batch's output (the gallery): `url` is a signed link, usable without an API key. */
+export function batchImageView(i: GalleryImage) {
+  return { object: 'batch.image', custom_id: i.customId, index: i.index, url: i.url, mime_type: i.mimeType };
 }
 
 export function deadJobView(j: DeadJob) {
