@@ -161,3 +161,48 @@ export function multiSummary(c: MultiComparison): string {
     '='.repeat(c.title.length + 10),
   ].join('\n');
 }
+
+// CPU accounting (Linux /proc; null elsewhere)
+
+const TICK_MS = 10; // USER_HZ is 100 on every Linux Node runs on
+
+/** utime + stime (+ reaped children's, with `children`) of a process, in ms. */
+export function processCpuMs(pid: number, children = false): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // f[0] is field 3 (state)
+    const own = Number(f[11]) + Number(f[12]);
+    return (own + (children ? Number(f[13]) + Number(f[14]) : 0)) * TICK_MS;
+  } catch {
+    return null;
+  }
+}
+
+/** The postmaster and its live backends, plus the backends it reaped: all of Postgres's CPU. */
+export function postgresCpuMs(postmaster: number | null): number | null {
+  if (postmaster === null) return null;
+  let total = processCpuMs(postmaster, true);
+  if (total === null) return null;
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === postmaster) total += processCpuMs(Number(entry)) ?? 0;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return total;
+}
+
+/** Busy and total jiffies of the whole machine. */
+export function machineTicks(): { busy: number; total: number } | null {
+  try {
+    const cpu = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const total = cpu.slice(0, 8).reduce((a, b) => a + b, 0);
+    return { busy: total - cpu[3] - cpu[4], total }; // idle, iowait
+  } catch {
+    return null;
+  }
+}

@@ -354,8 +354,8 @@ async function main(): Promise<void> {
         ],
         baseline: { name: '(a) byte copy', runs: copy },
         subjects: [
-          { name: '(b) stitch in order', runs: inOrder, ratioTarget: 0.5 },
-          { name: '(c) stitch shuffled', runs: shuffled, ratioTarget: 0.5 },
+          { name: '(b) stitch in order', runs: inOrder, ratioTarget: 0.7 },
+          { name: '(c) stitch shuffled', runs: shuffled, ratioTarget: 0.6 },
           { name: '(d) url mode', runs: linked, ratioTarget: 0.5 },
         ],
         rssTargetMb: 250,

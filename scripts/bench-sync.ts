@@ -43,7 +43,7 @@ import { checkImageRequest } from '../src/images/image-request.ts';
 import { setLogLevel } from '../src/logger.ts';
 import { createPredictionClient, type PredictionServiceClient } from '../src/vertex/job-client.ts';
 import { toGeminiRequest } from '../src/vertex/translate.ts';
-import { makeTempDir, median } from './bench-lib.ts';
+import { machineTicks, makeTempDir, median, postgresCpuMs, processCpuMs } from './bench-lib.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ADMIN_TOKEN = `bench-admin-${randomToken(16)}`;
@@ -161,52 +161,6 @@ async function stopChild(child: Child): Promise<void> {
   const timer = setTimeout(() => child.proc.kill('SIGKILL'), 15_000);
   await child.exited;
   clearTimeout(timer);
-}
-
-// ---------------------------------------------------------------------------------------------
-// CPU accounting (Linux /proc; null elsewhere)
-
-const TICK_MS = 10; // USER_HZ is 100 on every Linux Node runs on
-
-/** utime + stime (+ reaped children's, with `children`) of a process, in ms. */
-function processCpuMs(pid: number, children = false): number | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // f[0] is field 3 (state)
-    const own = Number(f[11]) + Number(f[12]);
-    return (own + (children ? Number(f[13]) + Number(f[14]) : 0)) * TICK_MS;
-  } catch {
-    return null;
-  }
-}
-
-/** The postmaster and its live backends, plus the backends it reaped: all of Postgres's CPU. */
-function postgresCpuMs(postmaster: number | null): number | null {
-  if (postmaster === null) return null;
-  let total = processCpuMs(postmaster, true);
-  if (total === null) return null;
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === postmaster) total += processCpuMs(Number(entry)) ?? 0;
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return total;
-}
-
-/** Busy and total jiffies of the whole machine. */
-function machineTicks(): { busy: number; total: number } | null {
-  try {
-    const cpu = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-    const total = cpu.slice(0, 8).reduce((a, b) => a + b, 0);
-    return { busy: total - cpu[3] - cpu[4], total }; // idle, iowait
-  } catch {
-    return null;
-  }
 }
 
 interface CpuSnapshot {

@@ -15,7 +15,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Crc32c } from './crc32c.ts';
+import { Crc32c } from '../storage/crc32c.ts';
 import { HttpError } from './http-util.ts';
 
 export interface ObjectMeta {

@@ -8,8 +8,9 @@
  */
 import { createHash } from 'node:crypto';
 import type { Storage } from '@google-cloud/storage';
+import type { EmulatorImage } from '../config.ts';
 import type { ImageMimeType } from './image-generator.ts';
-import { generateImage, IMAGE_MIME_TYPES, imageDimensions } from './image-generator.ts';
+import { generateImage, IMAGE_MIME_TYPES, imageDimensions, tinyImage } from './image-generator.ts';
 import type { KnownModel } from './models.ts';
 
 export type Directive = 'fail' | 'block' | 'slow';
@@ -19,6 +20,8 @@ export interface ResponderContext {
   /** Reads `fileData` reference images (`gs://…`). */
   storage: Storage;
   imagePadBytes: number;
+  /** `tiny`: every image is one small precomputed image (scale runs); default `full`. */
+  image?: EmulatorImage;
 }
 
 export interface LineResult {
@@ -154,7 +157,7 @@ export async function answerLine(line: string, ctx: ResponderContext): Promise<L
     return {
       ok: true,
       directives,
-      text: `{"request":${JSON.stringify(request)},"status":"","response":${response},"processed_time":${JSON.stringify(processedTime)}}`,
+      text: `{"request":${echoOf(line, parsed, request)},"status":"","response":${response},"processed_time":${JSON.stringify(processedTime)}}`,
     };
   } catch (err) {
     const lineErr =
@@ -165,6 +168,20 @@ export async function answerLine(line: string, ctx: ResponderContext): Promise<L
       text: JSON.stringify({ request: request ?? parsed, status: lineErr.statusText, processed_time: processedTime }),
     };
   }
+}
+
+const REQUEST_KEY = '{"request":';
+
+/**
+ * The request as the output line echoes it: the line's own text of it when the line is just
+ * `{"request": …}` (as the service writes them), instead of serializing it again.
+ */
+function echoOf(line: string, parsed: unknown, request: unknown): string {
+  const text = line.trimEnd();
+  if (text.startsWith(REQUEST_KEY) && text.endsWith('}') && Object.keys(parsed as object).length === 1) {
+    return text.slice(REQUEST_KEY.length, -1);
+  }
+  return JSON.stringify(request);
 }
 
 /** GenerationConfig.Modality by name or number (the npm client sends numbers: TEXT = 1, IMAGE = 2). */
@@ -237,8 +254,14 @@ async function imageResponse(request: GenerateContentRequest, prompt: string, ct
   }
   let candidatesTokens = wantsText ? 20 : 0;
   if (wantsImage) {
-    const image = await generateImage({ ...dims, seed, ...output, padToBytes: ctx.imagePadBytes || undefined });
-    parts.push(`{"inlineData":{"mimeType":"${image.mimeType}","data":"${image.data.toString('base64')}"}}`);
+    const image =
+      ctx.image === 'tiny'
+        ? await tinyImage(output.mimeType, ctx.imagePadBytes)
+        : await generateImage({ ...dims, seed, ...output, padToBytes: ctx.imagePadBytes || undefined }).then((i) => ({
+            mimeType: i.mimeType,
+            base64: i.data.toString('base64'),
+          }));
+    parts.push(`{"inlineData":{"mimeType":"${image.mimeType}","data":"${image.base64}"}}`);
     candidatesTokens += ctx.model.imageTokens(imageConfig.imageSize);
   }
   const promptCount = promptTokens(prompt, references.length);

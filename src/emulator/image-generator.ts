@@ -165,6 +165,34 @@ export async function generateImage(
   return { mimeType, data: spec.padToBytes ? padWebp(webp, spec.padToBytes, filler) : webp };
 }
 
+/** Side in pixels of the `tiny` image (VERTEX_EMULATOR_IMAGE=tiny). */
+const TINY_SIDE = 8;
+const tinyImages = new Map<string, Promise<{ mimeType: ImageMimeType; base64: string }>>();
+
+/**
+ * The `tiny` placeholder: one small image per format (and padding), made on first use and kept
+ * as base64, so a scale run of millions of requests pays no rendering or encoding per image. It
+ * is the same whatever the prompt, size or quality asked for.
+ */
+export function tinyImage(
+  mimeType: ImageMimeType = 'image/png',
+  padToBytes = 0,
+): Promise<{ mimeType: ImageMimeType; base64: string }> {
+  const key = `${mimeType}:${padToBytes}`;
+  let image = tinyImages.get(key);
+  if (!image) {
+    image = generateImage({
+      width: TINY_SIDE,
+      height: TINY_SIDE,
+      seed: 'tiny',
+      mimeType,
+      padToBytes: padToBytes || undefined,
+    }).then((encoded) => ({ mimeType: encoded.mimeType, base64: encoded.data.toString('base64') }));
+    tinyImages.set(key, image);
+  }
+  return image;
+}
+
 function expandPalette(digest: Buffer, count: number): Array<[number, number, number]> {
   const colours: Array<[number, number, number]> = [];
   let block = digest;

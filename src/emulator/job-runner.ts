@@ -7,7 +7,8 @@ import { createInterface } from 'node:readline';
 import { finished } from 'node:stream/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Storage } from '@google-cloud/storage';
-import { writeWithBackpressure } from '../storage/streams.ts';
+import type { EmulatorImage } from '../config.ts';
+import { gatherWrites, writeWithBackpressure } from '../storage/streams.ts';
 import { answerLine, lineDirectives } from './gemini-responder.ts';
 import { resolveModel } from './models.ts';
 import type { JobRecord, JobState, RpcStatus } from './vertex-jobs.ts';
@@ -20,6 +21,9 @@ export interface RunnerSettings {
   lineMs: number;
   slowMs: number;
   imagePadBytes: number;
+  image: EmulatorImage;
+  /** Jobs running at once; the others wait QUEUED. 0: no limit. */
+  maxRunningJobs: number;
   jobFault: 'none' | 'fail' | 'stuck';
 }
 
@@ -30,6 +34,43 @@ export interface RunnerDeps {
   save(record: JobRecord): Promise<void>;
   /** Aborted when the emulator closes: stop without changing the job's state. */
   shutdown: AbortSignal;
+  /** Shared by the emulator's jobs: how many run at once (RunnerSettings.maxRunningJobs). */
+  slots: JobSlots;
+}
+
+/**
+ * Vertex's capacity: at most `maxRunningJobs` jobs run at once, the others wait in the queue, in
+ * the order they asked. (A hundred jobs streaming at once in one process share its CPU anyway, and
+ * each holds its streams' buffers.)
+ */
+export class JobSlots {
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  /** Resolves true once the job may run, false if the signal aborts first. */
+  async take(limit: () => number, signal: AbortSignal): Promise<boolean> {
+    while (limit() > 0 && this.running >= limit()) {
+      if (signal.aborted) return false;
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          const at = this.waiting.indexOf(wake);
+          if (at !== -1) this.waiting.splice(at, 1);
+          signal.removeEventListener('abort', wake);
+          resolve();
+        };
+        this.waiting.push(wake);
+        signal.addEventListener('abort', wake, { once: true });
+      });
+    }
+    if (signal.aborted) return false;
+    this.running++;
+    return true;
+  }
+
+  release(): void {
+    this.running--;
+    this.waiting[0]?.();
+  }
 }
 
 /** Thrown inside the runner to end the job FAILED with this status. */
@@ -101,12 +142,16 @@ export class JobRunner {
   }
 
   private async run(): Promise<void> {
+    let slot = false;
     try {
       if (this.job.state === 'JOB_STATE_QUEUED') {
         const left = await this.waitInQueue();
         if (left === 'stopped') return this.stopped();
         if (left === 'expired') return this.expire();
       }
+      // Still QUEUED while the emulated capacity is taken by other jobs.
+      slot = await this.deps.slots.take(() => this.deps.settings().maxRunningJobs, this.signal);
+      if (!slot) return this.stopped();
       if (this.job.state === 'JOB_STATE_QUEUED' || this.job.state === 'JOB_STATE_PENDING') {
         await this.setState('JOB_STATE_PENDING');
         if (!(await pause(Math.min(this.deps.settings().queueMs / 4, 1000), this.signal))) return this.stopped();
@@ -124,6 +169,8 @@ export class JobRunner {
       const status =
         err instanceof JobFailure ? err.status : { code: 13, message: `Internal error: ${(err as Error).message}` };
       await this.setState('JOB_STATE_FAILED', { error: status });
+    } finally {
+      if (slot) this.deps.slots.release();
     }
   }
 
@@ -169,9 +216,13 @@ export class JobRunner {
     return this.job.outputInfo.gcsOutputDirectory;
   }
 
-  private inputLines(uri: string): AsyncIterable<string> & { stop(): void } {
+  /** The lines of an input file; `check`: verify the whole file's CRC32C (the pass that answers the lines). */
+  private inputLines(uri: string, check = true): AsyncIterable<string> & { stop(): void } {
     const { bucket, object } = parseGcsUri(uri);
-    const stream = this.deps.storage.bucket(bucket).file(object).createReadStream();
+    const stream = this.deps.storage
+      .bucket(bucket)
+      .file(object)
+      .createReadStream(check ? {} : { validation: false });
     const lines = createInterface({ input: stream, crlfDelay: Infinity });
     // readline does not forward read errors; end the iteration with them.
     stream.on('error', (err) => lines.emit('error', err));
@@ -185,7 +236,7 @@ export class JobRunner {
   private async countLines(): Promise<number> {
     let total = 0;
     for (const uri of this.job.inputConfig.gcsSource.uris) {
-      const lines = this.inputLines(uri);
+      const lines = this.inputLines(uri, false); // only counted: the pass that answers them checks them
       try {
         for await (const line of lines) {
           if (line.trim() !== '') total++;
@@ -218,15 +269,20 @@ export class JobRunner {
     await this.setState('JOB_STATE_RUNNING');
 
     const { bucket, object } = parseGcsUri(`${outputDir}predictions.jsonl`);
-    const out = this.deps.storage
-      .bucket(bucket)
-      .file(object)
-      .createWriteStream({ resumable: false, contentType: 'application/jsonl' });
+    // A line at a time, gathered into bigger chunks on their way to Cloud Storage; no checksum of
+    // its own on the way (the Cloud Storage emulator computes the object's): a pass over every
+    // prediction, which a scale run of millions of lines notices.
+    const out = gatherWrites(
+      this.deps.storage
+        .bucket(bucket)
+        .file(object)
+        .createWriteStream({ resumable: false, contentType: 'application/jsonl', validation: false }),
+    );
     let writeError: Error | undefined;
     out.on('error', (err) => (writeError = err));
     let succeeded = 0;
     let failed = 0;
-    const ctx = { model, storage: this.deps.storage, imagePadBytes: this.deps.settings().imagePadBytes };
+    const ctx = { model, storage: this.deps.storage };
     try {
       outer: for (const uri of this.job.inputConfig.gcsSource.uris) {
         const lines = this.inputLines(uri);
@@ -234,9 +290,15 @@ export class JobRunner {
           for await (const line of lines) {
             if (line.trim() === '') continue;
             const settings = this.deps.settings();
-            const slow = lineDirectives(line).has('slow');
-            if (!(await pause(settings.lineMs + (slow ? settings.slowMs : 0), this.signal))) break outer;
-            const result = await answerLine(line, { ...ctx, imagePadBytes: settings.imagePadBytes });
+            const ms = settings.lineMs + (lineDirectives(line).has('slow') ? settings.slowMs : 0);
+            // No pause at all (not even a resolved one) when a line takes no time: a scale run
+            // streams millions of lines at full speed.
+            if (this.signal.aborted || (ms > 0 && !(await pause(ms, this.signal)))) break outer;
+            const result = await answerLine(line, {
+              ...ctx,
+              imagePadBytes: settings.imagePadBytes,
+              image: settings.image,
+            });
             await writeWithBackpressure(out, `${result.text}\n`);
             if (writeError) throw writeError;
             if (result.ok) succeeded++;
@@ -272,15 +334,17 @@ export class JobRunner {
     return this.setState('JOB_STATE_SUCCEEDED');
   }
 
+  /** Progress as a get shows it, live; `updateTime` and the saved record follow every STATS_SAVE_INTERVAL_MS. */
   private updateStats(succeeded: number, failed: number, total: number, save = true): void {
     this.job.completionStats = {
       successfulCount: String(succeeded),
       failedCount: String(failed),
       incompleteCount: String(total - succeeded - failed),
     };
-    this.job.updateTime = timestamp();
     const now = Date.now();
-    if (save && now - this.lastStatsSave >= STATS_SAVE_INTERVAL_MS) {
+    if (save && now - this.lastStatsSave < STATS_SAVE_INTERVAL_MS) return;
+    this.job.updateTime = timestamp();
+    if (save) {
       this.lastStatsSave = now;
       void this.deps.save(this.record);
     }

@@ -26,6 +26,8 @@ const emulators = await startEmulators({
     slowMs: emulator.slowMs,
     onlineMs: emulator.onlineMs,
     imagePadBytes: emulator.imagePadBytes,
+    image: emulator.image,
+    maxRunningJobs: emulator.maxRunningJobs,
     jobFault: emulator.jobFault,
     transportFaults: emulator.transportFaults,
   },

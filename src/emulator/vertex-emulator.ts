@@ -9,8 +9,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Storage } from '@google-cloud/storage';
-import { type TransportFault, VERTEX_METHODS } from '../config.ts';
-import { crc32cGenerator } from './crc32c.ts';
+import { type EmulatorImage, type TransportFault, VERTEX_METHODS } from '../config.ts';
+import { crc32cGenerator } from '../storage/crc32c.ts';
 import type { RunningEmulator } from './gcs-emulator.ts';
 import {
   checkGenerateContentRequest,
@@ -20,7 +20,7 @@ import {
 } from './gemini-responder.ts';
 import { closeServer, drain, HttpError, listen, readJsonBody, sendError, sendJson, statusName } from './http-util.ts';
 import type { RunnerSettings } from './job-runner.ts';
-import { JobRunner } from './job-runner.ts';
+import { JobRunner, JobSlots } from './job-runner.ts';
 import { resolveModel } from './models.ts';
 import type { JobRecord, JobResource, JobState } from './vertex-jobs.ts';
 import { isTerminal, JOB_STATES, JobFiles, timestamp } from './vertex-jobs.ts';
@@ -41,6 +41,10 @@ export interface VertexEmulatorOptions {
   /** How long an online `:generateContent` call takes before it answers; default 1500 ms. */
   onlineMs?: number;
   imagePadBytes: number;
+  /** `tiny`: every image is one small precomputed image (scale runs); default `full`. */
+  image?: EmulatorImage;
+  /** Batch jobs running at once; the others wait QUEUED (Vertex's capacity). 0 or absent: no limit. */
+  maxRunningJobs?: number;
   jobFault: 'none' | 'fail' | 'stuck';
   transportFaults: TransportFault[];
 }
@@ -124,6 +128,7 @@ class VertexEmulator {
   private readonly operations = new Map<string, Operation>();
   private readonly calls = new Map<string, number>();
   private readonly shutdown = new AbortController();
+  private readonly slots = new JobSlots();
   private readonly storage: Storage;
   private lastId = 0n;
   private jobFault: VertexEmulatorOptions['jobFault'];
@@ -150,8 +155,17 @@ class VertexEmulator {
   }
 
   settings(): RunnerSettings {
-    const { queueMs, queueExpireMs = DEFAULT_QUEUE_EXPIRE_MS, lineMs, imagePadBytes } = this.opts;
-    return { queueMs, queueExpireMs, lineMs, slowMs: this.slowMs, imagePadBytes, jobFault: this.jobFault };
+    const { queueMs, queueExpireMs = DEFAULT_QUEUE_EXPIRE_MS, lineMs, imagePadBytes, image = 'full' } = this.opts;
+    return {
+      queueMs,
+      queueExpireMs,
+      lineMs,
+      slowMs: this.slowMs,
+      imagePadBytes,
+      image,
+      maxRunningJobs: this.opts.maxRunningJobs ?? 0,
+      jobFault: this.jobFault,
+    };
   }
 
   setFaults(f: { jobFault?: VertexEmulatorOptions['jobFault']; transportFaults?: TransportFault[] }): void {
@@ -206,6 +220,7 @@ class VertexEmulator {
       settings: () => this.settings(),
       save: (r) => this.files.save(r),
       shutdown: this.shutdown.signal,
+      slots: this.slots,
     });
     this.runners.set(record.id, runner);
     void runner.done.finally(() => {
@@ -296,6 +311,7 @@ class VertexEmulator {
         model,
         storage: this.storage,
         imagePadBytes: this.opts.imagePadBytes,
+        image: this.opts.image,
       });
       if (res.destroyed) return;
       res.writeHead(200, {

@@ -5,7 +5,7 @@ import { findBatchInputFile, insertFile } from '../files/file-queries.ts';
 import { newId, randomToken } from '../ids.ts';
 import type { Services } from '../services.ts';
 import { resultKeys, shardKeys } from '../storage/object-keys.ts';
-import { finish } from '../storage/streams.ts';
+import { finish, gatherWrites } from '../storage/streams.ts';
 import { endBatch } from '../webhooks/batch-events.ts';
 import { abandonBatch } from './dead-letter.ts';
 import { objectImageSink } from './image-sink.ts';
@@ -137,8 +137,9 @@ async function stitchAll(
 ): Promise<Tally> {
   const tally: Tally = { linesCompleted: 0, linesFailed: 0, imagesSucceeded: 0, succeededBySize: {}, imagesLinked: 0 };
   const storeImage = objectImageSink({ store: s.store, links: s.links, prefix: keys.images });
-  const output = s.store.writeStream(keys.output, 'application/jsonl');
-  const errorOutput = s.store.writeStream(keys.errors, 'application/jsonl');
+  // The stitcher writes a line in a few pieces: gathered into bigger chunks on their way to the store.
+  const output = gatherWrites(s.store.writeStream(keys.output, 'application/jsonl'));
+  const errorOutput = gatherWrites(s.store.writeStream(keys.errors, 'application/jsonl'));
   const stitch = async (lines: AsyncIterable<ManifestLine>, predictionKeys: string[]) => {
     const tiers = new Map<number, string>();
     async function* shardLines(): AsyncGenerator<ShardLine> {

@@ -6,6 +6,12 @@ export interface QueueSettings {
   expireInSeconds: number;
   /** Retries on failure, with exponential backoff; then the job goes to the dead-letter queue. Default JOB_RETRY_LIMIT. */
   retryLimit?: number;
+  /**
+   * How often an idle worker looks for due jobs of this kind by itself, besides being woken (default
+   * 5): the longest a due job can wait when no wake-up reaches it (a delayed job queued by another
+   * process, or one a look skipped because pg-boss last saw its key's previous run active).
+   */
+  idlePollSeconds?: number;
 }
 
 /**

@@ -7,6 +7,7 @@ import type { BatchErrorCode } from '../errors/codes.ts';
 import { findStringPath } from '../json-path.ts';
 import { checkAgainstModel } from '../vertex/request-rules.ts';
 import { type ImageRequestBody, referencedFileIds } from '../vertex/translate.ts';
+import { CustomIdSet } from './custom-id-set.ts';
 
 export interface LineError {
   code: BatchErrorCode;
@@ -124,7 +125,7 @@ class BatchValidator {
   private imageCount = 0;
   private model: string | null = null;
   private imagesBySize: Record<string, number> = {};
-  private readonly customIds = new Set<string>();
+  private readonly customIds = new CustomIdSet();
   // File references: confirmed, known missing, and waiting for the next lookup.
   private readonly ownedFiles = new Set<string>();
   private readonly missingFiles = new Set<string>();
@@ -324,10 +325,7 @@ class BatchValidator {
 
   /** Checks beyond the schema: uniqueness, the model catalog, sizes, prompt, file references. */
   private checkRequest(req: BatchLine, line: number): void {
-    const ids = this.customIds;
-    const sizeBefore = ids.size;
-    ids.add(req.custom_id);
-    if (ids.size === sizeBefore) {
+    if (!this.customIds.add(req.custom_id)) {
       this.addError(
         'duplicate_custom_id',
         `custom_id '${req.custom_id}' appears more than once in the batch`,

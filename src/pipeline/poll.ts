@@ -18,9 +18,14 @@ export async function pollShard(s: Services, shardId: string, attempt: number): 
   if (shard?.status !== 'submitted' || !shard.vertexJob) return;
   const job = await lookAt(s, shard.vertexJob);
   if (!job.terminal) {
-    await recordProgress(s.pool, shardId, { state: job.state, succeeded: job.succeeded, failed: job.failed });
-    await refreshLiveCounts(s.pool, shard.batchId);
-    await schedulePoll(s, shardId, attempt + 1);
+    // Most looks at a job waiting in Vertex's queue see nothing new, and write nothing: with
+    // thousands of jobs in flight, a look is one read, one Vertex call and the next look queued.
+    const counted = job.succeeded !== shard.imagesSucceeded || job.failed !== shard.imagesFailed;
+    if (counted || job.state !== shard.vertexState) {
+      await recordProgress(s.pool, shardId, { state: job.state, succeeded: job.succeeded, failed: job.failed });
+    }
+    if (counted) await refreshLiveCounts(s.pool, shard.batchId);
+    await schedulePoll(s, shardId, nextPollAttempt(attempt, shard.vertexState, job.state));
     return;
   }
   await withTransaction(s.pool, async (tx) => {
@@ -66,16 +71,34 @@ export async function finalizeWhenAllDone(s: Services, tx: pg.PoolClient, batchI
   if (moved) await s.queue.send(finalizeJob, { batchId }, { tx, key: batchId });
 }
 
+/** Each look that saw no change of the job's state waits this many times longer than the last. */
+export const POLL_BACKOFF = 2;
+
+/**
+ * The wait before look number `attempt` (0-based since the job's state last changed):
+ * POLL_INTERVAL_MS, then twice as long each time, up to POLL_MAX_INTERVAL_MS. A job is looked at
+ * soon after it is submitted and soon after each change (a small batch ends a few seconds after
+ * it starts running), while one that sits in Vertex's queue for hours is asked less and less
+ * often; never more than once per POLL_INTERVAL_MS.
+ */
+export function pollDelayMs(attempt: number, p: { pollIntervalMs: number; pollMaxIntervalMs: number }): number {
+  return Math.min(p.pollMaxIntervalMs, Math.round(p.pollIntervalMs * POLL_BACKOFF ** Math.min(attempt, 60)));
+}
+
+/** The next look's attempt: back to 0 when the job's state changed since the last look (the first has none). */
+export function nextPollAttempt(attempt: number, stateBefore: string | null, stateNow: string): number {
+  return stateBefore === null || stateBefore === stateNow ? attempt + 1 : 0;
+}
+
 export async function schedulePoll(s: Services, shardId: string, attempt: number): Promise<void> {
-  const { pollIntervalMs, pollMaxIntervalMs } = s.config.pipeline;
-  // Backoff: a long queue is asked less often, but never less than every POLL_MAX_INTERVAL_MS.
-  const delayMs = Math.min(pollMaxIntervalMs, Math.round(pollIntervalMs * 1.5 ** Math.min(attempt, 30)));
+  const delayMs = pollDelayMs(attempt, s.config.pipeline);
   await s.queue.send(pollJob, { shardId, attempt }, { key: shardId, delayMs });
 }
 
 export const pollJob = defineJob<{ shardId: string; attempt: number }>({
   name: 'shard-poll',
-  queue: SHORT_STEP,
+  // Every look is a delayed job: one missed by its wake-up waits at most a second more.
+  queue: { ...SHORT_STEP, idlePollSeconds: 1 },
   handle: (s, { shardId, attempt }) => pollShard(s, shardId, attempt ?? 0),
   onDead: (s, { shardId }, error) => abandonShardBatch(s, shardId, error),
 });

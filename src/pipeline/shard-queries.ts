@@ -1,4 +1,5 @@
-import type { Db } from '../db/pool.ts';
+import { afterCommit, type Db } from '../db/pool.ts';
+import { log } from '../logger.ts';
 
 export type ShardStatus = 'staged' | 'submitted' | 'done';
 
@@ -61,17 +62,20 @@ export async function markSubmitted(db: Db, id: string, vertexJob: string): Prom
   return rowCount === 1;
 }
 
-/** What the last poll saw of a running job. */
+/** What the last look that saw a change (of state or counts) saw of a running job; `polls` counts those looks. */
 export async function recordProgress(
   db: Db,
   id: string,
   p: { state: string; succeeded: number; failed: number },
 ): Promise<void> {
-  await db.query(
+  const { rows } = await db.query<StateChange>(
     `UPDATE shards SET vertex_state = $2, images_succeeded = $3, images_failed = $4, polls = polls + 1, updated_at = now()
-      WHERE id = $1 AND status = 'submitted'`,
+       FROM (SELECT vertex_state AS previous_state FROM shards WHERE id = $1 FOR UPDATE) previous
+      WHERE id = $1 AND status = 'submitted'
+     RETURNING ${stateChangeColumns}`,
     [id, p.state, p.succeeded, p.failed],
   );
+  logStateChange(db, id, rows[0]);
 }
 
 /** staged → done: a shard cancelled before it was submitted (never one that has a job). */
@@ -89,13 +93,35 @@ export async function markDone(
   id: string,
   end: { state: string; outputDir: string | null; error: ShardRow['error']; succeeded: number; failed: number },
 ): Promise<boolean> {
-  const { rowCount } = await db.query(
+  const { rows } = await db.query<StateChange>(
     `UPDATE shards SET status = 'done', vertex_state = $2, output_dir = $3, error = $4,
             images_succeeded = $5, images_failed = $6, updated_at = now()
-      WHERE id = $1 AND status <> 'done'`,
+       FROM (SELECT vertex_state AS previous_state FROM shards WHERE id = $1 FOR UPDATE) previous
+      WHERE id = $1 AND status <> 'done'
+     RETURNING ${stateChangeColumns}`,
     [id, end.state, end.outputDir, end.error ?? null, end.succeeded, end.failed],
   );
-  return rowCount === 1;
+  logStateChange(db, id, rows[0]);
+  return rows.length === 1;
+}
+
+/** A shard's Vertex job state before and after an update (the row as it was, locked, gives the first). */
+interface StateChange {
+  batchId: string;
+  vertexJob: string | null;
+  previousState: string | null;
+  state: string;
+}
+const stateChangeColumns = `batch_id AS "batchId", vertex_job AS "vertexJob",
+  previous.previous_state AS "previousState", vertex_state AS "state"`;
+
+/** One info line per state change of a Vertex job (as the polls see it), once it has committed. */
+function logStateChange(db: Db, shardId: string, change: StateChange | undefined) {
+  if (!change || change.previousState === change.state) return;
+  const { batchId, vertexJob, previousState, state } = change;
+  afterCommit(db, () =>
+    log.info({ batchId, shardId, vertexJob, from: previousState, to: state }, 'vertex job state changed'),
+  );
 }
 
 /**
@@ -113,4 +139,25 @@ export async function refreshLiveCounts(db: Db, batchId: string): Promise<void> 
       WHERE b.id = $1 AND b.image_total > 0 AND b.status IN ('in_progress', 'cancelling')`,
     [batchId],
   );
+}
+
+/** Vertex jobs running now, across every batch: shards submitted and not yet done. */
+export async function countShardsInFlight(db: Db): Promise<number> {
+  const { rows } = await db.query<{ count: number }>(
+    "SELECT count(*)::int AS count FROM shards WHERE status = 'submitted'",
+  );
+  return rows[0].count;
+}
+
+/** The shards of these batches, where the batch has no outcome decided (no expiry or failure under way). */
+export async function listShardStates(
+  db: Db,
+  batchIds: string[],
+): Promise<Array<{ id: string; batchId: string; status: ShardStatus }>> {
+  const { rows } = await db.query<{ id: string; batchId: string; status: ShardStatus }>(
+    `SELECT s.id, s.batch_id AS "batchId", s.status FROM shards s JOIN batches b ON b.id = s.batch_id
+      WHERE s.batch_id = ANY($1) AND b.outcome IS NULL`,
+    [batchIds],
+  );
+  return rows;
 }

@@ -6,7 +6,7 @@ import { withTransaction } from '../db/pool.ts';
 import { findBatchInputFile, findOwnedVisionFiles } from '../files/file-queries.ts';
 import type { Services } from '../services.ts';
 import { shardKeys } from '../storage/object-keys.ts';
-import { finish, writeWithBackpressure } from '../storage/streams.ts';
+import { finish, gatherWrites, writeWithBackpressure } from '../storage/streams.ts';
 import {
   type ImageRequestBody,
   type ReferenceImage,
@@ -108,8 +108,9 @@ interface OpenShard {
 
 function openShard(s: Services, batch: batches.BatchRow, model: ModelInfo, seq: number, firstLine: number): OpenShard {
   const keys = shardKeys(batch.userId, batch.id, seq);
-  const input = s.store.writeStream(keys.input, 'application/jsonl');
-  const manifest = s.store.writeStream(keys.manifest, 'application/jsonl');
+  // Written a line at a time: gathered into bigger chunks on their way to the store.
+  const input = gatherWrites(s.store.writeStream(keys.input, 'application/jsonl'));
+  const manifest = gatherWrites(s.store.writeStream(keys.manifest, 'application/jsonl'));
   const shard: NewShard = {
     id: shardId(batch.id, seq),
     batchId: batch.id,

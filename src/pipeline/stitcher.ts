@@ -82,8 +82,9 @@ export interface StitchOptions {
   /** Read only as far ahead as the predictions need (all of it when they come out of order). */
   lines: AsyncIterable<ShardLine>;
   /**
-   * Every predictions file of the shard (e.g. GCS read streams); each is read whole once, in turn.
-   * An image that arrives too far ahead of its turn is read again by range when its turn comes.
+   * Every predictions file of the shard (e.g. GCS read streams); each is read whole once, all of
+   * them at the same time. An image that arrives too far ahead of its turn is read again by range
+   * when its turn comes.
    */
   predictionFiles: PredictionFile[];
   /** Successes and partial successes. Not ended here: the caller ends it. */
@@ -142,10 +143,10 @@ const IMAGES_PER_LINE_KEY = 16;
 /**
  * Stitch a shard's predictions into output and error lines in input order, one line per request.
  *
- * One pass over the predictions streams. A scanner splits each stream into prediction lines and
- * parses each with its long strings (the ~1 MB base64 images) cut out and kept as the stream's
- * own chunks, so no image is ever decoded, copied into a JS string, or written to disk when it
- * arrives in time. Vertex mostly writes a line's predictions together and in input order, so the
+ * One pass over the predictions streams, read side by side. A scanner splits each stream into
+ * prediction lines and parses each with its long strings (the ~1 MB base64 images) cut out and
+ * kept as the stream's own chunks, so no image is ever decoded, copied into a JS string, or
+ * written to disk when it arrives in time. Vertex mostly writes a line's predictions together and in input order, so the
  * next output line is usually complete within a few predictions: it is written at once, its
  * image bytes going straight from the input chunks to `output`. Predictions that arrive ahead of
  * their turn wait in a reorder buffer (`reorderBufferBytes` of image bytes); past that they are
@@ -174,7 +175,7 @@ export async function stitchShard(opts: StitchOptions): Promise<StitchCounts> {
   const uploads = new Uploads();
   const stitcher = new Stitcher(opts, reads, uploads);
   try {
-    for (let file = 0; file < opts.predictionFiles.length; file++) await stitcher.readPredictions(file);
+    await stitcher.readAllPredictions();
     await stitcher.finish();
     opts.onReorderStats?.(stitcher.stats);
     return stitcher.counts;
@@ -238,6 +239,8 @@ class Stitcher {
   private readonly uploads: Uploads;
   /** No prediction comes any more: every line is complete as it is. */
   private finishing = false;
+  /** The placing under way (files are read at once, their predictions placed one chunk at a time). */
+  private placing: Promise<void> = Promise.resolve();
   /** The line whose dropped images are being read ahead, the ordinal after it, and the next image to look at. */
   private readAheadLine: PendingLine | null = null;
   private readAheadOrdinal = 0;
@@ -266,15 +269,43 @@ class Stitcher {
     this.source = opts.lines[Symbol.asyncIterator]();
   }
 
+  /**
+   * Every predictions file, all read at once: reading a stream goes a chunk at a time, so files
+   * read side by side keep more reads under way (a shard's output may be several files). Their
+   * predictions are placed one file's chunk at a time, never two at once: placing writes lines.
+   * The first failure stops the other files too.
+   */
+  async readAllPredictions(): Promise<void> {
+    const streams = this.opts.predictionFiles.map((open) => open());
+    let failure: { error: unknown } | null = null;
+    await Promise.all(
+      streams.map((stream, file) =>
+        this.readPredictions(file, stream).catch((error: unknown) => {
+          if (failure) return;
+          failure = { error };
+          for (const other of streams) other.destroy();
+        }),
+      ),
+    );
+    if (failure) throw (failure as { error: unknown }).error;
+  }
+
   /** Scan one predictions file, placing each prediction as soon as its line has been read. */
-  async readPredictions(file: number): Promise<void> {
+  private async readPredictions(file: number, stream: Readable): Promise<void> {
     const scanner = new PredictionScanner(file);
-    for await (const chunk of this.opts.predictionFiles[file]()) {
+    for await (const chunk of stream) {
       scanner.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
-      await this.placeAll(scanner);
+      await this.placeInTurn(scanner);
     }
     scanner.end();
-    await this.placeAll(scanner);
+    await this.placeInTurn(scanner);
+  }
+
+  /** Places what a scanner has found once every placing asked for before has ended. */
+  private placeInTurn(scanner: PredictionScanner): Promise<void> {
+    const turn = this.placing.then(() => this.placeAll(scanner));
+    this.placing = turn.catch(() => {}); // the failure is the reader's to report
+    return turn;
   }
 
   private async placeAll(scanner: PredictionScanner): Promise<void> {
@@ -757,9 +788,17 @@ class PredictionScanner {
     const base = this.offset;
     this.offset += len;
     let pos = 0;
+    // Where the part of this chunk not added to the skeleton yet starts: a line is added in a
+    // few big pieces (cut at its long strings and at chunk ends), not one per string.
+    let seg = 0;
     while (pos < len) {
       if (this.inString) {
-        pos = this.continueString(chunk, pos);
+        // The string opened in an earlier chunk: its pieces are kept until it is known to be short or long.
+        const q = this.closingQuote(chunk, pos);
+        this.addString(chunk, pos, q === -1 ? len : q);
+        if (q === -1) return;
+        this.finishString();
+        pos = seg = q + 1;
         continue;
       }
       let i = pos;
@@ -768,19 +807,32 @@ class PredictionScanner {
         if (c === QUOTE || c === NEWLINE) break;
         i++;
       }
-      if (i > pos) this.addSkeleton(chunk.subarray(pos, i));
       if (i === len) break;
       if (chunk[i] === NEWLINE) {
+        this.addSegment(chunk, seg, i);
         this.endLine();
-      } else {
-        this.inString = true;
-        this.stringPieces = [];
-        this.stringLength = 0;
-        this.stringAt = base + i + 1;
-        this.trailingBackslashes = 0;
+        pos = seg = i + 1;
+        continue;
       }
-      pos = i + 1;
+      const start = i + 1;
+      this.trailingBackslashes = 0;
+      const q = this.closingQuote(chunk, start);
+      if (q !== -1 && q - start <= SHORT_STRING) {
+        pos = q + 1; // a short string stays in the segment
+        continue;
+      }
+      // A long string, or one that goes on in the next chunk: the segment ends before its quote.
+      this.addSegment(chunk, seg, i);
+      this.inString = true;
+      this.stringPieces = [];
+      this.stringLength = 0;
+      this.stringAt = base + start;
+      this.addString(chunk, start, q === -1 ? len : q);
+      if (q === -1) return;
+      this.finishString();
+      pos = seg = q + 1;
     }
+    this.addSegment(chunk, seg, len);
   }
 
   end(): void {
@@ -808,8 +860,12 @@ class PredictionScanner {
     return count;
   }
 
-  /** Look for the closing quote from `pos`; returns where the scan goes on. */
-  private continueString(chunk: Buffer, pos: number): number {
+  /**
+   * The closing quote of the current string from `pos` on, or -1 when it goes on in the next
+   * chunk (then the backslashes this chunk ends with are carried over, to tell whether a quote
+   * at the start of the next one is escaped).
+   */
+  private closingQuote(chunk: Buffer, pos: number): number {
     const len = chunk.length;
     let from = pos;
     let carried = this.trailingBackslashes;
@@ -820,15 +876,15 @@ class PredictionScanner {
       q = chunk.indexOf(QUOTE, from);
     }
     if (q === -1) {
-      this.addString(chunk, pos, len);
       let run = 0;
       while (run < len - from && chunk[len - 1 - run] === BACKSLASH) run++;
       this.trailingBackslashes = run === len - from ? carried + run : run;
-      return len;
     }
-    this.addString(chunk, pos, q);
-    this.finishString();
-    return q + 1;
+    return q;
+  }
+
+  private addSegment(chunk: Buffer, start: number, end: number): void {
+    if (end > start) this.addSkeleton(start === 0 && end === chunk.length ? chunk : chunk.subarray(start, end));
   }
 
   private addString(chunk: Buffer, start: number, end: number): void {
@@ -856,7 +912,8 @@ class PredictionScanner {
   }
 
   private endLine(): void {
-    const text = Buffer.concat(this.skeleton, this.skeletonLength).toString('utf8');
+    const skeleton = this.skeleton;
+    const text = (skeleton.length === 1 ? skeleton[0] : Buffer.concat(skeleton, this.skeletonLength)).toString('utf8');
     const longStrings = this.longStrings;
     this.resetLine();
     if (!/\S/.test(text)) return;

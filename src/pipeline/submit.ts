@@ -6,7 +6,7 @@ import type { Services } from '../services.ts';
 import type { JobSnapshot } from '../vertex/batch-jobs.ts';
 import { abandonShardBatch } from './dead-letter.ts';
 import { defineJob, SHORT_STEP } from './job.ts';
-import { finalizeWhenAllDone, pollJob, schedulePoll } from './poll.ts';
+import { finalizeWhenAllDone, pollDelayMs, pollJob, schedulePoll } from './poll.ts';
 import { findShard, markDone, markSubmitted } from './shard-queries.ts';
 
 export const SHARD_LABEL = 'ibg_shard';
@@ -59,7 +59,7 @@ export async function submitShard(s: Services, shardId: string): Promise<void> {
       await s.queue.send(
         pollJob,
         { shardId, attempt: 0 },
-        { tx, key: shardId, delayMs: s.config.pipeline.pollIntervalMs },
+        { tx, key: shardId, delayMs: pollDelayMs(0, s.config.pipeline) },
       );
     } else {
       orphan = job.name; // the shard was cancelled while we created its job

@@ -7,8 +7,8 @@ import { requeueOverdueDeliveries } from '../webhooks/delivery-job.ts';
 import { cancelJob } from './cancel.ts';
 import { finalizeJob } from './finalize.ts';
 import { defineJob, SHORT_STEP } from './job.ts';
-import { pollJob } from './poll.ts';
-import { listShards } from './shard-queries.ts';
+import { pollDelayMs, pollJob } from './poll.ts';
+import { listShardStates, listShards } from './shard-queries.ts';
 import { stageJob } from './stage.ts';
 import { submitJob } from './submit.ts';
 import { validateJob } from './validate.ts';
@@ -21,9 +21,10 @@ import { validateJob } from './validate.ts';
  */
 export async function sweep(s: Services): Promise<void> {
   for (const id of await batches.findExpiredOpenBatches(s.pool, 500)) await expire(s, id);
-  for (const { id, status } of await batches.findOpenBatches(s.pool, s.config.pipeline.sweepIntervalMs, 1000)) {
-    await resume(s, id, status);
-  }
+  const open = await batches.findOpenBatches(s.pool, s.config.pipeline.sweepIntervalMs, 1000);
+  const looking = open.length ? await s.queue.waitingKeys(pollJob) : new Set<string>();
+  const waiting = await waitingForVertex(s, open, looking);
+  for (const { id, status } of open) if (!waiting.has(id)) await resume(s, id, status, looking);
   // Webhook deliveries whose job was lost (dead-lettered during an outage) are queued again.
   await requeueOverdueDeliveries(s);
   // Image jobs: expired ones settled, lost runs queued again, old inputs and images deleted.
@@ -52,7 +53,27 @@ async function expire(s: Services, id: string) {
   await s.queue.send(cancelJob, { batchId: id }, { key: id });
 }
 
-async function resume(s: Services, id: string, status: batches.BatchStatus) {
+/**
+ * Running batches with nothing to resume: every shard done or waiting for its next look at Vertex.
+ * With a thousand batches in flight that is nearly all of them, told apart by two reads here
+ * instead of a few queries each.
+ */
+async function waitingForVertex(
+  s: Services,
+  open: Array<{ id: string; status: batches.BatchStatus }>,
+  looking: Set<string>,
+): Promise<Set<string>> {
+  const running = open.filter((b) => b.status === 'in_progress').map((b) => b.id);
+  if (!running.length) return new Set();
+  const onTheirWay = new Map<string, boolean>();
+  for (const shard of await listShardStates(s.pool, running)) {
+    const fine = shard.status === 'done' || (shard.status === 'submitted' && looking.has(shard.id));
+    onTheirWay.set(shard.batchId, (onTheirWay.get(shard.batchId) ?? true) && fine);
+  }
+  return new Set([...onTheirWay].filter(([, fine]) => fine).map(([id]) => id));
+}
+
+async function resume(s: Services, id: string, status: batches.BatchStatus, looking: Set<string>) {
   const batch = await batches.findBatch(s.pool, id);
   if (!batch || batch.status !== status) return;
   const byBatch = { batchId: id };
@@ -70,7 +91,11 @@ async function resume(s: Services, id: string, status: batches.BatchStatus) {
       for (const shard of shards) {
         const key = { key: shard.id };
         if (shard.status === 'staged') await s.queue.send(submitJob, { shardId: shard.id }, key);
-        if (shard.status === 'submitted') await s.queue.send(pollJob, { shardId: shard.id, attempt: 0 }, key);
+        if (shard.status === 'submitted' && !looking.has(shard.id)) {
+          // Not sooner than a next look would come: a look running right now has just asked Vertex.
+          const delayMs = pollDelayMs(0, s.config.pipeline);
+          await s.queue.send(pollJob, { shardId: shard.id, attempt: 0 }, { ...key, delayMs });
+        }
       }
     }
   }

@@ -1,6 +1,6 @@
-import { protos } from '@google-cloud/aiplatform';
+import type { protos } from '@google-cloud/aiplatform';
 import type { JobServiceClient } from './job-client.ts';
-import { enumName } from './proto-enums.ts';
+import { enumName, protoEnum } from './proto-enums.ts';
 
 const TERMINAL = new Set([
   'JOB_STATE_SUCCEEDED',
@@ -78,9 +78,10 @@ export class BatchJobs {
 }
 
 type RawJob = protos.google.cloud.aiplatform.v1.IBatchPredictionJob;
+const JobStates = protoEnum('google.cloud.aiplatform.v1.JobState');
 
 function snapshot(job: RawJob): JobSnapshot {
-  const state = enumName(protos.google.cloud.aiplatform.v1.JobState, job.state) || 'JOB_STATE_UNSPECIFIED';
+  const state = enumName(JobStates, job.state) || 'JOB_STATE_UNSPECIFIED';
   const stats = job.completionStats;
   return {
     name: job.name!,

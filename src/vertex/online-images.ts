@@ -1,12 +1,12 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { protos } from '@google-cloud/aiplatform';
+import type { protos } from '@google-cloud/aiplatform';
 import type { PredictionServiceClient } from './job-client.ts';
-import { enumName } from './proto-enums.ts';
+import { enumName, protoEnum } from './proto-enums.ts';
 
 type FinishReason = protos.google.cloud.aiplatform.v1.Candidate.FinishReason;
-const FinishReasons = protos.google.cloud.aiplatform.v1.Candidate.FinishReason;
-const BlockedReasons = protos.google.cloud.aiplatform.v1.GenerateContentResponse.PromptFeedback.BlockedReason;
-const Modalities = protos.google.cloud.aiplatform.v1.Modality;
+const FinishReasons = protoEnum('google.cloud.aiplatform.v1.Candidate.FinishReason');
+const BlockedReasons = protoEnum('google.cloud.aiplatform.v1.GenerateContentResponse.PromptFeedback.BlockedReason');
+const Modalities = protoEnum('google.cloud.aiplatform.v1.Modality');
 
 /** Token counts of one call, as Gemini reports them. */
 export interface CallUsage {

@@ -6,12 +6,12 @@ import { CRC32C, Storage } from '@google-cloud/storage';
 import { describe, expect, it } from '@jest/globals';
 import { PNG } from 'pngjs';
 import { loadEmulatorConfig, parseTransportFaults } from '../../src/config.ts';
-import { Crc32c } from '../../src/emulator/crc32c.ts';
 import { generateImage, generatePng, imageDimensions } from '../../src/emulator/image-generator.ts';
 import { startEmulators } from '../../src/emulator/index.ts';
 import { compileFilter } from '../../src/emulator/vertex-emulator.ts';
 import type { JobResource } from '../../src/emulator/vertex-jobs.ts';
 import { validateBatchJob } from '../../src/emulator/vertex-validation.ts';
+import { Crc32c } from '../../src/storage/crc32c.ts';
 import { decodeImage, meanDifference } from './image-decoders.ts';
 
 describe('emulator settings', () => {
@@ -27,6 +27,8 @@ describe('emulator settings', () => {
         slowMs: 2000,
         onlineMs: 1500,
         imagePadBytes: 0,
+        image: 'full',
+        maxRunningJobs: 0,
         jobFault: 'none',
         transportFaults: [],
       },
@@ -44,6 +46,8 @@ describe('emulator settings', () => {
       VERTEX_EMULATOR_SLOW_MS: '5',
       VERTEX_EMULATOR_ONLINE_MS: '250ms',
       VERTEX_EMULATOR_IMAGE_PAD_BYTES: '1000000',
+      VERTEX_EMULATOR_IMAGE: 'tiny',
+      VERTEX_EMULATOR_MAX_RUNNING_JOBS: '3',
       VERTEX_EMULATOR_JOB_FAULT: 'stuck',
       VERTEX_EMULATOR_FAULTS: 'GetBatchPredictionJob:3:503, CreateBatchPredictionJob:1:429, GenerateContent:2:503',
     });
@@ -57,6 +61,8 @@ describe('emulator settings', () => {
       slowMs: 5,
       onlineMs: 250,
       imagePadBytes: 1_000_000,
+      image: 'tiny',
+      maxRunningJobs: 3,
       jobFault: 'stuck',
     });
     expect(s.emulator.transportFaults).toEqual([
@@ -69,6 +75,8 @@ describe('emulator settings', () => {
     expect(() => loadEmulatorConfig({ GCS_EMULATOR_PORT: '70000' })).toThrow(/GCS_EMULATOR_PORT/);
     expect(() => loadEmulatorConfig({ VERTEX_EMULATOR_JOB_FAULT: 'boom' })).toThrow(/JOB_FAULT/);
     expect(() => loadEmulatorConfig({ VERTEX_EMULATOR_QUEUE_EXPIRE_MS: 'soon' })).toThrow(/QUEUE_EXPIRE_MS/);
+    expect(() => loadEmulatorConfig({ VERTEX_EMULATOR_IMAGE: 'huge' })).toThrow(/VERTEX_EMULATOR_IMAGE/);
+    expect(() => loadEmulatorConfig({ VERTEX_EMULATOR_MAX_RUNNING_JOBS: '-1' })).toThrow(/MAX_RUNNING_JOBS/);
   });
 
   it('parses transport fault specs strictly', () => {

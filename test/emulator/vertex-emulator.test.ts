@@ -366,6 +366,74 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
     vertex.setFaults({ transportFaults: [] });
   });
 
+  it('VERTEX_EMULATOR_IMAGE=tiny answers every line with one small image of the format it asks for', async () => {
+    const tiny = await startVertexEmulator({
+      ...options(path.join(dataDir, 'vertex-tiny'), gcs.url),
+      image: 'tiny',
+      lineMs: 0,
+    });
+    const tinyClient = jobClient(tiny.port);
+    try {
+      const uri = await writeInput('in/tiny.jsonl', [
+        inputLine({ prompt: 'a red fox in snow', line: 0 }),
+        inputLine({ prompt: 'a blue whale', line: 1, aspectRatio: '9:16', imageSize: '2K' }),
+        inputLine({ prompt: 'a lighthouse', line: 2, output: { mimeType: 'image/jpeg' } }),
+        inputLine({ prompt: 'a lighthouse', line: 3, output: { mimeType: 'image/webp' } }),
+        inputLine({ prompt: 'broken [emulate:fail]', line: 4 }),
+      ]);
+      const created = await createJob(uri, { shard: 'tiny' }, tinyClient);
+      const done = await waitFor(created.name!, (job) => TERMINAL.has(stateOf(job)), 10_000, tinyClient);
+      expect(stateOf(done)).toBe(JobState.JOB_STATE_PARTIALLY_SUCCEEDED);
+      const lines = await readPredictions(done);
+      expect(lines.map((l) => l.request.labels.ibg_line)).toEqual(['0', '1', '2', '3', '4']);
+      // The same bytes whatever the prompt or size; still a usage and a decodable image of the asked format.
+      expect(imageOf(lines[0]).equals(imageOf(lines[1]))).toBe(true);
+      expect(lines[1].response.usageMetadata.candidatesTokenCount).toBe(1290);
+      for (const [i, mimeType] of [
+        [0, 'image/png'],
+        [2, 'image/jpeg'],
+        [3, 'image/webp'],
+      ] as const) {
+        expect(lines[i].response.candidates[0].content.parts[0].inlineData.mimeType).toBe(mimeType);
+        const image = await decodeImage(mimeType, imageOf(lines[i]));
+        expect([image.width, image.height]).toEqual([8, 8]);
+      }
+      expect(imageOf(lines[0]).length).toBeLessThan(1024);
+      expect(lines[4].status).toMatch(/emulate:fail/);
+    } finally {
+      await tinyClient.close();
+      await tiny.close();
+    }
+  });
+
+  it('runs at most maxRunningJobs jobs at once: the others wait QUEUED, in the order they came', async () => {
+    const limited = await startVertexEmulator({
+      ...options(path.join(dataDir, 'vertex-limited'), gcs.url),
+      maxRunningJobs: 1,
+      lineMs: 40,
+    });
+    const limitedClient = jobClient(limited.port);
+    try {
+      const lines = Array.from({ length: 8 }, (_, i) => inputLine({ prompt: `slowly ${i}`, line: i }));
+      const first = await createJob(await writeInput('in/first.jsonl', lines), { shard: 'first' }, limitedClient);
+      const second = await createJob(await writeInput('in/second.jsonl', lines), { shard: 'second' }, limitedClient);
+      await waitFor(first.name!, (job) => stateOf(job) === JobState.JOB_STATE_RUNNING, 10_000, limitedClient);
+      // The first runs for 8 × 40 ms, far longer than the queue time (60 ms): the second waits.
+      await new Promise((r) => setTimeout(r, 150));
+      const [waiting] = await limitedClient.getBatchPredictionJob({ name: second.name });
+      expect(stateOf(waiting)).toBe(JobState.JOB_STATE_QUEUED);
+      const [a, b] = await Promise.all(
+        [first, second].map((j) => waitFor(j.name!, (job) => TERMINAL.has(stateOf(job)), 10_000, limitedClient)),
+      );
+      expect([stateOf(a), stateOf(b)]).toEqual([JobState.JOB_STATE_SUCCEEDED, JobState.JOB_STATE_SUCCEEDED]);
+      const at = (t: Job['startTime']) => Number(t?.seconds ?? 0) * 1e3 + (t?.nanos ?? 0) / 1e6;
+      expect(at(b.startTime)).toBeGreaterThanOrEqual(at(a.endTime));
+    } finally {
+      await limitedClient.close();
+      await limited.close();
+    }
+  });
+
   describe('job faults and restarts (own emulator instance)', () => {
     let dir: string;
     let own: RunningVertexEmulator;
