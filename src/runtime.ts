@@ -146,6 +146,10 @@ export async function startRuntime(config: Config): Promise<Runtime> {
     // Uploads of up to GBs may take long; idle sockets still time out.
     listening.requestTimeout = 0;
     listening.headersTimeout = 60_000;
+    // Idle keep-alive sockets outlive every client's own idle timeout (undici's is 4 s, Node's
+    // server default 5 s): otherwise a client can send on a socket the server is closing and
+    // get ECONNRESET, which a busy machine made visible.
+    listening.keepAliveTimeout = 65_000;
     await new Promise<void>((resolve, reject) => {
       listening.once('error', reject);
       listening.listen(config.port, config.host, resolve);

@@ -127,7 +127,7 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
   }
 
   /** Polls get until the predicate holds (short interval, hard deadline). */
-  async function waitFor(name: string, predicate: (job: Job) => boolean, timeoutMs = 10_000, c = client): Promise<Job> {
+  async function waitFor(name: string, predicate: (job: Job) => boolean, timeoutMs = 60_000, c = client): Promise<Job> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const [job] = await c.getBatchPredictionJob({ name });
