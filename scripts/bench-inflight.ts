@@ -22,8 +22,8 @@
  *    (when the youngest jobs are still looked at every few seconds: reported) and after it (target:
  *    service CPU < 10 % of a core). Throughout: every gap between two GetBatchPredictionJob calls for
  *    one job (target ≥ POLL_INTERVAL_MS: at most one call per job per poll interval), and the
- *    service's Postgres connections (target: within its pool, 20, plus pg-boss's, 5, and its LISTEN
- *    connection). At the end every batch must be `completed` and settled exactly: all lines made,
+ *    service's Postgres connections (target: within its pool, 20, plus pg-boss's, 5, and the two
+ *    LISTEN connections, pg-boss's and the caches'). At the end every batch must be `completed` and settled exactly: all lines made,
  *    `pre_deducted − refunded = settled` with nothing refunded, one Vertex job per shard, and for
  *    every user quota = Σ its billing log rows.
  *
@@ -63,12 +63,15 @@ const ADMIN_TOKEN = `bench-admin-${randomToken(16)}`;
 const PROJECT = 'local-project';
 const LOCATION = 'us-central1';
 const MODEL = 'gemini-2.5-flash-image';
-/** The service's pools as src/runtime.ts and src/pipeline/job-queue.ts make them. */
+/**
+ * The service's connections by application_name, and how many each may hold: its pool (no name;
+ * src/runtime.ts), pg-boss's pool and LISTEN connection (src/pipeline/job-queue.ts), and the
+ * LISTEN connection of its caches (src/db/notifications.ts).
+ */
 const APP_POOL_MAX = 20;
-const QUEUE_POOL_MAX = 5 + 1; // pg-boss's pool and its LISTEN connection
-const QUEUE_APP_NAME = 'image-batch-gateway-queue';
+const NAMED_MAX: Record<string, number> = { 'image-batch-gateway-queue': 5 + 1, 'ibg-notifications': 1 };
 const CLIENT_POLL_MS = 50;
-const IDLE_SECONDS = 10;
+const IDLE_SECONDS = 20;
 /** The waiting window measured against the target starts this long after the last job was submitted. */
 const SETTLE_MS = 60_000;
 const TERMINAL = ['completed', 'failed', 'expired', 'cancelled'];
@@ -409,7 +412,7 @@ async function main() {
     // ---- 2. In flight, on the slow emulator.
     upstream = slowPort;
     phase = 'inflight';
-    await sleep(3000);
+    await sleep(5000); // the latency batches' last steps and timers, out of the idle figure
     const idleStart = { cpu: processCpuMs(servicePid), pg: postgresCpuMs(postmaster), at: Date.now() };
     await sleep(IDLE_SECONDS * 1000);
     const idle = cpuShare(idleStart, { cpu: processCpuMs(servicePid), pg: postgresCpuMs(postmaster), at: Date.now() });
@@ -427,7 +430,7 @@ async function main() {
     const startQuota = new Map(quotaRows.map((r) => [Number(r.id), Number(r.quota)]));
 
     // Connections: sampled throughout; the window is marked when every job waits in the queue.
-    const connections = { app: 0, queue: 0, total: 0, samples: 0 };
+    const connections = { app: 0, named: {} as Record<string, number>, total: 0, samples: 0 };
     let sampling = true;
     const sampler = (async () => {
       const probe = new pg.Client({ connectionString: databaseUrl, application_name: 'bench' });
@@ -438,11 +441,16 @@ async function main() {
             WHERE datname = $1 AND application_name <> 'bench' GROUP BY 1`,
           [dbName],
         );
-        const queue = rows.filter((r) => r.app === QUEUE_APP_NAME).reduce((a, r) => a + r.n, 0);
-        const total = rows.reduce((a, r) => a + r.n, 0);
-        connections.queue = Math.max(connections.queue, queue);
-        connections.app = Math.max(connections.app, total - queue);
-        connections.total = Math.max(connections.total, total);
+        let app = 0;
+        for (const { app: name, n } of rows) {
+          if (name in NAMED_MAX) connections.named[name] = Math.max(connections.named[name] ?? 0, n);
+          else app += n;
+        }
+        connections.app = Math.max(connections.app, app);
+        connections.total = Math.max(
+          connections.total,
+          rows.reduce((a, r) => a + r.n, 0),
+        );
         connections.samples++;
         await sleep(250);
       }
@@ -594,7 +602,8 @@ async function main() {
       latency: latencyMedian < 5000,
       gets: minGap >= pollIntervalMs,
       cpu: waiting !== null && waiting.service !== null && waiting.service < 0.1,
-      connections: connections.app <= APP_POOL_MAX && connections.queue <= QUEUE_POOL_MAX,
+      connections:
+        connections.app <= APP_POOL_MAX && Object.entries(connections.named).every(([name, n]) => n <= NAMED_MAX[name]),
       settled:
         batchRows.length === batchesWanted &&
         wrong.length === 0 &&
@@ -634,11 +643,15 @@ async function main() {
           : `all queued, from ${SETTLE_MS / 1000} s after the last submission on: less than 10 s left (raise QUEUE_MS) FAIL`,
         `GetBatchPredictionJob: ${gets} calls for ${byJob.size} jobs; shortest gap between two calls for one job ${(minGap / 1000).toFixed(2)} s (target ≥ ${pollIntervalMs / 1000} s, i.e. ≤ 1 per poll interval) ${verdict(checks.gets)}`,
         `other Vertex calls: ${creates} CreateBatchPredictionJob for ${shardCount[0].n} shards, ${lists} ListBatchPredictionJobs (a shard's job looked up before creating it)`,
-        `Postgres connections of the service, max over ${connections.samples} samples: pool ${connections.app} (≤ ${APP_POOL_MAX}), job queue ${connections.queue} (≤ ${QUEUE_POOL_MAX}), total ${connections.total} ${verdict(checks.connections)}`,
+        `Postgres connections of the service, max over ${connections.samples} samples: pool ${connections.app} (≤ ${APP_POOL_MAX})${Object.entries(
+          connections.named,
+        )
+          .map(([name, n]) => `, ${name} ${n} (≤ ${NAMED_MAX[name]})`)
+          .join('')}, total ${connections.total} ${verdict(checks.connections)}`,
         `CPU over the whole run (upload to last batch finished, ${all.seconds.toFixed(0)} s): service ${pct(all.service)} of a core = ${all.serviceMs === null ? '–' : (all.serviceMs / batchesWanted).toFixed(1)} ms per batch, Postgres ${pct(all.postgres)}; emulators ${pct(share('emulators'))}, this client and proxy ${pct(share('bench'))}`,
         `settlement: ${batchRows.length} batches, ${batchRows.length - wrong.length} completed with every line made and pre_deducted − refunded = settled, nothing refunded; ${ledgerRows.length - ledgerWrong.length}/${ledgerRows.length} users with quota = Σ log rows = start − Σ settled ${verdict(checks.settled)}${wrong.length ? ` (e.g. ${JSON.stringify(wrong.slice(0, 3))})` : ''}${ledgerWrong.length ? ` (e.g. ${JSON.stringify(ledgerWrong.slice(0, 3))})` : ''}`,
         '='.repeat(title.length + 10),
-        `${failed ? 'FAIL' : 'PASS'}: 1-line latency ${s(latencyMedian)} (direct ${s(median(directMs))}); ${batchesWanted} in flight: ≤ 1 Get per job per ${pollIntervalMs / 1000} s (min gap ${(minGap / 1000).toFixed(2)} s), service CPU waiting ${pct(waiting?.service ?? null)} (idle ${pct(idle.service)}), connections ${connections.app}+${connections.queue}, ${batchRows.length - wrong.length}/${batchesWanted} settled exactly`,
+        `${failed ? 'FAIL' : 'PASS'}: 1-line latency ${s(latencyMedian)} (direct ${s(median(directMs))}); ${batchesWanted} in flight: ≤ 1 Get per job per ${pollIntervalMs / 1000} s (min gap ${(minGap / 1000).toFixed(2)} s), service CPU waiting ${pct(waiting?.service ?? null)} (idle ${pct(idle.service)}), connections ${connections.total} (≤ ${APP_POOL_MAX + Object.values(NAMED_MAX).reduce((a, b) => a + b, 0)}), ${batchRows.length - wrong.length}/${batchesWanted} settled exactly`,
       ].join('\n'),
     );
     if (process.env.KEEP_LOG === '1') say(`service log: ${svc.logFile}`);

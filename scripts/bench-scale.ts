@@ -26,8 +26,10 @@
  * refunded = settled).
  *
  * A reference run of REFERENCE_LINES (default LINES / 10; 0 for none) goes first, so that the
- * growth of memory and Postgres rows from one size to the other can be seen. The last line is one
- * summary line.
+ * growth of memory and Postgres rows from one size to the other can be seen. EMULATORS=process
+ * runs the emulators in a process of their own (as `npm run emulators`, with the same overrides)
+ * and the service pointed at them, so that the service's RSS is the gateway's alone. The last
+ * line is one summary line.
  *
  *   LINES=1000000 REFERENCE_LINES=100000 npm run bench:scale
  */
@@ -169,6 +171,45 @@ async function startService(dir: string, env: Record<string, string>): Promise<S
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`the service did not become ready:\n${tail.join('\n')}`);
+}
+
+/**
+ * With EMULATORS=process: the emulators as `npm run emulators` runs them, in a process of their
+ * own, so that the service's RSS is its own (production has no emulators in it).
+ */
+async function startEmulatorProcess(
+  dir: string,
+  env: Record<string, string>,
+): Promise<{ proc: ChildProcess; gcs: string; vertex: string; exited: Promise<number | null> }> {
+  const [gcsPort, vertexPort] = [await freePort(), await freePort()];
+  const proc = spawn(process.execPath, ['--no-warnings', path.join(ROOT, 'src/emulator/main.ts')], {
+    cwd: dir,
+    env: {
+      ...process.env,
+      DATA_DIR: path.join(dir, 'emulators'),
+      GCS_EMULATOR_PORT: String(gcsPort),
+      VERTEX_EMULATOR_PORT: String(vertexPort),
+      ...env,
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  proc.stderr!.on('data', (d: Buffer) => (err = (err + d.toString('utf8')).slice(-4000)));
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const urls = { gcs: `http://127.0.0.1:${gcsPort}`, vertex: `http://127.0.0.1:${vertexPort}` };
+  const until = Date.now() + 60_000;
+  const answers = (url: string) =>
+    fetch(url).then(
+      (r) => r.arrayBuffer().then(() => true),
+      () => false,
+    );
+  for (const url of [urls.gcs, urls.vertex]) {
+    while (!(await answers(url))) {
+      if (proc.exitCode !== null || Date.now() > until) throw new Error(`the emulators did not start:\n${err}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  return { proc, ...urls, exited };
 }
 
 async function stopService(s: Service): Promise<void> {
@@ -376,9 +417,11 @@ async function phasesFromDatabase(
     if (tries > 600) throw new Error('the finalize step did not end');
     await new Promise((r) => setTimeout(r, 100));
   }
+  // A step's first run (the sweep queues a step again when it runs longer than SWEEP_INTERVAL_MS;
+  // that second job then finds nothing to do); the first submission of all.
   const { rows: jobs } = await db.query<{ name: string; first: Date; last: Date }>(
-    `SELECT name, min(started_on) AS first, max(completed_on) AS last
-       FROM pgboss.job WHERE state = 'completed' GROUP BY name`,
+    `SELECT DISTINCT ON (name) name, started_on AS first, completed_on AS last
+       FROM pgboss.job WHERE state = 'completed' ORDER BY name, started_on`,
   );
   const job = (name: string) => {
     const j = jobs.find((x) => x.name === name);
@@ -525,6 +568,8 @@ interface RunResult {
   uploadMs: number;
   peakRssMb: number;
   hwmMb: number;
+  /** Peak RSS of the emulators' own process (EMULATORS=process), else null (they are in the service's). */
+  emulatorsHwmMb: number | null;
   cpuSeconds: number | null;
   rows: ReturnType<typeof rowDelta>;
   steps: string;
@@ -537,6 +582,7 @@ interface RunResult {
 async function run(lines: number, say: (line: string) => void): Promise<RunResult> {
   const dir = makeTempDir('ibg-bench-scale-');
   let service: Service | null = null;
+  let emulators: Awaited<ReturnType<typeof startEmulatorProcess>> | null = null;
   let db: pg.Client | null = null;
   try {
     const inputFile = path.join(dir, 'input.jsonl');
@@ -546,12 +592,17 @@ async function run(lines: number, say: (line: string) => void): Promise<RunResul
 
     t = Date.now();
     const adminToken = `bench-admin-${randomToken(16)}`;
-    service = await startService(dir, {
-      ADMIN_TOKEN: adminToken,
+    const emulatorEnv = {
       VERTEX_EMULATOR_IMAGE: 'tiny',
       VERTEX_EMULATOR_LINE_MS: '0',
       VERTEX_EMULATOR_QUEUE_MS: '200',
       VERTEX_EMULATOR_MAX_RUNNING_JOBS: process.env.VERTEX_EMULATOR_MAX_RUNNING_JOBS ?? '4',
+    };
+    if (process.env.EMULATORS === 'process') emulators = await startEmulatorProcess(dir, emulatorEnv);
+    service = await startService(dir, {
+      ADMIN_TOKEN: adminToken,
+      ...emulatorEnv,
+      ...(emulators ? { GCS_API_ENDPOINT: emulators.gcs, VERTEX_API_ENDPOINT: emulators.vertex } : {}),
       POLL_INTERVAL_MS: '500',
       POLL_MAX_INTERVAL_MS: '2s',
       ...(lines > 200_000 ? { BATCH_MAX_REQUESTS: String(lines) } : {}),
@@ -606,9 +657,23 @@ async function run(lines: number, say: (line: string) => void): Promise<RunResul
     }
     const doneAt = Date.now();
     rss.stop();
-    if (process.env.BENCH_SCALE_SMAPS) say(smapsSummary(pid));
+    if (process.env.BENCH_SCALE_SMAPS) {
+      say(smapsSummary(pid));
+      const metrics = await fetch(`${service.url}/metrics`).then(
+        (r) => r.text(),
+        () => '',
+      );
+      say(
+        metrics
+          .split('\n')
+          .filter((l) => /^nodejs_heap_space_size_(total|used)_bytes\{space="(new|old|code|large_object)"\}/.test(l))
+          .map((l) => `    ${l}`)
+          .join('\n'),
+      );
+    }
     const cpuAfter = cpuSeconds(pid);
     const hwmMb = (procStatusKb(pid, 'VmHWM') ?? 0) / 1024;
+    const emulatorsHwmMb = emulators ? (procStatusKb(emulators.proc.pid!, 'VmHWM') ?? 0) / 1024 : null;
     if (batch.status !== 'completed') throw new Error(`the batch ended ${batch.status}:\n${service.tail.join('\n')}`);
 
     const { phases, shards, steps } = await phasesFromDatabase(db, created.id);
@@ -650,6 +715,7 @@ async function run(lines: number, say: (line: string) => void): Promise<RunResul
       phases: withRss,
       peakRssMb: Math.max(...rss.samples.map((x) => x.mb)),
       hwmMb,
+      emulatorsHwmMb,
       cpuSeconds: cpuBefore !== null && cpuAfter !== null ? cpuAfter - cpuBefore : null,
       rows,
       steps,
@@ -661,6 +727,10 @@ async function run(lines: number, say: (line: string) => void): Promise<RunResul
   } finally {
     await db?.end().catch(() => {});
     if (service) await stopService(service);
+    if (emulators && emulators.proc.exitCode === null) {
+      emulators.proc.kill('SIGTERM');
+      await emulators.exited;
+    }
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -685,8 +755,10 @@ function report(r: RunResult, say: (line: string) => void): void {
   }
   say(`  pipeline steps (pg-boss jobs): ${r.steps}`);
   say(
-    `  service process: peak RSS ${r.peakRssMb.toFixed(0)} MB sampled, VmHWM ${r.hwmMb.toFixed(0)} MB (goal < ${RSS_GOAL_MB} MB), CPU ${r.cpuSeconds?.toFixed(0) ?? '?'} s`,
+    `  service process${r.emulatorsHwmMb === null ? ' (the emulators in it)' : ''}: peak RSS ${r.peakRssMb.toFixed(0)} MB sampled, VmHWM ${r.hwmMb.toFixed(0)} MB (goal < ${RSS_GOAL_MB} MB), CPU ${r.cpuSeconds?.toFixed(0) ?? '?'} s`,
   );
+  if (r.emulatorsHwmMb !== null)
+    say(`  emulators' process (EMULATORS=process): VmHWM ${r.emulatorsHwmMb.toFixed(0)} MB`);
   const pub = r.rows.public;
   say(
     `  Postgres rows written: service tables ${fmtInt(pub.total)} (${fmtInt(pub.ins)} inserted, ${fmtInt(pub.upd)} updated, ${fmtInt(pub.del)} deleted: ${Object.entries(
@@ -730,7 +802,7 @@ async function main(): Promise<void> {
     `SUMMARY bench-scale lines=${main.lines} ok=${ok} total_s=${sec(main.totalMs)} lines_per_s=${Math.round(main.lines / (main.totalMs / 1000))} ` +
       `upload_s=${took('upload')} validate_s=${took('validate')} stage_s=${took('stage')} vertex_s=${took('vertex')} stitch_s=${took('stitch')} settle_s=${took('settle')} ` +
       `peak_rss_mb=${main.hwmMb.toFixed(0)}${ref ? ` ref_lines=${ref.lines} ref_peak_rss_mb=${ref.hwmMb.toFixed(0)}` : ''} ` +
-      `pg_rows=${main.rows.public.total}${ref ? ` ref_pg_rows=${ref.rows.public.total}` : ''} pgboss_rows=${main.rows.pgboss.total} shards=${main.shards}`,
+      `emulators=${main.emulatorsHwmMb === null ? 'in-service' : `process(${main.emulatorsHwmMb.toFixed(0)}MB)`} pg_rows=${main.rows.public.total}${ref ? ` ref_pg_rows=${ref.rows.public.total}` : ''} pgboss_rows=${main.rows.pgboss.total} shards=${main.shards}`,
   );
   if (!ok) process.exitCode = 1;
 }

@@ -140,10 +140,10 @@ async function stitchAll(
   // The stitcher writes a line in a few pieces: gathered into bigger chunks on their way to the store.
   const output = gatherWrites(s.store.writeStream(keys.output, 'application/jsonl'));
   const errorOutput = gatherWrites(s.store.writeStream(keys.errors, 'application/jsonl'));
-  const stitch = async (lines: AsyncIterable<ManifestLine>, predictionKeys: string[]) => {
+  const stitch = async (lines: AsyncIterable<{ value: ManifestLine }>, predictionKeys: string[]) => {
     const tiers = new Map<number, string>();
     async function* shardLines(): AsyncGenerator<ShardLine> {
-      for await (const m of lines) {
+      for await (const { value: m } of lines) {
         tiers.set(m.i, m.t);
         yield { lineIndex: m.i, customId: m.c, n: m.n, responseFormat: m.f === 'url' ? 'url' : 'b64_json' };
       }
@@ -177,9 +177,7 @@ async function stitchAll(
     }
     for (const shard of shards) {
       const manifestKey = shardKeys(batch.userId, batch.id, shard.seq).manifest;
-      const manifest = (async function* () {
-        for await (const { value } of readJsonLines<ManifestLine>(s.store.readStream(manifestKey))) yield value;
-      })();
+      const manifest = readJsonLines<ManifestLine>(s.store.readStream(manifestKey));
       await stitch(manifest, shard.outputDir ? await predictionKeys(s, shard.outputDir) : []);
     }
     await Promise.all([finish(output), finish(errorOutput)]);
@@ -195,12 +193,12 @@ async function stitchAll(
 }
 
 /** The batch's requests read from its input file, as manifest lines (for a batch never staged). */
-async function* inputLines(s: Services, batch: batches.BatchRow): AsyncGenerator<ManifestLine> {
+async function* inputLines(s: Services, batch: batches.BatchRow): AsyncGenerator<{ value: ManifestLine }> {
   const input = (await findBatchInputFile(s.pool, batch.userId, batch.inputFileId))!;
   for await (const { index, value } of readJsonLines<{ custom_id: string; body: { n?: number } }>(
     s.store.readStream(input.objectKey),
   )) {
-    yield { i: index, c: value.custom_id, n: value.body.n ?? 1, t: '' };
+    yield { value: { i: index, c: value.custom_id, n: value.body.n ?? 1, t: '' } };
   }
 }
 

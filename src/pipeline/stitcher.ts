@@ -135,6 +135,13 @@ const UPLOADS_IN_FLIGHT = 4;
 const UPLOAD_BYTES_IN_FLIGHT = 32 * 1024 * 1024;
 /** An image waiting in memory may keep this much of its input chunks alive beyond its own bytes, per piece. */
 const CHUNK_SLACK = 64 * 1024;
+/**
+ * Predictions that may wait in pending lines, whatever their bytes: failures and small images
+ * hardly count against the reorder buffer, yet each holds an object of its own. A line with a
+ * failed image waits for a retry's success; past this many, such lines are written as they are
+ * (as when the reorder buffer is full), or every line after a failure would wait to the end.
+ */
+const MAX_HELD_PREDICTIONS = 10_000;
 /** JSON strings longer than this are kept as the stream's own chunks, never parsed or copied. */
 const SHORT_STRING = 256;
 /** `n` is at most 10: (line, image) → one number key. */
@@ -156,8 +163,9 @@ const IMAGES_PER_LINE_KEY = 16;
  * never-answered image is a `missing_prediction`).
  *
  * A retried request may fail once and succeed later; the success wins. So a line with a failed
- * image is not written as soon as it is complete but only when the reorder buffer is full or
- * the input ends: a success that comes later still than that is counted as a duplicate.
+ * image is not written as soon as it is complete but only when the reorder buffer is full, when
+ * MAX_HELD_PREDICTIONS wait, or when the input ends: a success that comes later still than that
+ * is counted as a duplicate.
  *
  * A url-mode line (`responseFormat: 'url'`) is written with links instead: each image is decoded
  * piece by piece, handed to `images` (which stores it and answers its link at once) and the
@@ -166,9 +174,10 @@ const IMAGES_PER_LINE_KEY = 16;
  * failed (never stored as wrong bytes).
  *
  * Memory: the reorder buffer, the prediction being scanned, up to OUTPUT_AHEAD of lines that
- * `output` has not taken yet, the small records of the lines read so far and of their
- * predictions, READ_AHEAD_BYTES of images read again (or one image, if bigger), and the decoded
- * bytes of the images being stored (UPLOAD_BYTES_IN_FLIGHT, or one image, if bigger).
+ * `output` has not taken yet, the small records of the lines read so far and of the predictions
+ * waiting in them (at most MAX_HELD_PREDICTIONS when they come in order), READ_AHEAD_BYTES of
+ * images read again (or one image, if bigger), and the decoded bytes of the images being stored
+ * (UPLOAD_BYTES_IN_FLIGHT, or one image, if bigger).
  */
 export async function stitchShard(opts: StitchOptions): Promise<StitchCounts> {
   const reads = new ReadAhead(opts.predictionFiles);
@@ -254,11 +263,12 @@ class Stitcher {
   private cursor = 0;
   /** Image bytes held in memory by pending lines. */
   private buffered = 0;
+  /** Predictions held by pending lines, whatever their size (see MAX_HELD_PREDICTIONS). */
+  private held = 0;
   /** Labels that match no (line, image) of the shard: seen once (ignored), again (duplicate). */
   private readonly strangers = new Set<number>();
   /** Success lines handed to `output` that it has not taken yet, oldest first (see writeSuccessLine). */
-  private readonly untaken: Array<{ taken: Promise<void>; bytes: number }> = [];
-  private untakenBytes = 0;
+  private readonly untaken = new Untaken();
 
   constructor(opts: StitchOptions, reads: ReadAhead, uploads: Uploads) {
     this.opts = opts;
@@ -331,12 +341,13 @@ class Stitcher {
       line.failed--; // a retry's success replaces the failure
     } else {
       line.known++;
+      this.held++;
     }
     if (p.failure !== null) line.failed++;
     line.images[p.img] = p;
     this.buffered += bufferedBytes(p);
     await this.writeReadyLines(false);
-    if (this.buffered > this.budget) await this.writeReadyLines(true);
+    if (this.buffered > this.budget || this.held > MAX_HELD_PREDICTIONS) await this.writeReadyLines(true);
     if (slot.ordinal >= this.cursor && p.pieces !== null) {
       if (this.buffered > this.budget) this.drop(p);
       else p.pieces = ownBytes(p.pieces);
@@ -439,7 +450,7 @@ class Stitcher {
     this.readAhead();
     for (let line = await this.takeNextLine(); line !== null; line = await this.takeNextLine())
       await this.writeLine(line);
-    while (this.untaken.length > 0) await this.takeOldest();
+    await this.untaken.allTaken();
     await this.uploads.finish();
   }
 
@@ -452,6 +463,7 @@ class Stitcher {
 
   private async writeLine(pendingLine: PendingLine): Promise<void> {
     const { line } = pendingLine;
+    this.held -= pendingLine.known;
     const id = this.opts.newRequestId();
     const linked = line.responseFormat === 'url';
     const images: Prediction[] = [];
@@ -511,7 +523,17 @@ class Stitcher {
     if (created === 0) created = Math.floor(Date.now() / 1000);
     let last: string;
     let bytes = 0;
-    if (urls === null) {
+    if (urls !== null) {
+      last = linkedSuccessLine(id, customId, created, urls, usage);
+    } else if (images.every((p) => p.inline !== null)) {
+      // Small images (a scale run's): the whole line in one write.
+      last = successLineHead(id, customId, created);
+      for (let i = 0; i < images.length; i++) {
+        this.buffered -= bufferedBytes(images[i]);
+        last += i > 0 ? IMAGE_SEPARATOR + images[i].inline : images[i].inline;
+      }
+      last += successLineTail(usage);
+    } else {
       out.write(successLineHead(id, customId, created));
       for (let i = 0; i < images.length; i++) {
         if (i > 0) out.write(IMAGE_SEPARATOR);
@@ -519,24 +541,10 @@ class Stitcher {
         bytes += images[i].length;
       }
       last = successLineTail(usage);
-    } else {
-      last = linkedSuccessLine(id, customId, created, urls, usage);
     }
     bytes += last.length;
-    const taken = new Promise<void>((resolve, reject) => {
-      out.write(last, (err) => (err ? reject(err) : resolve()));
-    });
-    // Awaited with a later line or at the end; until then not an unhandled rejection.
-    taken.catch(() => {});
-    this.untaken.push({ taken, bytes });
-    this.untakenBytes += bytes;
-    while (this.untakenBytes > OUTPUT_AHEAD && this.untaken.length > 1) await this.takeOldest();
-  }
-
-  private async takeOldest(): Promise<void> {
-    const { taken, bytes } = this.untaken.shift()!;
-    await taken;
-    this.untakenBytes -= bytes;
+    out.write(last, this.untaken.add(bytes));
+    while (this.untaken.bytes > OUTPUT_AHEAD && this.untaken.count > 1) await this.untaken.change();
   }
 
   private async writeImage(p: Prediction): Promise<void> {
@@ -578,6 +586,64 @@ class Stitcher {
     const { url, stored } = sink({ requestId, img: p.img, mimeType: p.mimeType, data, bytes });
     this.uploads.add(stored, bytes);
     return url;
+  }
+}
+
+/**
+ * The success lines handed to `output` and not taken yet: their sizes, oldest first. `output`
+ * calls back its writes in order, so one callback for all and a queue of sizes tell how far it
+ * is (a promise per line would cost more than a short line). A failed write fails the stitch.
+ */
+class Untaken {
+  bytes = 0;
+  private sizes: number[] = [];
+  private head = 0;
+  private failure: Error | null = null;
+  private waiter: (() => void) | null = null;
+
+  get count(): number {
+    return this.sizes.length - this.head;
+  }
+
+  /** Counts a line's bytes; answers the callback of its last write. */
+  add(bytes: number): (err?: Error | null) => void {
+    this.sizes.push(bytes);
+    this.bytes += bytes;
+    return this.taken;
+  }
+
+  /** Resolves once a line was taken (or a write failed: then it throws). */
+  async change(): Promise<void> {
+    this.rethrow();
+    await new Promise<void>((resolve) => {
+      this.waiter = resolve;
+    });
+    this.rethrow();
+  }
+
+  async allTaken(): Promise<void> {
+    while (this.count > 0) await this.change();
+    this.rethrow();
+  }
+
+  private readonly taken = (err?: Error | null) => {
+    if (err) {
+      this.failure ??= err;
+    } else if (this.count > 0) {
+      this.bytes -= this.sizes[this.head++];
+      // Drop the taken sizes now and then, not at every line.
+      if (this.head > 1024 && this.head * 2 > this.sizes.length) {
+        this.sizes = this.sizes.slice(this.head);
+        this.head = 0;
+      }
+    }
+    const wake = this.waiter;
+    this.waiter = null;
+    wake?.();
+  };
+
+  private rethrow(): void {
+    if (this.failure !== null) throw this.failure;
   }
 }
 

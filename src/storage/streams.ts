@@ -17,9 +17,9 @@ export function finish(stream: Writable): Promise<void> {
 }
 
 /** Chunks at least this big go to the upload as they are. */
-const PASS_THROUGH_BYTES = 32 * 1024;
+const PASS_THROUGH_BYTES = 16 * 1024;
 /** Smaller ones are gathered into chunks of about this size. */
-const GATHER_BYTES = 256 * 1024;
+const GATHER_BYTES = 64 * 1024;
 
 /**
  * A writable in front of an object store upload that gathers small writes (a JSON line at a

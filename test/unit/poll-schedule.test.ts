@@ -39,6 +39,11 @@ describe('the poll schedule of a Vertex job', () => {
     }
   });
 
+  it('refuses a POLL_INTERVAL_MS that would ask Vertex in a loop', () => {
+    expect(() => loadConfig({ POLL_INTERVAL_MS: '0' })).toThrow(/POLL_INTERVAL_MS must be at least 100ms/);
+    expect(loadConfig({ POLL_INTERVAL_MS: '100ms' }).pipeline.pollIntervalMs).toBe(100);
+  });
+
   it('starts over at the short wait when the job changes state, and backs off while it does not', () => {
     expect(nextPollAttempt(0, null, 'JOB_STATE_QUEUED')).toBe(1); // the first look: nothing to compare with
     expect(nextPollAttempt(0, 'JOB_STATE_QUEUED', 'JOB_STATE_QUEUED')).toBe(1);

@@ -491,6 +491,43 @@ describe('stitchShard reordering', () => {
     }
   });
 
+  it('does not hold every line after a failed one to the end when the images are small', async () => {
+    // Small images hardly count against the reorder buffer: without a bound on the predictions
+    // waiting, the failed first line (which waits for a retry's success) would hold all the others.
+    const count = 12_000;
+    const many = Array.from({ length: count }, (_, i) => ({ lineIndex: i, customId: `c${i}`, n: 1 }));
+    const predictions = many.map((l) =>
+      l.lineIndex === 0 ? failedPrediction(0, 0, 'Internal error: 500') : okPrediction(l.lineIndex, 0, 'iVBORw0KGgo='),
+    );
+    const output = new Collector();
+    let writtenBeforeTheEnd = -1;
+    const file: PredictionFile = () =>
+      Readable.from(
+        (function* () {
+          for (let i = 0; i < predictions.length; i += 100) {
+            if (i + 100 >= predictions.length) writtenBeforeTheEnd = output.chunks.length;
+            yield Buffer.from(
+              predictions
+                .slice(i, i + 100)
+                .map((l) => `${l}\n`)
+                .join(''),
+            );
+          }
+        })(),
+      );
+    let next = 0;
+    const counts = await stitchShard({
+      lines: shardLines(many),
+      predictionFiles: [file],
+      output,
+      errorOutput: new Collector(),
+      newRequestId: () => `batch_req_${next++}`,
+    });
+    expect(counts).toMatchObject({ linesSucceeded: count - 1, linesFailed: 1 });
+    expect(writtenBeforeTheEnd).toBeGreaterThan(0);
+    expect(output.lines().map((l) => l.custom_id)).toEqual(many.slice(1).map((l) => l.customId));
+  });
+
   it('reads images dropped from a full reorder buffer again by range, with the same bytes and the buffer bound kept', async () => {
     const inOrder = await stitchRaw(lines, [predictions]);
     for (const budget of [0, 5 * IMAGE_B64, 20 * IMAGE_B64]) {
