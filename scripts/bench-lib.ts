@@ -1,7 +1,10 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const SELF = fileURLToPath(import.meta.url);
 
 /** What a measuring child process reports on its last stdout line. */
 export interface RunReport {
@@ -162,7 +165,187 @@ export function multiSummary(c: MultiComparison): string {
   ].join('\n');
 }
 
-// CPU accounting (Linux /proc; null elsewhere)
+// Settings
+
+/**
+ * A whole-number setting: `fallback` when unset or blank; `_` may group digits (1_000_000).
+ * Anything else that is not a whole number ≥ `min` stops the benchmark with a message naming it.
+ */
+export function wholeNumber(name: string, raw: string | undefined, fallback: number, min = 1): number {
+  if (raw === undefined || raw.trim() === '') return fallback;
+  const v = Number(raw.replaceAll('_', ''));
+  if (!Number.isInteger(v) || v < min) throw new Error(`${name} must be a whole number ≥ ${min} (got '${raw}')`);
+  return v;
+}
+
+/** The whole number in environment variable `name` (see wholeNumber). */
+export function envInt(name: string, fallback: number, min = 1): number {
+  return wholeNumber(name, process.env[name], fallback, min);
+}
+
+// Child processes: the service, the emulators, a bare handler
+
+export interface Child {
+  name: string;
+  proc: ChildProcess;
+  /** Everything it prints, stdout and stderr. */
+  logFile: string;
+  /** Its exit code (null when a signal ended it). */
+  exited: Promise<number | null>;
+}
+
+/**
+ * `node --no-warnings …args` with the same binary as this process, `env` over this process's
+ * environment, in `dir`: not the checkout, since the service reads ./.env, which must not steer a
+ * benchmark. Its output goes to `<dir>/<name>.log` (or `logFile`, appended), as a deployment's
+ * would: a pipe read here would cost the measuring process CPU. Whatever ends this process (a
+ * crash included), the child does not outlive it.
+ */
+export function startChild(
+  name: string,
+  args: string[],
+  env: Record<string, string>,
+  dir: string,
+  opts: { logFile?: string } = {},
+): Child {
+  const logFile = opts.logFile ?? path.join(dir, `${name}.log`);
+  const out = fs.openSync(logFile, 'a');
+  const proc = spawn(process.execPath, ['--no-warnings', ...args], {
+    cwd: dir,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', out, out],
+  });
+  fs.closeSync(out);
+  const kill = () => proc.kill('SIGKILL');
+  process.once('exit', kill);
+  const exited = new Promise<number | null>((resolve) =>
+    proc.once('exit', (code) => {
+      process.off('exit', kill);
+      resolve(code);
+    }),
+  );
+  return { name, proc, logFile, exited };
+}
+
+/** The last lines of a child's log: why it failed. */
+export function tail(child: Child, lines = 30): string {
+  try {
+    return fs.readFileSync(child.logFile, 'utf8').trim().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Polls `url` every 100 ms until it answers 200, or any HTTP status with `anyStatus` (an emulator's
+ * root answers 404); fails early, with the child's last log lines, when the child exits, and after
+ * `timeoutMs`.
+ */
+export async function waitHttp(
+  child: Child,
+  url: string,
+  opts: { anyStatus?: boolean; timeoutMs?: number } = {},
+): Promise<void> {
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  const until = Date.now() + timeoutMs;
+  let dead = false;
+  void child.exited.then(() => (dead = true));
+  while (Date.now() < until) {
+    if (dead) throw new Error(`${child.name} exited while starting:\n${tail(child)}`);
+    const status = await fetch(url).then(
+      (r) => r.arrayBuffer().then(() => r.status),
+      () => 0,
+    );
+    if (status === 200 || (status && opts.anyStatus)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${child.name} did not answer ${url} within ${timeoutMs / 1000} s:\n${tail(child)}`);
+}
+
+/** SIGTERM, then SIGKILL if it has not exited after `killAfterMs`; resolves once it has. */
+export async function stopChild(child: Child, killAfterMs = 15_000): Promise<void> {
+  if (child.proc.exitCode !== null || child.proc.signalCode !== null) return;
+  child.proc.kill('SIGTERM');
+  const timer = setTimeout(() => child.proc.kill('SIGKILL'), killAfterMs);
+  await child.exited;
+  clearTimeout(timer);
+}
+
+export interface EmulatorProcess extends Child {
+  /** Its Cloud Storage emulator, or the one it was given. */
+  gcsUrl: string;
+  vertexUrl: string;
+  vertexPort: number;
+}
+
+/**
+ * The emulators in a process of their own, so that neither they nor the measuring process slow the
+ * other down, and the service's RSS and CPU are its own (production has no emulators in it). They
+ * start as `npm run emulators` starts them, with its settings (the VERTEX_EMULATOR_* variables of
+ * this process's environment with `env` over it, read by the same parser), on free ports, their
+ * data under `<dir>/<name>`. With `gcsUrl`: a Vertex emulator alone, reading and writing through
+ * that Cloud Storage (a second Vertex, with other settings, on the same storage). Stop with stopChild.
+ */
+export async function startEmulatorProcess(
+  name: string,
+  dir: string,
+  opts: { env?: Record<string, string>; gcsUrl?: string } = {},
+): Promise<EmulatorProcess> {
+  // Imported here: the measuring children of bench-validate and bench-stitch load this module too.
+  const { freePort } = await import('../src/db/embedded.ts');
+  const gcsPort = opts.gcsUrl ? 0 : await freePort();
+  const vertexPort = await freePort();
+  const child = startChild(
+    name,
+    [SELF, 'emulators', ...(opts.gcsUrl ? [opts.gcsUrl] : [])],
+    {
+      ...opts.env,
+      DATA_DIR: path.join(dir, name),
+      GCS_EMULATOR_PORT: String(gcsPort),
+      VERTEX_EMULATOR_PORT: String(vertexPort),
+    },
+    dir,
+  );
+  const emulators: EmulatorProcess = {
+    ...child,
+    gcsUrl: opts.gcsUrl ?? `http://127.0.0.1:${gcsPort}`,
+    vertexUrl: `http://127.0.0.1:${vertexPort}`,
+    vertexPort,
+  };
+  try {
+    await waitHttp(child, `${emulators.vertexUrl}/`, { anyStatus: true });
+    if (!opts.gcsUrl) await waitHttp(child, `${emulators.gcsUrl}/`, { anyStatus: true });
+  } catch (err) {
+    await stopChild(child);
+    throw err;
+  }
+  return emulators;
+}
+
+/** The child of startEmulatorProcess (`bench-lib.ts emulators [gcsUrl]`); stops on SIGTERM. */
+async function emulatorsMain(gcsUrl: string | undefined): Promise<void> {
+  const { loadEmulatorConfig } = await import('../src/config.ts');
+  const { startEmulators, startVertexEmulator } = await import('../src/emulator/index.ts');
+  const { dataDir, emulator } = loadEmulatorConfig(process.env);
+  const { gcsPort, vertexPort, ...vertex } = emulator;
+  const running = gcsUrl
+    ? await startVertexEmulator({
+        ...vertex,
+        host: '127.0.0.1',
+        port: vertexPort,
+        dataDir: path.join(dataDir, 'vertex'),
+        gcsEndpoint: gcsUrl,
+      })
+    : await startEmulators({ dataDir, gcsPort, vertexPort, vertex });
+  process.once('SIGTERM', () => {
+    void running.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  });
+}
+
+// Process accounting (Linux /proc; null elsewhere)
 
 const TICK_MS = 10; // USER_HZ is 100 on every Linux Node runs on
 
@@ -196,6 +379,16 @@ export function postgresCpuMs(postmaster: number | null): number | null {
   return total;
 }
 
+/** A memory figure of a process in kB: VmRSS (now) or VmHWM (its high-water mark). */
+export function procStatusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number | null {
+  try {
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Busy and total jiffies of the whole machine. */
 export function machineTicks(): { busy: number; total: number } | null {
   try {
@@ -206,3 +399,5 @@ export function machineTicks(): { busy: number; total: number } | null {
     return null;
   }
 }
+
+if (import.meta.main && process.argv[2] === 'emulators') await emulatorsMain(process.argv[3]);

@@ -34,7 +34,6 @@
  *   LINES=1000000 REFERENCE_LINES=100000 npm run bench:scale
  */
 
-import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -45,7 +44,21 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { freePort } from '../src/db/embedded.ts';
 import { randomToken } from '../src/ids.ts';
-import { closeStream, makeTempDir, writeAll } from './bench-lib.ts';
+import {
+  type Child,
+  closeStream,
+  type EmulatorProcess,
+  envInt,
+  makeTempDir,
+  processCpuMs,
+  procStatusKb,
+  startChild,
+  startEmulatorProcess,
+  stopChild,
+  tail,
+  waitHttp,
+  writeAll,
+} from './bench-lib.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MODEL = 'gemini-2.5-flash-image';
@@ -57,14 +70,6 @@ const SAMPLE_MS = 200;
 /** Postgres writes a backend's statistics at most every second, and an idle one's within 10 s. */
 const STATS_FLUSH_MS = 11_000;
 const RUN_TIMEOUT_MS = 60 * 60_000;
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw.trim() === '') return fallback;
-  const v = Number(raw.replaceAll('_', ''));
-  if (!Number.isInteger(v) || v < 0) throw new Error(`${name} must be a whole number (got '${raw}')`);
-  return v;
-}
 
 const fmtInt = (n: number) => n.toLocaleString('en-US');
 const sec = (ms: number) => (ms / 1000).toFixed(1);
@@ -98,12 +103,9 @@ async function generateInput(file: string, lines: number): Promise<{ bytes: numb
 // ---------------------------------------------------------------------------------------------
 // The service
 
-interface Service {
-  proc: ChildProcess;
+interface Service extends Child {
   url: string;
   databaseUrl: string;
-  tail: string[];
-  exited: Promise<number | null>;
   startedAt: number;
 }
 
@@ -122,10 +124,10 @@ function serviceNodeFlags(): string[] {
 async function startService(dir: string, env: Record<string, string>): Promise<Service> {
   const [port, pgPort] = [await freePort(), await freePort()];
   const startedAt = Date.now();
-  const proc = spawn(process.execPath, [...serviceNodeFlags(), '--no-warnings', path.join(ROOT, 'src/main.ts')], {
-    cwd: dir, // not the checkout: the service reads ./.env, which must not steer the benchmark
-    env: {
-      ...process.env,
+  const child = startChild(
+    'service',
+    [...serviceNodeFlags(), path.join(ROOT, 'src/main.ts')],
+    {
       PORT: String(port),
       HOST: '127.0.0.1',
       DATA_DIR: path.join(dir, 'data'),
@@ -133,91 +135,18 @@ async function startService(dir: string, env: Record<string, string>): Promise<S
       LOG_LEVEL: 'warn',
       ...env,
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const tail: string[] = [];
-  const keep = (d: Buffer) => {
-    tail.push(...d.toString('utf8').split('\n').filter(Boolean));
-    if (tail.length > 40) tail.splice(0, tail.length - 40);
-  };
-  proc.stdout!.on('data', keep);
-  proc.stderr!.on('data', keep);
-  // Debugging aid: everything the service prints, to a file.
-  const logFile = process.env.BENCH_SCALE_SERVICE_LOG;
-  if (logFile) {
-    const log = fs.createWriteStream(logFile, { flags: 'a' });
-    proc.stdout!.pipe(log);
-    proc.stderr!.pipe(log);
-  }
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+    dir,
+    // Debugging aid: everything the service prints, kept in this file.
+    { logFile: process.env.BENCH_SCALE_SERVICE_LOG || undefined },
+  );
   const service: Service = {
-    proc,
+    ...child,
     url: `http://127.0.0.1:${port}`,
     databaseUrl: `postgres://gateway:gateway@127.0.0.1:${pgPort}/gateway`,
-    tail,
-    exited,
     startedAt,
   };
-  let dead = false;
-  void exited.then(() => (dead = true));
-  const until = Date.now() + 120_000;
-  while (Date.now() < until) {
-    if (dead) throw new Error(`the service exited while starting:\n${tail.join('\n')}`);
-    const status = await fetch(`${service.url}/readyz`).then(
-      (r) => r.arrayBuffer().then(() => r.status),
-      () => 0,
-    );
-    if (status === 200) return service;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`the service did not become ready:\n${tail.join('\n')}`);
-}
-
-/**
- * With EMULATORS=process: the emulators as `npm run emulators` runs them, in a process of their
- * own, so that the service's RSS is its own (production has no emulators in it).
- */
-async function startEmulatorProcess(
-  dir: string,
-  env: Record<string, string>,
-): Promise<{ proc: ChildProcess; gcs: string; vertex: string; exited: Promise<number | null> }> {
-  const [gcsPort, vertexPort] = [await freePort(), await freePort()];
-  const proc = spawn(process.execPath, ['--no-warnings', path.join(ROOT, 'src/emulator/main.ts')], {
-    cwd: dir,
-    env: {
-      ...process.env,
-      DATA_DIR: path.join(dir, 'emulators'),
-      GCS_EMULATOR_PORT: String(gcsPort),
-      VERTEX_EMULATOR_PORT: String(vertexPort),
-      ...env,
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let err = '';
-  proc.stderr!.on('data', (d: Buffer) => (err = (err + d.toString('utf8')).slice(-4000)));
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  const urls = { gcs: `http://127.0.0.1:${gcsPort}`, vertex: `http://127.0.0.1:${vertexPort}` };
-  const until = Date.now() + 60_000;
-  const answers = (url: string) =>
-    fetch(url).then(
-      (r) => r.arrayBuffer().then(() => true),
-      () => false,
-    );
-  for (const url of [urls.gcs, urls.vertex]) {
-    while (!(await answers(url))) {
-      if (proc.exitCode !== null || Date.now() > until) throw new Error(`the emulators did not start:\n${err}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
-  return { proc, ...urls, exited };
-}
-
-async function stopService(s: Service): Promise<void> {
-  if (s.proc.exitCode !== null || s.proc.signalCode !== null) return;
-  s.proc.kill('SIGTERM');
-  const timer = setTimeout(() => s.proc.kill('SIGKILL'), 30_000);
-  await s.exited;
-  clearTimeout(timer);
+  await waitHttp(service, `${service.url}/readyz`);
+  return service;
 }
 
 async function api<T>(s: Service, method: string, p: string, key: string, body?: unknown): Promise<T> {
@@ -273,28 +202,8 @@ async function upload(s: Service, key: string, file: string): Promise<{ id: stri
 interface RssSample {
   at: number;
   mb: number;
-  /** CPU seconds the service had used by then. */
+  /** CPU ms the service had used by then. */
   cpu: number | null;
-}
-
-function procStatusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number | null {
-  try {
-    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : null;
-  } catch {
-    return null;
-  }
-}
-
-/** utime + stime of a process in seconds (Linux; USER_HZ 100). */
-function cpuSeconds(pid: number): number | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return null;
-  }
 }
 
 /** V8's heap (used, total) and external memory of the service in MB, from its /metrics when it answers. */
@@ -349,7 +258,7 @@ function sampleRss(pid: number): { samples: RssSample[]; stop(): void } {
   const samples: RssSample[] = [];
   const take = () => {
     const kb = procStatusKb(pid, 'VmRSS');
-    if (kb !== null) samples.push({ at: Date.now(), mb: kb / 1024, cpu: cpuSeconds(pid) });
+    if (kb !== null) samples.push({ at: Date.now(), mb: kb / 1024, cpu: processCpuMs(pid) });
   };
   take();
   const timer = setInterval(take, SAMPLE_MS);
@@ -582,7 +491,7 @@ interface RunResult {
 async function run(lines: number, say: (line: string) => void): Promise<RunResult> {
   const dir = makeTempDir('ibg-bench-scale-');
   let service: Service | null = null;
-  let emulators: Awaited<ReturnType<typeof startEmulatorProcess>> | null = null;
+  let emulators: EmulatorProcess | null = null;
   let db: pg.Client | null = null;
   try {
     const inputFile = path.join(dir, 'input.jsonl');
@@ -598,11 +507,12 @@ async function run(lines: number, say: (line: string) => void): Promise<RunResul
       VERTEX_EMULATOR_QUEUE_MS: '200',
       VERTEX_EMULATOR_MAX_RUNNING_JOBS: process.env.VERTEX_EMULATOR_MAX_RUNNING_JOBS ?? '4',
     };
-    if (process.env.EMULATORS === 'process') emulators = await startEmulatorProcess(dir, emulatorEnv);
+    if (process.env.EMULATORS === 'process')
+      emulators = await startEmulatorProcess('emulators', dir, { env: emulatorEnv });
     service = await startService(dir, {
       ADMIN_TOKEN: adminToken,
       ...emulatorEnv,
-      ...(emulators ? { GCS_API_ENDPOINT: emulators.gcs, VERTEX_API_ENDPOINT: emulators.vertex } : {}),
+      ...(emulators ? { GCS_API_ENDPOINT: emulators.gcsUrl, VERTEX_API_ENDPOINT: emulators.vertexUrl } : {}),
       POLL_INTERVAL_MS: '500',
       POLL_MAX_INTERVAL_MS: '2s',
       ...(lines > 200_000 ? { BATCH_MAX_REQUESTS: String(lines) } : {}),
@@ -621,7 +531,7 @@ async function run(lines: number, say: (line: string) => void): Promise<RunResul
     // Statistics before: the start's own writes (migrations, models) are not the batch's.
     await new Promise((r) => setTimeout(r, STATS_FLUSH_MS));
     const rowsBefore = await rowCounts(db);
-    const cpuBefore = cpuSeconds(pid);
+    const cpuBefore = processCpuMs(pid);
     const rss = sampleRss(pid);
     const t0 = Date.now();
     if (process.env.BENCH_SCALE_SMAPS)
@@ -652,7 +562,7 @@ async function run(lines: number, say: (line: string) => void): Promise<RunResul
       }
       if (['completed', 'failed', 'expired', 'cancelled'].includes(batch.status)) break;
       if (Date.now() - t0 > RUN_TIMEOUT_MS) throw new Error(`no end after ${RUN_TIMEOUT_MS / 60_000} minutes`);
-      if (service.proc.exitCode !== null) throw new Error(`the service died:\n${service.tail.join('\n')}`);
+      if (service.proc.exitCode !== null) throw new Error(`the service died:\n${tail(service)}`);
       await new Promise((r) => setTimeout(r, 500));
     }
     const doneAt = Date.now();
@@ -671,10 +581,10 @@ async function run(lines: number, say: (line: string) => void): Promise<RunResul
           .join('\n'),
       );
     }
-    const cpuAfter = cpuSeconds(pid);
+    const cpuAfter = processCpuMs(pid);
     const hwmMb = (procStatusKb(pid, 'VmHWM') ?? 0) / 1024;
     const emulatorsHwmMb = emulators ? (procStatusKb(emulators.proc.pid!, 'VmHWM') ?? 0) / 1024 : null;
-    if (batch.status !== 'completed') throw new Error(`the batch ended ${batch.status}:\n${service.tail.join('\n')}`);
+    if (batch.status !== 'completed') throw new Error(`the batch ended ${batch.status}:\n${tail(service)}`);
 
     const { phases, shards, steps } = await phasesFromDatabase(db, created.id);
     const all: Phase[] = [{ name: 'upload', start: t0, end: t0 + uploadMs }, ...phases];
@@ -685,7 +595,7 @@ async function run(lines: number, say: (line: string) => void): Promise<RunResul
       return {
         ...p,
         peakRssMb: Math.max(0, ...within.map((x) => x.mb)),
-        cpuSeconds: first != null && last != null ? last - first : null,
+        cpuSeconds: first != null && last != null ? (last - first) / 1000 : null,
       };
     });
 
@@ -716,7 +626,7 @@ async function run(lines: number, say: (line: string) => void): Promise<RunResul
       peakRssMb: Math.max(...rss.samples.map((x) => x.mb)),
       hwmMb,
       emulatorsHwmMb,
-      cpuSeconds: cpuBefore !== null && cpuAfter !== null ? cpuAfter - cpuBefore : null,
+      cpuSeconds: cpuBefore !== null && cpuAfter !== null ? (cpuAfter - cpuBefore) / 1000 : null,
       rows,
       steps,
       check,
@@ -726,11 +636,8 @@ async function run(lines: number, say: (line: string) => void): Promise<RunResul
     };
   } finally {
     await db?.end().catch(() => {});
-    if (service) await stopService(service);
-    if (emulators && emulators.proc.exitCode === null) {
-      emulators.proc.kill('SIGTERM');
-      await emulators.exited;
-    }
+    if (service) await stopChild(service, 30_000);
+    if (emulators) await stopChild(emulators);
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -777,8 +684,8 @@ function report(r: RunResult, say: (line: string) => void): void {
 }
 
 async function main(): Promise<void> {
-  const lines = envInt('LINES', 1_000_000);
-  const reference = envInt('REFERENCE_LINES', Math.floor(lines / 10));
+  const lines = envInt('LINES', 1_000_000, 0);
+  const reference = envInt('REFERENCE_LINES', Math.floor(lines / 10), 0);
   if (lines < 1000) throw new Error('LINES must be at least 1000');
   const say = (line: string) => process.stdout.write(`${line}\n`);
   say(

@@ -6,7 +6,7 @@
  * model/prompt/size), so the image work is identical and the difference is the gateway.
  *
  * Processes: a real Postgres (embedded, or a scratch database on --database-url's server), the
- * emulators (`src/emulator/main.ts`, online latency --latency-ms) and the service (`src/main.ts`,
+ * emulators (startEmulatorProcess, online latency --latency-ms) and the service (`src/main.ts`,
  * pointed at both) each in a process of their own; this process is the load generator. Both sides
  * run closed loops of --concurrency workers (each sends its next request when the previous one
  * answered), --requests requests each per round after --warmup requests each. Rounds alternate
@@ -28,7 +28,6 @@
  * timing of the per-user concurrency count) to show where the gateway's time goes.
  */
 
-import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -43,7 +42,19 @@ import { checkImageRequest } from '../src/images/image-request.ts';
 import { setLogLevel } from '../src/logger.ts';
 import { createPredictionClient, type PredictionServiceClient } from '../src/vertex/job-client.ts';
 import { toGeminiRequest } from '../src/vertex/translate.ts';
-import { machineTicks, makeTempDir, median, postgresCpuMs, processCpuMs } from './bench-lib.ts';
+import {
+  type Child,
+  machineTicks,
+  makeTempDir,
+  median,
+  postgresCpuMs,
+  processCpuMs,
+  startChild,
+  startEmulatorProcess,
+  stopChild,
+  waitHttp,
+  wholeNumber,
+} from './bench-lib.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ADMIN_TOKEN = `bench-admin-${randomToken(16)}`;
@@ -86,11 +97,8 @@ function options(): Options {
   });
   const env = (flag: string) => process.env[`BENCH_SYNC_${flag.toUpperCase().replaceAll('-', '_')}`];
   const str = (flag: keyof typeof values, fallback: string) => String(values[flag] ?? env(flag) ?? fallback);
-  const int = (flag: keyof typeof values, fallback: number, min: number) => {
-    const v = Number(str(flag, String(fallback)));
-    if (!Number.isInteger(v) || v < min) throw new Error(`--${flag} must be a whole number ≥ ${min}`);
-    return v;
-  };
+  const int = (flag: keyof typeof values, fallback: number, min: number) =>
+    wholeNumber(`--${flag}`, str(flag, ''), fallback, min);
   const bool = (flag: keyof typeof values) => values[flag] === true || ['1', 'true'].includes(env(flag) ?? '');
   const format = str('format', 'b64_json');
   if (format !== 'b64_json' && format !== 'url') throw new Error('--format must be b64_json or url');
@@ -108,59 +116,6 @@ function options(): Options {
     databaseUrl: values['database-url'] ?? env('database-url') ?? null,
     json: bool('json'),
   };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Child processes
-
-interface Child {
-  name: string;
-  proc: ChildProcess;
-  /** The last lines it printed, shown when it fails. */
-  tail: string[];
-  exited: Promise<number | null>;
-}
-
-function startChild(name: string, script: string, env: Record<string, string>, cwd: string): Child {
-  const proc = spawn(process.execPath, ['--no-warnings', path.join(ROOT, script)], {
-    cwd, // not the checkout: the service reads ./.env, which must not steer the benchmark
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const tail: string[] = [];
-  const keep = (d: Buffer) => {
-    tail.push(...d.toString('utf8').split('\n').filter(Boolean));
-    if (tail.length > 40) tail.splice(0, tail.length - 40);
-  };
-  proc.stdout!.on('data', keep);
-  proc.stderr!.on('data', keep);
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  return { name, proc, tail, exited };
-}
-
-/** Polls `url` until `ok(status)`; fails early when the child died. */
-async function waitHttp(child: Child, url: string, ok: (status: number) => boolean, timeoutMs = 60_000) {
-  const until = Date.now() + timeoutMs;
-  let dead = false;
-  void child.exited.then(() => (dead = true));
-  while (Date.now() < until) {
-    if (dead) throw new Error(`${child.name} exited while starting:\n${child.tail.join('\n')}`);
-    const status = await fetch(url).then(
-      (r) => r.arrayBuffer().then(() => r.status),
-      () => 0,
-    );
-    if (status && ok(status)) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${child.name} did not answer ${url} within ${timeoutMs / 1000} s:\n${child.tail.join('\n')}`);
-}
-
-async function stopChild(child: Child): Promise<void> {
-  if (child.proc.exitCode !== null || child.proc.signalCode !== null) return;
-  child.proc.kill('SIGTERM');
-  const timer = setTimeout(() => child.proc.kill('SIGKILL'), 15_000);
-  await child.exited;
-  clearTimeout(timer);
 }
 
 interface CpuSnapshot {
@@ -329,26 +284,15 @@ async function main(): Promise<void> {
     }
 
     // The emulators, then the service pointed at them.
-    const [gcsPort, vertexPort, servicePort] = [await freePort(), await freePort(), await freePort()];
-    const emulator = startChild(
-      'emulators',
-      'src/emulator/main.ts',
-      {
-        DATA_DIR: path.join(dir, 'emulators'),
-        GCS_EMULATOR_PORT: String(gcsPort),
-        VERTEX_EMULATOR_PORT: String(vertexPort),
-        VERTEX_EMULATOR_ONLINE_MS: String(opts.latencyMs),
-      },
-      dir,
-    );
+    const emulator = await startEmulatorProcess('emulators', dir, {
+      env: { VERTEX_EMULATOR_ONLINE_MS: String(opts.latencyMs) },
+    });
     children.push(emulator);
-    const vertexUrl = `http://127.0.0.1:${vertexPort}`;
-    const gcsUrl = `http://127.0.0.1:${gcsPort}`;
-    await waitHttp(emulator, `${vertexUrl}/`, () => true);
-    await waitHttp(emulator, `${gcsUrl}/`, () => true);
+    const { vertexUrl, gcsUrl } = emulator;
+    const servicePort = await freePort();
     const service = startChild(
       'service',
-      'src/main.ts',
+      [path.join(ROOT, 'src/main.ts')],
       {
         PORT: String(servicePort),
         HOST: '127.0.0.1',
@@ -364,7 +308,7 @@ async function main(): Promise<void> {
     );
     children.push(service);
     const url = `http://127.0.0.1:${servicePort}`;
-    await waitHttp(service, `${url}/readyz`, (s) => s === 200);
+    await waitHttp(service, `${url}/readyz`);
     say(`started Postgres, emulators and service in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
     // The request: checked and translated exactly as the service does it.
