@@ -1,20 +1,53 @@
 import { log } from '../logger.ts';
 
-/** SQLSTATE classes and codes that mean the server is gone or refusing, not that the query is wrong. */
+/** SQLSTATEs that mean the server is gone or refusing (class 08 too), not that the query is wrong. */
 const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300']);
-const UNAVAILABLE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH']);
+const UNAVAILABLE_ERRNOS = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+]);
+/** What node-postgres and its pool say in words, without a code. */
+const UNAVAILABLE_MESSAGE =
+  /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i;
 
-/** True when `err` says Postgres cannot be reached (down, restarting, out of connections), not that a query failed. */
+/** Errors raised on a connection to Postgres (see markDatabaseError). */
+const fromDatabase = new WeakSet<object>();
+
+/**
+ * Marks `err` as raised on a connection to Postgres (its socket, by the driver, or by the job
+ * queue, which talks to nothing else), and returns it. A bare socket error (ECONNRESET,
+ * ECONNREFUSED) does not say where it came from: Cloud Storage's client raises the same, and that
+ * is no database outage.
+ */
+export function markDatabaseError<T>(err: T): T {
+  if (err !== null && typeof err === 'object') fromDatabase.add(err);
+  return err;
+}
+
+/**
+ * True when `err` says Postgres cannot be reached (down, restarting, out of connections), not that
+ * a query failed, nor that something else (the object store, Vertex) could not be reached: a
+ * server error of that kind (pg's DatabaseError: a SQLSTATE with a severity, also once
+ * serialized), node-postgres's own words for a lost or refused connection, or a socket error
+ * marked as raised on a connection to Postgres.
+ */
 export function isDatabaseUnavailable(err: unknown): boolean {
-  const e = err as { code?: unknown; message?: unknown } | null;
-  if (!e) return false;
+  const e = err as { code?: unknown; message?: unknown; severity?: unknown } | null;
+  if (!e || typeof e !== 'object') return false;
   const code = typeof e.code === 'string' ? e.code : '';
-  if (UNAVAILABLE_SQLSTATES.has(code) || code.startsWith('08') || UNAVAILABLE_ERRNOS.has(code)) return true;
   const message = typeof e.message === 'string' ? e.message : '';
-  // node-postgres says these in words, without a code.
-  return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(
-    message,
-  );
+  if (typeof e.severity === 'string' && (UNAVAILABLE_SQLSTATES.has(code) || /^08[0-9A-Z]{3}$/.test(code))) {
+    return true;
+  }
+  // 'timeout expired': the driver's own connect timeout, destroying the socket.
+  if (fromDatabase.has(e) && (UNAVAILABLE_ERRNOS.has(code) || message === 'timeout expired')) return true;
+  return UNAVAILABLE_MESSAGE.test(message);
 }
 
 /**

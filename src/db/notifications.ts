@@ -1,5 +1,5 @@
-import pg from 'pg';
-import type { Db } from './pool.ts';
+import type pg from 'pg';
+import { DatabaseClient, type Db } from './pool.ts';
 
 /** Channels the service NOTIFYs on: every process LISTENs to drop what its caches hold. */
 export const CHANNELS = {
@@ -74,7 +74,7 @@ export class NotificationListener {
     this.retryTimer = null;
     if (this.stopped) return;
     // TCP keepalive notices a silently dead peer; the caches' short TTL bounds what it misses meanwhile.
-    const client = new pg.Client({
+    const client = new DatabaseClient({
       connectionString: this.connectionString,
       application_name: 'ibg-notifications',
       keepAlive: true,

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { log } from '../logger.ts';
+import { markDatabaseError } from './availability.ts';
 
 /** int8 columns (quota, bytes) come back as JS numbers: every amount we store is far below 2^53. */
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
@@ -11,8 +12,21 @@ export type Db = Pick<pg.Pool, 'query'> | pg.PoolClient;
 /** A connection attempt that takes longer fails (and the request answers 503), instead of hanging. */
 const CONNECT_TIMEOUT_MS = 5000;
 
+/**
+ * A node-postgres client whose socket errors are marked as the database's (markDatabaseError): a
+ * refused or reset connection is then told apart from the same errno out of another client.
+ */
+export class DatabaseClient extends pg.Client {
+  constructor(config?: string | pg.ClientConfig) {
+    super(config);
+    // Added before the client's own listener (at connect): marked before any query hears of it.
+    this.connection.on('error', markDatabaseError);
+  }
+}
+
 export function createPool(connectionString: string, max = 10): pg.Pool {
   const pool = new pg.Pool({
+    Client: DatabaseClient,
     connectionString,
     max,
     idleTimeoutMillis: 10_000,

@@ -106,6 +106,16 @@ function parseGcsUri(uri: string): { bucket: string; object: string } {
   return { bucket: m[1], object: m[2] };
 }
 
+/**
+ * An input file that cannot be read fails the job, as on Vertex: NOT_FOUND for a missing object or
+ * bucket, INTERNAL for anything else; the message names the file.
+ */
+function inputFailure(uri: string, err: unknown): JobFailure {
+  if ((err as { code?: unknown }).code === 404)
+    return new JobFailure(5, `Failed to read input ${uri}: no such object.`);
+  return new JobFailure(13, `Failed to read input ${uri}: ${(err as Error).message}`);
+}
+
 export class JobRunner {
   readonly record: JobRecord;
   readonly done: Promise<void>;
@@ -216,21 +226,33 @@ export class JobRunner {
     return this.job.outputInfo.gcsOutputDirectory;
   }
 
-  /** The lines of an input file; `check`: verify the whole file's CRC32C (the pass that answers the lines). */
-  private inputLines(uri: string, check = true): AsyncIterable<string> & { stop(): void } {
+  /**
+   * The lines of an input file; `check`: verify the whole file's CRC32C (the pass that answers the
+   * lines). A read error (no such object or bucket, a broken download) ends the iteration: readline
+   * listens to its input's errors. `failure` turns it into the job's error, naming the file.
+   */
+  private inputLines(
+    uri: string,
+    check = true,
+  ): AsyncIterable<string> & { stop(): void; failure(err: unknown): unknown } {
     const { bucket, object } = parseGcsUri(uri);
     const stream = this.deps.storage
       .bucket(bucket)
       .file(object)
       .createReadStream(check ? {} : { validation: false });
+    let readError: unknown;
+    // Also heard once readline has stopped listening (the lines closed): an 'error' nobody hears
+    // would end the emulator's process, and every job with it.
+    stream.on('error', (err) => {
+      readError ??= err;
+    });
     const lines = createInterface({ input: stream, crlfDelay: Infinity });
-    // readline does not forward read errors; end the iteration with them.
-    stream.on('error', (err) => lines.emit('error', err));
     const stop = () => {
       lines.close();
       stream.destroy();
     };
-    return Object.assign(lines, { stop });
+    const failure = (err: unknown) => (err !== undefined && err === readError ? inputFailure(uri, err) : err);
+    return Object.assign(lines, { stop, failure });
   }
 
   private async countLines(): Promise<number> {
@@ -247,10 +269,7 @@ export class JobRunner {
           }
         }
       } catch (err) {
-        if (err instanceof JobFailure) throw err;
-        const code = (err as { code?: number }).code;
-        if (code === 404) throw new JobFailure(5, `Failed to read input ${uri}: no such object.`);
-        throw new JobFailure(13, `Failed to read input ${uri}: ${(err as Error).message}`);
+        throw lines.failure(err);
       } finally {
         lines.stop();
       }
@@ -305,6 +324,9 @@ export class JobRunner {
             else failed++;
             this.updateStats(succeeded, failed, total);
           }
+        } catch (err) {
+          // The file may have gone since it was counted.
+          throw lines.failure(err);
         } finally {
           lines.stop();
         }

@@ -174,8 +174,8 @@ const COMMON_ERRORS: Record<Access, number[]> = {
   client: [400, 401, 413, 415, 500, 503],
   task: [400, 401, 413, 415, 500, 503],
   admin: [400, 401, 403, 413, 415, 500, 503],
-  // 503: the object store unreachable (a dropped connection is answered as an outage).
-  link: [400, 403, 404, 500, 503],
+  // No database behind a link: the object store unreachable is a 500, like any other failure.
+  link: [400, 403, 404, 500],
 };
 
 const SECURITY: Record<Access, Array<Record<string, string[]>>> = {

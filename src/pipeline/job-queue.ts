@@ -1,5 +1,7 @@
 import type pg from 'pg';
-import { type Job, PgBoss } from 'pg-boss';
+import { type ConstructorOptions, type Job, PgBoss } from 'pg-boss';
+import { markDatabaseError } from '../db/availability.ts';
+import { DatabaseClient } from '../db/pool.ts';
 import type { AnyJob, JobDefinition } from './job.ts';
 
 /** Jobs that used up their retries land here (pg-boss's dead-letter queue), for operators to see. */
@@ -69,7 +71,10 @@ export class JobQueue {
   }
 
   static async start(connectionString: string, opts: QueueOptions): Promise<JobQueue> {
-    const boss = new PgBoss({
+    const options: ConstructorOptions & { Client: typeof DatabaseClient } = {
+      // pg-boss hands its options to its pg.Pool: a refused connection of a call through the queue
+      // (an admin page, a metrics scrape) is then known as the database's.
+      Client: DatabaseClient,
       connectionString,
       schema: 'pgboss',
       max: 5,
@@ -83,8 +88,10 @@ export class JobQueue {
       // A step queued by any process wakes the workers of its queue through Postgres NOTIFY (one
       // more connection, listening): no polling gap between the steps of a batch.
       useListenNotify: true,
-    });
-    boss.on('error', opts.onError);
+    };
+    const boss = new PgBoss(options);
+    // pg-boss reports copies of its connections' errors, unmarked; it talks to nothing but Postgres.
+    boss.on('error', (err) => opts.onError(markDatabaseError(err)));
     await boss.start();
     // Dead jobs are kept for operators; the queue itself never retries or dead-letters.
     await upsertQueue(boss, DEAD_LETTER_QUEUE, {

@@ -1,5 +1,6 @@
 import * as batches from '../batches/batch-queries.ts';
 import { withTransaction } from '../db/pool.ts';
+import { foldStatusCounts } from '../db/status-count-queries.ts';
 import { purgeOldKeys } from '../idempotency/idempotency-queries.ts';
 import type { Services } from '../services.ts';
 import { endBatch } from '../webhooks/batch-events.ts';
@@ -34,6 +35,8 @@ export async function sweep(s: Services): Promise<void> {
   // In rounds, so a backlog (a first start after a long stop) is worked off without one huge transaction.
   while ((await s.files.expireDue(RETENTION_ROUND)) === RETENTION_ROUND);
   while ((await purgeOldKeys(s.pool, RETENTION_ROUND)) === RETENTION_ROUND);
+  // What the status triggers wrote since the last sweep, so a count reads a few rows.
+  await foldStatusCounts(s.pool);
 }
 
 const RETENTION_ROUND = 500;

@@ -406,6 +406,52 @@ describe('Vertex AI JobService emulator through @google-cloud/aiplatform', () =>
     }
   });
 
+  it('fails a job whose input cannot be read (NOT_FOUND, naming the file), and keeps running the others', async () => {
+    const present = await writeInput('in/present.jsonl', [inputLine({ prompt: 'present', line: 0 })]);
+    const missingObject = `gs://${BUCKET}/in/never-written.jsonl`;
+    const missingBucket = 'gs://no-such-bucket-here/in/x.jsonl';
+    const running = await createJob(
+      await writeInput('in/alongside.jsonl', [
+        inputLine({ prompt: 'slow [emulate:slow]', line: 0 }),
+        inputLine({ prompt: 'after it', line: 1 }),
+      ]),
+      { shard: 'alongside' },
+    );
+    const failing = [
+      { uris: [missingObject], named: missingObject },
+      // The first file reads fine: the error names the one that does not.
+      { uris: [present, missingObject], named: missingObject },
+      { uris: [missingBucket], named: missingBucket },
+    ];
+    for (const { uris, named } of failing) {
+      const [created] = await client.createBatchPredictionJob({
+        parent: PARENT,
+        batchPredictionJob: {
+          displayName: 'missing-input',
+          model: MODEL,
+          inputConfig: { instancesFormat: 'jsonl', gcsSource: { uris } },
+          outputConfig: {
+            predictionsFormat: 'jsonl',
+            gcsDestination: { outputUriPrefix: `gs://${BUCKET}/out/missing` },
+          },
+        },
+      });
+      const done = await waitFor(created.name!, (job) => TERMINAL.has(stateOf(job)));
+      expect(stateOf(done)).toBe(JobState.JOB_STATE_FAILED);
+      expect(done.error?.code).toBe(5); // NOT_FOUND
+      expect(done.error?.message).toContain(named);
+      expect(done.endTime).toBeTruthy();
+    }
+    // The job that was running meanwhile, and one created after, both succeed.
+    const after = await createJob(await writeInput('in/after-missing.jsonl', [inputLine({ prompt: 'q', line: 0 })]), {
+      shard: 'after-missing',
+    });
+    for (const job of [running, after]) {
+      const done = await waitFor(job.name!, (j) => TERMINAL.has(stateOf(j)));
+      expect(stateOf(done)).toBe(JobState.JOB_STATE_SUCCEEDED);
+    }
+  });
+
   it('runs at most maxRunningJobs jobs at once: the others wait QUEUED, in the order they came', async () => {
     const limited = await startVertexEmulator({
       ...options(path.join(dataDir, 'vertex-limited'), gcs.url),
