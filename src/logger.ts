@@ -33,22 +33,19 @@ export const log: Logger = pino(
   pretty ? undefined : process.stdout,
 );
 
-/**
- * Loggers made once and kept (the HTTP access logger): pino copies the level into a child when it
- * is made, so setLogLevel changes theirs too. Per-request children are made from them afterwards.
- */
-const followers = new Set<WeakRef<Logger>>();
-
-export function followLevel(child: Logger): Logger {
-  followers.add(new WeakRef(child));
-  return child;
-}
-
 export function setLogLevel(level: LogLevel) {
   log.level = level;
-  for (const ref of followers) {
-    const child = ref.deref();
-    if (child) child.level = level;
-    else followers.delete(ref);
-  }
+}
+
+const REQUEST_LOG = Symbol('request logger');
+
+/**
+ * A request's logger: every line it writes carries the request's `reqId` (the id the HTTP layer
+ * gave it and sent back as `X-Request-Id`). Made on first use: most requests log nothing else.
+ */
+export function requestLog(req: object): Logger {
+  const r = req as { id?: string; [REQUEST_LOG]?: Logger };
+  if (r.id === undefined) return log;
+  r[REQUEST_LOG] ??= log.child({ reqId: r.id });
+  return r[REQUEST_LOG];
 }

@@ -1,5 +1,7 @@
 import type { ModelInfo } from '../billing/model-catalog.ts';
+import { keysetList } from '../db/keyset-list.ts';
 import { afterCommit, type Db, jsonb } from '../db/pool.ts';
+import { countByStatus } from '../db/status-count-queries.ts';
 import type { BatchErrorCode } from '../errors/codes.ts';
 import { log } from '../logger.ts';
 import { type BatchOutcome, type BatchStatus, canTransition } from './batch-states.ts';
@@ -157,33 +159,23 @@ export async function findUserBatch(db: Db, userId: number, id: string): Promise
   return rows[0] ? clientBatch(rows[0]) : null;
 }
 
-/**
- * Newest first; `after` is the last id of the previous page (keyset pagination). Each form is one
- * index seek that reads `limit` rows (see sql/0005_read_path_indexes.sql): without a status on
- * batches_user_list, with one on batches_user_status_list, the cursor resolved by primary key and
- * compared as a row so that it is part of the index condition. A cursor that is not a live batch
- * of the user matches no row (the page is empty), as batchExistsForUser would refuse it.
- */
+/** Newest first, after the cursor batch: one index seek per form (see keysetList). */
 export async function listUserBatches(
   db: Db,
   userId: number,
   opts: { limit: number; after: string | null; status: BatchStatus | null },
 ): Promise<ClientBatchRow[]> {
-  const values: unknown[] = [userId, opts.limit];
-  const where = ['user_id = $1', 'deleted_at IS NULL'];
-  if (opts.status !== null) {
-    values.push(opts.status);
-    where.push(`status = $${values.length}`);
-  }
-  if (opts.after !== null) {
-    values.push(opts.after);
-    where.push(
-      `(created_at, id) < (SELECT created_at, id FROM batches WHERE id = $${values.length} AND user_id = $1 AND deleted_at IS NULL)`,
-    );
-  }
   const { rows } = await db.query(
-    `SELECT ${clientBatchColumns} FROM batches WHERE ${where.join(' AND ')} ORDER BY created_at DESC, id DESC LIMIT $2`,
-    values,
+    keysetList({
+      name: 'list-user-batches',
+      table: 'batches',
+      columns: clientBatchColumns,
+      live: 'deleted_at IS NULL',
+      userId,
+      filter: opts.status === null ? null : { column: 'status', value: opts.status },
+      after: opts.after,
+      limit: opts.limit,
+    }),
   );
   return rows.map(clientBatch);
 }
@@ -276,9 +268,7 @@ export async function findOpenBatches(
 }
 
 /** How many batches are in each status, for operators (deleted batches left out); absent statuses have none. */
-export async function countBatchesByStatus(db: Db): Promise<Map<BatchStatus, number>> {
-  const { rows } = await db.query<{ status: BatchStatus; count: number }>(
-    'SELECT status, count(*)::int AS count FROM batches WHERE deleted_at IS NULL GROUP BY status',
-  );
-  return new Map(rows.map((r) => [r.status, r.count]));
+export function countBatchesByStatus(db: Db): Promise<Map<BatchStatus, number>> {
+  // Kept by triggers: a count(*) over every batch took seconds at a million (sql/0006_status_counts.sql).
+  return countByStatus(db, 'batches');
 }

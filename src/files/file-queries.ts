@@ -1,3 +1,4 @@
+import { keysetList } from '../db/keyset-list.ts';
 import type { Db } from '../db/pool.ts';
 
 export const FILE_PURPOSES = ['batch', 'vision', 'image_batch', 'batch_output', 'batch_error'] as const;
@@ -86,21 +87,24 @@ export async function findBatchInputFile(db: Db, userId: number, id: string): Pr
   return rows[0] ?? null;
 }
 
-/** OpenAI's file list: keyset on (created_at, id), `after` being the last id of the previous page. */
+/** OpenAI's file list, after the cursor file: one index seek per form (see keysetList). */
 export async function listUserFiles(
   db: Db,
   userId: number,
   opts: { purpose: FilePurpose | null; limit: number; after: string | null; order: 'asc' | 'desc' },
 ): Promise<FileRow[]> {
-  const [cmp, dir] = opts.order === 'asc' ? ['>', 'ASC'] : ['<', 'DESC'];
   const { rows } = await db.query<FileRow>(
-    `SELECT ${fileColumns} FROM files
-      WHERE user_id = $1 AND ${live}
-        AND ($2::text IS NULL OR purpose = $2)
-        AND ($3::text IS NULL OR (created_at, id) ${cmp} (SELECT created_at, id FROM files WHERE id = $3 AND user_id = $1 AND ${live}))
-      ORDER BY created_at ${dir}, id ${dir}
-      LIMIT $4`,
-    [userId, opts.purpose, opts.after, opts.limit],
+    keysetList({
+      name: 'list-user-files',
+      table: 'files',
+      columns: fileColumns,
+      live,
+      userId,
+      filter: opts.purpose === null ? null : { column: 'purpose', value: opts.purpose },
+      after: opts.after,
+      limit: opts.limit,
+      order: opts.order,
+    }),
   );
   return rows;
 }

@@ -1,7 +1,7 @@
 import express, { type RequestHandler } from 'express';
 import type { Services } from '../services.ts';
 import { apiKeyAuth, errorHandler, notFoundRoute, rejectNulCharacters } from './middleware.ts';
-import { metricsEndpoint, requestLogging, requestMetrics } from './observability.ts';
+import { metricsEndpoint, requestObservability } from './observability.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { batchRoutes } from './routes/batches.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
@@ -20,8 +20,11 @@ export function createApp(s: Services): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
+  // No ETag on JSON answers: they are read once and never asked for conditionally (OpenAI's API
+  // sends none either), and hashing every body costs a read its time. Static files keep theirs.
+  app.set('etag', false);
   // First of all: every request gets its id (sent back on every answer), an access log line and its timing.
-  app.use(requestLogging(), requestMetrics(s.metrics));
+  app.use(requestObservability(app, s.metrics));
   app.use(operationsRoutes(s));
 
   // The dashboard's page and files: public; it signs in to the API like any other client.
@@ -66,7 +69,8 @@ export function createApp(s: Services): express.Express {
 export function createOperationsApp(s: Services): express.Express {
   const app = express();
   app.disable('x-powered-by');
-  app.use(requestLogging(), requestMetrics(s.metrics), operationsRoutes(s));
+  app.set('etag', false);
+  app.use(requestObservability(app, s.metrics), operationsRoutes(s));
   app.use(notFoundRoute);
   app.use(errorHandler(s.database));
   return app;

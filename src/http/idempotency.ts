@@ -5,7 +5,7 @@ import type pg from 'pg';
 import { ApiError } from '../errors/api-error.ts';
 import { digestEngine, type StoredUpload } from '../files/upload-engine.ts';
 import * as q from '../idempotency/idempotency-queries.ts';
-import { log } from '../logger.ts';
+import { requestLog } from '../logger.ts';
 import type { Services } from '../services.ts';
 import { userId } from './middleware.ts';
 import { MULTIPART_LIMITS } from './uploads.ts';
@@ -105,7 +105,7 @@ export function idempotent(s: Services, body: 'json' | 'multipart'): RequestHand
 
     const renew = setInterval(() => {
       q.renewKey(s.pool, user, key, LEASE_MS).catch((err) =>
-        (req.log ?? log).warn({ err }, 'idempotency lease renewal failed'),
+        requestLog(req).warn({ err }, 'idempotency lease renewal failed'),
       );
     }, RENEW_MS);
     renew.unref();
@@ -116,7 +116,7 @@ export function idempotent(s: Services, body: 'json' | 'multipart'): RequestHand
       clearInterval(renew);
       released ??= q
         .releaseKey(s.pool, user, key)
-        .catch((err) => (req.log ?? log).warn({ err }, 'idempotency key release failed'));
+        .catch((err) => requestLog(req).warn({ err }, 'idempotency key release failed'));
       return released;
     };
     res.locals.idempotency = new IdempotentRequest(user, key, body === 'json' ? jsonFingerprint(req) : null, release);

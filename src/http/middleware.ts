@@ -4,7 +4,7 @@ import type { DatabaseAvailability } from '../db/availability.ts';
 import { ApiError } from '../errors/api-error.ts';
 import type { HttpErrorCode } from '../errors/codes.ts';
 import { findStringPath } from '../json-path.ts';
-import { log } from '../logger.ts';
+import { requestLog } from '../logger.ts';
 
 export type AuthedRequest = Request & { userId: number };
 
@@ -54,9 +54,9 @@ export function errorHandler(db: DatabaseAvailability) {
     const apiError = db.report(err, 'http') ? unavailable() : toApiError(err);
     // A failed idempotent request frees its key before the client hears of the failure.
     await (res.locals.idempotency as { release(): Promise<void> } | undefined)?.release();
-    // req.log carries the request's id (see observability.ts).
+    // Lines of the request's logger carry its id (see observability.ts).
     if (apiError.code === 'internal_error')
-      (req.log ?? log).error({ err, method: req.method, path: req.path }, 'request failed');
+      requestLog(req).error({ err, method: req.method, path: req.path }, 'request failed');
     if (res.headersSent) {
       res.destroy();
       return;

@@ -1,5 +1,7 @@
+import { keysetList } from '../db/keyset-list.ts';
 import type { Db } from '../db/pool.ts';
 import { jsonb } from '../db/pool.ts';
+import { countByStatus } from '../db/status-count-queries.ts';
 import type { ImageRequestBody } from '../vertex/translate.ts';
 
 export const IMAGE_JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'expired'] as const;
@@ -132,18 +134,23 @@ export async function imageJobExistsForUser(db: Db, userId: number, id: string):
   return rowCount === 1;
 }
 
-/** Newest first, after the cursor job (by created_at, then id). */
+/** Newest first, after the cursor job: one index seek per form (see keysetList). */
 export async function listUserImageJobs(
   db: Db,
   userId: number,
   opts: { limit: number; after: string | null; status: ImageJobStatus | null },
 ): Promise<ImageJobRow[]> {
   const { rows } = await db.query<ImageJobRow>(
-    `SELECT ${columns} FROM image_jobs j
-      WHERE user_id = $1 AND ($3::text IS NULL OR status = $3)
-        AND ($2::text IS NULL OR (created_at, id) < (SELECT created_at, id FROM image_jobs WHERE id = $2 AND user_id = $1))
-      ORDER BY created_at DESC, id DESC LIMIT $4`,
-    [userId, opts.after, opts.status, opts.limit],
+    keysetList({
+      name: 'list-user-image-jobs',
+      table: 'image_jobs',
+      columns,
+      live: '',
+      userId,
+      filter: opts.status === null ? null : { column: 'status', value: opts.status },
+      after: opts.after,
+      limit: opts.limit,
+    }),
   );
   return rows;
 }
@@ -237,9 +244,7 @@ export async function markJobsPurged(db: Db, retentionMs: number, limit: number)
 }
 
 /** How many image jobs (sync requests too) are in each status, for operators; absent statuses have none. */
-export async function countImageJobsByStatus(db: Db): Promise<Map<ImageJobStatus, number>> {
-  const { rows } = await db.query<{ status: ImageJobStatus; count: number }>(
-    'SELECT status, count(*)::int AS count FROM image_jobs GROUP BY status',
-  );
-  return new Map(rows.map((r) => [r.status, r.count]));
+export function countImageJobsByStatus(db: Db): Promise<Map<ImageJobStatus, number>> {
+  // Kept by triggers, as for batches (sql/0006_status_counts.sql).
+  return countByStatus(db, 'image_jobs');
 }

@@ -31,12 +31,32 @@ function nodes(plan: PlanNode): PlanNode[] {
   return [plan, ...(plan.Plans ?? []).flatMap(nodes)];
 }
 
-/** A Db that EXPLAIN ANALYZEs the query it is given (as sent, with its parameters) instead of running it. */
+/**
+ * A Db that EXPLAIN ANALYZEs the query it is given (as sent, with its parameters) instead of
+ * running it. A named (prepared) statement is explained with its generic plan, the one Postgres
+ * settles on after a few runs: planned without the values, it must seek by index all the same.
+ */
 function explaining(client: pg.Client, plans: PlanNode[]): Db {
   return {
-    query: (async (text: string, values: unknown[]) => {
-      const { rows } = await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${text}`, values);
-      plans.push(rows[0]['QUERY PLAN'][0].Plan);
+    query: (async (query: string | pg.QueryConfig, params?: unknown[]) => {
+      const {
+        text,
+        values = [],
+        name,
+      } = typeof query === 'string' ? { text: query, values: params, name: undefined } : query;
+      let plan: PlanNode;
+      if (name) {
+        const literals = values.map((v) => (typeof v === 'number' ? String(v) : client.escapeLiteral(String(v))));
+        await client.query(`SET plan_cache_mode = force_generic_plan; PREPARE explained AS ${text}`);
+        const { rows } = await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE explained(${literals.join(', ')})`);
+        await client.query('DEALLOCATE explained; RESET plan_cache_mode');
+        plan = rows[0]['QUERY PLAN'][0].Plan;
+        expect(JSON.stringify(plan)).toContain('$1'); // generic: planned with the values as parameters
+      } else {
+        const { rows } = await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${text}`, values);
+        plan = rows[0]['QUERY PLAN'][0].Plan;
+      }
+      plans.push(plan);
       return { rows: [] };
     }) as unknown as Db['query'],
   };
