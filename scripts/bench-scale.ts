@@ -26,10 +26,12 @@
  * refunded = settled).
  *
  * A reference run of REFERENCE_LINES (default LINES / 10; 0 for none) goes first, so that the
- * growth of memory and Postgres rows from one size to the other can be seen. EMULATORS=process
- * runs the emulators in a process of their own (as `npm run emulators`, with the same overrides)
- * and the service pointed at them, so that the service's RSS is the gateway's alone. The last
- * line is one summary line.
+ * growth of memory and Postgres rows from one size to the other can be seen. The emulators run
+ * in a process of their own (as `npm run emulators`, with the same overrides) and the service is
+ * pointed at them, so that the service's RSS is the gateway's alone, as deployed against Google
+ * (the emulators answer a million predictions from memory they would add to it);
+ * EMULATORS=in-service runs them inside the service as `npm start` does. The last line is one
+ * summary line.
  *
  *   LINES=1000000 REFERENCE_LINES=100000 npm run bench:scale
  */
@@ -52,6 +54,7 @@ import {
   makeTempDir,
   processCpuMs,
   procStatusKb,
+  runMain,
   startChild,
   startEmulatorProcess,
   stopChild,
@@ -477,7 +480,7 @@ interface RunResult {
   uploadMs: number;
   peakRssMb: number;
   hwmMb: number;
-  /** Peak RSS of the emulators' own process (EMULATORS=process), else null (they are in the service's). */
+  /** Peak RSS of the emulators' own process, or null with EMULATORS=in-service (they are in the service's). */
   emulatorsHwmMb: number | null;
   cpuSeconds: number | null;
   rows: ReturnType<typeof rowDelta>;
@@ -507,7 +510,7 @@ async function run(lines: number, say: (line: string) => void): Promise<RunResul
       VERTEX_EMULATOR_QUEUE_MS: '200',
       VERTEX_EMULATOR_MAX_RUNNING_JOBS: process.env.VERTEX_EMULATOR_MAX_RUNNING_JOBS ?? '4',
     };
-    if (process.env.EMULATORS === 'process')
+    if (process.env.EMULATORS !== 'in-service')
       emulators = await startEmulatorProcess('emulators', dir, { env: emulatorEnv });
     service = await startService(dir, {
       ADMIN_TOKEN: adminToken,
@@ -664,8 +667,7 @@ function report(r: RunResult, say: (line: string) => void): void {
   say(
     `  service process${r.emulatorsHwmMb === null ? ' (the emulators in it)' : ''}: peak RSS ${r.peakRssMb.toFixed(0)} MB sampled, VmHWM ${r.hwmMb.toFixed(0)} MB (goal < ${RSS_GOAL_MB} MB), CPU ${r.cpuSeconds?.toFixed(0) ?? '?'} s`,
   );
-  if (r.emulatorsHwmMb !== null)
-    say(`  emulators' process (EMULATORS=process): VmHWM ${r.emulatorsHwmMb.toFixed(0)} MB`);
+  if (r.emulatorsHwmMb !== null) say(`  emulators' own process: VmHWM ${r.emulatorsHwmMb.toFixed(0)} MB`);
   const pub = r.rows.public;
   say(
     `  Postgres rows written: service tables ${fmtInt(pub.total)} (${fmtInt(pub.ins)} inserted, ${fmtInt(pub.upd)} updated, ${fmtInt(pub.del)} deleted: ${Object.entries(
@@ -714,10 +716,4 @@ async function main(): Promise<void> {
   if (!ok) process.exitCode = 1;
 }
 
-try {
-  await main();
-} catch (err) {
-  console.error(err);
-  process.exitCode = 1;
-}
-process.exit(process.exitCode ?? 0);
+await runMain(main);

