@@ -19,9 +19,14 @@ export interface RunReport {
   detail?: unknown;
 }
 
-/** Run `script child …args` in a fresh Node process (the same binary as this one) and read its report. */
+/**
+ * Run `script child …args` in a fresh Node process (the same binary as this one) and read its
+ * report. BENCH_CHILD_FLAGS adds Node flags to it (e.g. `--cpu-prof --cpu-prof-dir=DIR` to see
+ * where a measured run spends its time).
+ */
 export async function runChild(script: string, args: string[]): Promise<RunReport> {
-  const child = spawn(process.execPath, ['--no-warnings', script, 'child', ...args], {
+  const flags = (process.env.BENCH_CHILD_FLAGS ?? '').split(/\s+/).filter(Boolean);
+  const child = spawn(process.execPath, [...flags, '--no-warnings', script, 'child', ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let out = '';
