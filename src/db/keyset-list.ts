@@ -1,22 +1,23 @@
 import type pg from 'pg';
 
+/** Filters are enum values the API has checked (a status, a purpose): nothing to escape. */
+const FILTER_VALUE = /^[a-z0-9_]{1,40}$/;
+
 /**
  * One page of a user's list, newest first (or oldest first), after a cursor row: the query of
  * one form of a keyset list (sql/0005_read_path_indexes.sql plans its indexes).
  *
  * - The rows are the user's live ones (`live`), `filter` an optional equality on one column
- *   (status, purpose; written into the statement), and `after` the id of the last row of the previous page: the cursor row is
- *   read once by primary key and compared as a row, so that it is part of the index condition (a
- *   seek), not a filter. A cursor that is not one of the user's live rows matches no row.
+ *   (status, purpose; written into the statement), and `after` the id of the last row of the
+ *   previous page: the cursor row is read once by primary key and compared as a row, so that it
+ *   is part of the index condition (a seek), not a filter. A cursor that is not one of the user's
+ *   live rows matches no row.
  * - Each form (filter or not, cursor or not, order) is a prepared statement of its own, named
  *   after it: Postgres parses and plans a named statement once per connection, and planning a list
  *   anew cost it about four times as much as running it (~200 µs against ~50 µs). Its generic plan
  *   must still seek by index, so no form has an optional condition (`$2 IS NULL OR …`) that only
  *   a plan made for the values could drop.
  */
-/** Filters are enum values the API has checked (a status, a purpose): nothing to escape. */
-const FILTER_VALUE = /^[a-z0-9_]{1,40}$/;
-
 export function keysetList(opts: {
   /** Names the statement: one per table and column list. */
   name: string;

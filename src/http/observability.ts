@@ -25,15 +25,15 @@ type ObservedRequest = Request & {
  * Access logs and HTTP timings, in one middleware that goes first, with one listener per request.
  *
  * Every request gets an id: the client's `X-Request-Id` when it is sane, else a new UUID; it is
- * sent back as `X-Request-Id` on every answer, and requestLog(req) (src/logger.ts) carries it into what the
- * request's handlers log. When the answer is over (sent, or the client hung up) it writes one
+ * sent back as `X-Request-Id` on every answer, and requestLog(req) (src/logger.ts) carries it
+ * into what the request's handlers log. When the answer is over (sent, or the client hung up) it writes one
  * access line (`request completed`, with `reqId`, `req` {method, url, remoteAddress}, `res`
  * {statusCode}, `responseTime` in ms, `userId` once authenticated, the `route` pattern, and
  * `aborted` on a hang-up) and observes `http_request_duration_seconds{method, route, status}`.
  *
  * Written on pino directly rather than through pino-http, which for every request makes two child
  * loggers and serializes the request into one of them before any handler runs: that was a third
- * of the HTTP stack's own cost on a read (see the README's Operations section).
+ * of the HTTP stack's own cost on a read (see the README's How it works).
  */
 export function requestObservability(app: Express, metrics: Metrics): RequestHandler {
   recordRoutePatterns(app);
