@@ -2,6 +2,7 @@ import express, { type RequestHandler } from 'express';
 import type { Services } from '../services.ts';
 import { apiKeyAuth, errorHandler, notFoundRoute, rejectNulCharacters } from './middleware.ts';
 import { metricsEndpoint, requestObservability } from './observability.ts';
+import { routeByFirstSegment } from './route-by-segment.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { batchRoutes } from './routes/batches.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
@@ -47,14 +48,16 @@ export function createApp(s: Services): express.Express {
     '/v1',
     auth,
     json,
-    imageFileRoutes(s),
-    fileRoutes(s),
-    batchRoutes(s),
-    webhookRoutes(s),
-    modelRoutes(s),
-    imageRoutes(s),
-    jobRoutes(s),
-    taskRoutes(s),
+    routeByFirstSegment([
+      imageFileRoutes(s),
+      fileRoutes(s),
+      batchRoutes(s),
+      webhookRoutes(s),
+      modelRoutes(s),
+      imageRoutes(s),
+      jobRoutes(s),
+      taskRoutes(s),
+    ]),
   );
 
   app.use(notFoundRoute);
