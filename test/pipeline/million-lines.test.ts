@@ -89,8 +89,10 @@ describe('a million-line batch input', () => {
     expect(r.model).toBe('gemini-2.5-flash-image');
     // ~110 MB of input went through; what stayed alive is the custom_id set (16 bytes a line in a
     // table at most 3/4 full: 32 MB) and a chunk or two of the stream, whatever the line count.
+    // When the table doubles, the half-size one it replaces (16 MB) is garbage, but its memory
+    // may be counted until the collector has swept it: a sample can see both.
     expect(r.heap.peak - r.heap.baseline).toBeLessThan(16 * MB);
-    expect(r.arrayBuffers.peak - r.arrayBuffers.baseline).toBeLessThan(40 * MB);
+    expect(r.arrayBuffers.peak - r.arrayBuffers.baseline).toBeLessThan(56 * MB);
     expect(r.rss.peak - r.rss.baseline).toBeLessThan(150 * MB);
   }, 180_000);
 });
