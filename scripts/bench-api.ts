@@ -47,11 +47,13 @@ import { randomToken } from '../src/ids.ts';
 import { setLogLevel } from '../src/logger.ts';
 import {
   type Child,
+  callJson,
   envInt,
   machineTicks,
   makeTempDir,
   median,
   postgresCpuMs,
+  postmasterPid,
   processCpuMs,
   runMain,
   startChild,
@@ -285,7 +287,7 @@ async function main(): Promise<void> {
     const pgDir = path.join(dir, 'pg', 'data');
     embedded = await startEmbeddedPostgres(pgDir);
     const databaseUrl = embedded.connectionString('postgres');
-    const postmaster = Number(fs.readFileSync(path.join(pgDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    const postmaster = postmasterPid(pgDir);
 
     const servicePort = await freePort();
     const serviceEnv: Record<string, string> = {
@@ -302,15 +304,7 @@ async function main(): Promise<void> {
     await waitHttp(service, `${url}/readyz`);
     say(`started Postgres and the service in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
-    const admin = async (method: string, p: string, body?: unknown) => {
-      const res = await fetch(url + p, {
-        method,
-        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${await res.text()}`);
-      return (await res.json()) as Record<string, any>;
-    };
+    const admin = (method: string, p: string, body?: unknown) => callJson(url, method, p, ADMIN_TOKEN, body);
     const user = await admin('POST', '/admin/users', { name: 'bench user', quota: 0 });
     const other = await admin('POST', '/admin/users', { name: 'bench neighbour', quota: 0 });
     const key = user.api_key as string;

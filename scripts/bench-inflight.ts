@@ -55,10 +55,12 @@ import { createJobClient } from '../src/vertex/job-client.ts';
 import { toGeminiLines } from '../src/vertex/translate.ts';
 import {
   type Child,
+  callJson,
   envInt,
   makeTempDir,
   median,
   postgresCpuMs,
+  postmasterPid,
   processCpuMs,
   runMain,
   startChild,
@@ -156,7 +158,7 @@ async function main() {
     const pgDir = path.join(dir, 'pg', 'data');
     const embedded: EmbeddedDatabase = await startEmbeddedPostgres(pgDir);
     stops.push(() => embedded.stop());
-    const postmaster = Number(fs.readFileSync(path.join(pgDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    const postmaster = postmasterPid(pgDir);
     const dbName = 'gateway';
     const admin = new pg.Client({ connectionString: embedded.connectionString('postgres') });
     await admin.connect();
@@ -214,16 +216,7 @@ async function main() {
     await db.connect();
     stops.push(() => db.end());
 
-    const api = async (method: string, p: string, key: string, body?: unknown) => {
-      const res = await fetch(url + p, {
-        method,
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      const json = (await res.json()) as Record<string, any>;
-      if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${JSON.stringify(json)}`);
-      return json;
-    };
+    const api = (method: string, p: string, key: string, body?: unknown) => callJson(url, method, p, key, body);
     const newUser = async (name: string, quota: number) => {
       const user = await api('POST', '/admin/users', ADMIN_TOKEN, { name, quota });
       await api('PUT', '/api/image-batch-privacy', user.api_key, { accept: true });

@@ -420,3 +420,29 @@ export async function runMain(main: () => Promise<void>): Promise<never> {
   }
   process.exit(process.exitCode ?? 0);
 }
+
+/**
+ * A JSON call to the service with a bearer key (an admin token or an API key); anything but 2xx
+ * throws with the answer's start.
+ */
+export async function callJson<T = Record<string, any>>(
+  baseUrl: string,
+  method: string,
+  p: string,
+  key: string,
+  body?: unknown,
+): Promise<T> {
+  const res = await fetch(baseUrl + p, {
+    method,
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${p}: HTTP ${res.status} ${text.slice(0, 500)}`);
+  return JSON.parse(text) as T;
+}
+
+/** The postmaster's pid of an embedded Postgres data directory (to read its CPU). */
+export function postmasterPid(pgDataDir: string): number {
+  return Number(fs.readFileSync(path.join(pgDataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+}

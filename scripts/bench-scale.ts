@@ -48,6 +48,7 @@ import { freePort } from '../src/db/embedded.ts';
 import { randomToken } from '../src/ids.ts';
 import {
   type Child,
+  callJson,
   closeStream,
   type EmulatorProcess,
   envInt,
@@ -152,15 +153,8 @@ async function startService(dir: string, env: Record<string, string>): Promise<S
   return service;
 }
 
-async function api<T>(s: Service, method: string, p: string, key: string, body?: unknown): Promise<T> {
-  const res = await fetch(s.url + p, {
-    method,
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${p}: HTTP ${res.status} ${text.slice(0, 500)}`);
-  return JSON.parse(text) as T;
+function api<T>(s: Service, method: string, p: string, key: string, body?: unknown): Promise<T> {
+  return callJson<T>(s.url, method, p, key, body);
 }
 
 /** The JSONL as one multipart/form-data stream (purpose, then the file), never in memory. */

@@ -44,10 +44,12 @@ import { createPredictionClient, type PredictionServiceClient } from '../src/ver
 import { toGeminiRequest } from '../src/vertex/translate.ts';
 import {
   type Child,
+  callJson,
   machineTicks,
   makeTempDir,
   median,
   postgresCpuMs,
+  postmasterPid,
   processCpuMs,
   runMain,
   startChild,
@@ -281,7 +283,7 @@ async function main(): Promise<void> {
       const pgDir = path.join(dir, 'pg', 'data');
       embedded = await startEmbeddedPostgres(pgDir);
       databaseUrl = embedded.connectionString('postgres');
-      postmaster = Number(fs.readFileSync(path.join(pgDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+      postmaster = postmasterPid(pgDir);
     }
 
     // The emulators, then the service pointed at them.
@@ -328,15 +330,7 @@ async function main(): Promise<void> {
     // Users, with quota for every request they could make.
     const perUserMax = opts.warmup + opts.rounds * opts.requests;
     const startQuota = perUserMax * price + 1_000_000;
-    const admin = async (method: string, p: string, body?: unknown) => {
-      const res = await fetch(url + p, {
-        method,
-        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${await res.text()}`);
-      return (await res.json()) as Record<string, any>;
-    };
+    const admin = (method: string, p: string, body?: unknown) => callJson(url, method, p, ADMIN_TOKEN, body);
     const users: Array<{ id: number; key: string; ok: number }> = [];
     for (let u = 0; u < opts.users; u++) {
       const created = await admin('POST', '/admin/users', { name: `bench user ${u}`, quota: startQuota });

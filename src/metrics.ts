@@ -102,6 +102,8 @@ export class Metrics {
   });
 
   private sources: MetricSources | null = null;
+  /** The queue's counts of this scrape: read once for both gauges that show them. */
+  private queueReading: Promise<Awaited<ReturnType<MetricSources['queueCounts']>> | null> = Promise.resolve(null);
 
   constructor() {
     const metrics = this;
@@ -124,7 +126,7 @@ export class Metrics {
       registers: [this.registry],
       async collect() {
         this.reset();
-        for (const q of (await metrics.read((s) => s.queueCounts()))?.queues ?? []) {
+        for (const q of (await metrics.queueReading)?.queues ?? []) {
           if (q.name.startsWith(PG_BOSS_INTERNAL)) continue;
           this.set({ job: q.name, state: 'ready' }, q.queued);
           this.set({ job: q.name, state: 'active' }, q.active);
@@ -138,7 +140,7 @@ export class Metrics {
       registers: [this.registry],
       async collect() {
         this.reset();
-        const counts = await metrics.read((s) => s.queueCounts());
+        const counts = await metrics.queueReading;
         if (counts) this.set(counts.deadJobs);
       },
     });
@@ -169,6 +171,7 @@ export class Metrics {
 
   /** Process metrics, then the service's: Prometheus' text format. */
   async render(): Promise<string> {
+    this.queueReading = this.read((s) => s.queueCounts());
     return (await processMetrics().metrics()) + (await this.registry.metrics());
   }
 }

@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
 import multer from 'multer';
 import type { DatabaseAvailability } from '../db/availability.ts';
@@ -17,6 +18,23 @@ export function bearer(req: Request): string | null {
   if (!header) return null;
   const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
   return m ? m[1] : '';
+}
+
+/** Whether a token given matches the one expected, in constant time (no timing tells how much of it was right). */
+export function sameSecret(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/**
+ * A strong ETag for a body that does not change while the process runs (a page, the API
+ * document), made once: JSON answers carry no ETag (the app hashes none), but these are
+ * revalidated on each load, and with this tag set `res.send` answers a matching
+ * `If-None-Match` with a 304.
+ */
+export function fixedETag(body: string | Buffer): string {
+  return `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`;
 }
 
 export function apiKeyAuth(authenticate: (key: string) => Promise<number | null>) {

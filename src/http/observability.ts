@@ -1,9 +1,9 @@
-import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { Express, NextFunction, Request, RequestHandler, Response } from 'express';
 import { ApiError } from '../errors/api-error.ts';
 import { log } from '../logger.ts';
 import { type Metrics, UNMATCHED_ROUTE } from '../metrics.ts';
-import { bearer } from './middleware.ts';
+import { bearer, sameSecret } from './middleware.ts';
 
 /** A request id a client may choose: short, and nothing that could break a log line or a header. */
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:+=/@-]{1,128}$/;
@@ -111,13 +111,9 @@ function withoutSecrets(url: string): string {
  * `Authorization: Bearer <METRICS_TOKEN>` (else 401 in the usual error envelope).
  */
 export function metricsEndpoint(metrics: Metrics, token: string | null): RequestHandler {
-  const expected = token === null ? null : Buffer.from(token);
   return async (req: Request, res: Response) => {
-    if (expected) {
-      const given = Buffer.from(bearer(req) ?? '');
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-        throw new ApiError('invalid_metrics_token', 'Send Authorization: Bearer <METRICS_TOKEN>.');
-      }
+    if (token !== null && !sameSecret(bearer(req) ?? '', token)) {
+      throw new ApiError('invalid_metrics_token', 'Send Authorization: Bearer <METRICS_TOKEN>.');
     }
     const body = await metrics.render();
     res.set('Content-Type', metrics.contentType).set('Cache-Control', 'no-store').send(body);

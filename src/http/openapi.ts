@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { BATCH_ENDPOINTS } from '../batches/batch-service.ts';
 import { BATCH_STATUSES } from '../batches/batch-states.ts';
 import { BATCH_ERRORS, errorType, HTTP_ERRORS, type HttpErrorCode } from '../errors/codes.ts';
 import { FILE_PURPOSES } from '../files/file-queries.ts';
@@ -17,9 +18,6 @@ import { WEBHOOK_EVENTS } from '../webhooks/webhook-queries.ts';
  */
 
 type Schema = Record<string, unknown>;
-
-/** The batch endpoints a batch runs (the same list the batch routes check `endpoint` against). */
-const BATCH_ENDPOINTS = ['/v1/images/generations', '/v1/images/edits'];
 
 // ---- schema helpers ---------------------------------------------------------------------------
 
@@ -81,13 +79,13 @@ const listOf = (item: string, description: string): Schema =>
   );
 
 /** The image request body, from the schema the batch lines are checked with. */
-function imageRequestSchema(): Schema {
+const IMAGE_REQUEST_SCHEMA: Schema = (() => {
   const file = JSON.parse(
     fs.readFileSync(new URL('../../schemas/image-request.schema.json', import.meta.url), 'utf8'),
   ) as Schema;
   const { $schema: _s, $id: _i, $comment: _c, title: _t, ...schema } = file;
   return schema;
-}
+})();
 
 // ---- errors ----------------------------------------------------------------------------------
 
@@ -198,6 +196,8 @@ interface OperationSpec {
   ok: Record<number, Schema>;
   /** Errors of this operation besides its group's, each with what it means here. */
   errors?: Record<number, string>;
+  /** Answered with a fixed ETag: a matching `If-None-Match` gets a 304. */
+  revalidated?: true;
 }
 
 function operation(spec: OperationSpec): Schema {
@@ -327,7 +327,7 @@ function components(): Schema {
     privacy_accepted_at: nullable(unix('When the privacy policy was accepted.')),
     created_at: unix(),
   };
-  const imageRequest = imageRequestSchema();
+  const imageRequest = structuredClone(IMAGE_REQUEST_SCHEMA);
   return {
     securitySchemes: {
       apiKey: {
@@ -665,13 +665,7 @@ function components(): Schema {
 function paths(): Record<string, Schema> {
   const p: Record<string, Schema> = {};
   const add = (path: string, method: string, spec: OperationSpec) => {
-    // A GET answered with res.json or res.send carries an ETag: a matching If-None-Match gets a 304.
-    const tagged = Object.values(spec.ok).some((r) => {
-      const content = (r.content ?? {}) as Record<string, unknown>;
-      return 'application/json' in content || 'text/html' in content;
-    });
-    const ok =
-      method === 'get' && tagged ? { ...spec.ok, 304: { $ref: '#/components/responses/NotModified' } } : spec.ok;
+    const ok = spec.revalidated ? { ...spec.ok, 304: { $ref: '#/components/responses/NotModified' } } : spec.ok;
     p[path] = { ...p[path], [method]: operation({ ...spec, ok }) };
   };
 
@@ -715,6 +709,7 @@ function paths(): Record<string, Schema> {
     summary: 'This document',
     access: 'public',
     ok: { 200: json({ type: 'object' }, 'The OpenAPI 3.1 document of the API.') },
+    revalidated: true,
   });
   add('/docs', 'get', {
     id: 'docs',
@@ -723,6 +718,7 @@ function paths(): Record<string, Schema> {
     description: 'This document, rendered (Swagger UI, served by the gateway itself).',
     access: 'public',
     ok: { 200: { description: 'An HTML page.', content: { 'text/html': { schema: str() } } } },
+    revalidated: true,
   });
 
   // ---- privacy
@@ -1049,7 +1045,7 @@ function paths(): Record<string, Schema> {
     ok: imageOk,
     errors: imageErrors,
   });
-  const request = imageRequestSchema().properties as Record<string, Schema>;
+  const request = structuredClone(IMAGE_REQUEST_SCHEMA).properties as Record<string, Schema>;
   const { image_config: _config, ...formFields } = request;
   add('/v1/images/edits', 'post', {
     id: 'editImage',

@@ -1,3 +1,4 @@
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type express from 'express';
 import { createApp } from '../../src/http/app.ts';
@@ -65,6 +66,18 @@ function documentedRoutes(): string[] {
   return routes.sort();
 }
 
+/** The status of a plain GET with exactly these headers. */
+function statusOf(url: string, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { headers }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      })
+      .on('error', reject);
+  });
+}
+
 describe('GET /openapi.json', () => {
   it('serves the document, with the relative server when PUBLIC_URL is unset', async () => {
     const a = await call(`${svc.url}/openapi.json`);
@@ -79,6 +92,20 @@ describe('GET /openapi.json', () => {
     const anonymous = await call(`${svc.url}/openapi.json`);
     const withKey = await call(`${svc.url}/openapi.json`, { key });
     expect(withKey.text).toBe(anonymous.text);
+  });
+
+  it('is revalidated by its ETag (a 304 when unchanged), while API answers carry none', async () => {
+    for (const page of ['/openapi.json', '/docs']) {
+      const first = await call(`${svc.url}${page}`);
+      const tag = first.headers.get('etag');
+      expect(tag).toMatch(/^"[\w-]{27}"$/);
+      // Not fetch: a conditional fetch adds `Cache-Control: no-cache`, which a server must not answer with a 304.
+      expect(await statusOf(`${svc.url}${page}`, { 'if-none-match': tag! })).toBe(304);
+      expect(await statusOf(`${svc.url}${page}`, { 'if-none-match': '"other"' })).toBe(200);
+    }
+    const models = await call(`${svc.url}/v1/models`, { key });
+    expect(models.status).toBe(200);
+    expect(models.headers.get('etag')).toBeNull();
   });
 });
 

@@ -1,9 +1,8 @@
-import { timingSafeEqual } from 'node:crypto';
 import { type NextFunction, type Request, type RequestHandler, type Response, Router } from 'express';
 import type { ModelPatch } from '../../billing/model-catalog.ts';
 import { ApiError } from '../../errors/api-error.ts';
 import type { Services } from '../../services.ts';
-import { bearer } from '../middleware.ts';
+import { bearer, sameSecret } from '../middleware.ts';
 import { listLimit, singleQuery } from '../query.ts';
 import { deadJobView, ledgerView, modelView, systemView, unix, userView } from '../views.ts';
 
@@ -123,10 +122,7 @@ function adminAuth(token: string | null) {
     if (!token) throw new ApiError('admin_disabled', 'The admin API is disabled: set ADMIN_TOKEN to enable it.');
     const given = bearer(req);
     if (given === null) throw new ApiError('missing_admin_token', 'Send Authorization: Bearer <ADMIN_TOKEN>.');
-    const a = Buffer.from(given);
-    const b = Buffer.from(token);
-    if (a.length !== b.length || !timingSafeEqual(a, b))
-      throw new ApiError('invalid_admin_token', 'Wrong admin token.');
+    if (!sameSecret(given, token)) throw new ApiError('invalid_admin_token', 'Wrong admin token.');
     next();
   };
 }

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import express, { type NextFunction, type Request, type Response, Router } from 'express';
 import type { Services } from '../../services.ts';
+import { fixedETag } from '../middleware.ts';
 
 /** The dashboard's own files: plain ES modules, served as they are (there is no build step). */
 const DASHBOARD_DIR = fileURLToPath(new URL('../../dashboard/', import.meta.url));
@@ -59,8 +60,9 @@ export function dashboardRoutes(s: Services): Router {
     });
     next();
   };
+  const pageTag = fixedETag(page);
   r.get('/', secure, (_req, res) => {
-    res.set({ 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-cache' }).send(page);
+    res.set({ 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-cache', ETag: pageTag }).send(page);
   });
   r.get('/dashboard/vendor/:tag/:file', secure, (req, res, next) => {
     const { tag, file: name } = req.params as { tag: string; file: string };

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import express, { type NextFunction, type Request, type Response, Router } from 'express';
 import type { Services } from '../../services.ts';
+import { fixedETag } from '../middleware.ts';
 import { buildOpenApi } from '../openapi.ts';
 
 /** Our page and the script that starts Swagger UI on it. */
@@ -48,11 +49,15 @@ export function docsRoutes(s: Services): Router {
   const assets = { index: false, redirect: false, setHeaders: (res: Response) => res.set('Cache-Control', 'no-cache') };
 
   const r = Router();
+  const documentText = JSON.stringify(document);
+  const documentTag = fixedETag(documentText);
+  const pageTag = fixedETag(page);
   r.get('/openapi.json', (_req, res) => {
-    res.set('Cache-Control', 'no-cache').json(document);
+    res.set({ 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-cache', ETag: documentTag });
+    res.send(documentText);
   });
   r.get('/docs', secure, (_req, res) => {
-    res.set({ 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-cache' }).send(page);
+    res.set({ 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-cache', ETag: pageTag }).send(page);
   });
   r.use(
     '/docs',
