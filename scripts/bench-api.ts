@@ -125,7 +125,7 @@ async function bare(port: number, bodiesFile: string): Promise<void> {
  * hex, so the primary keys grow at their right edge instead of splitting pages all over: that
  * is what made a row-by-row load take many minutes, and no read depends on the ids' order.
  */
-export async function seed(db: pg.Client, opts: { user: number; other: number; rows: number; otherRows: number }) {
+async function seed(db: pg.Client, opts: { user: number; other: number; rows: number; otherRows: number }) {
   const snapshot = JSON.stringify((await listModels(db, null, true))[0]);
   const every = opts.otherRows > 0 ? Math.max(1, Math.floor(opts.rows / opts.otherRows)) : 0;
   // The owners of row g: the user always, the other user on every `every`-th row (up to otherRows).
@@ -521,9 +521,7 @@ async function main(): Promise<void> {
   if (failed) process.exitCode = 1;
 }
 
-if (!import.meta.main) {
-  // imported for its seed (exploring plans by hand)
-} else if (process.argv[2] === 'bare') {
+if (process.argv[2] === 'bare') {
   await bare(Number(process.argv[3]), process.argv[4]);
 } else {
   await runMain(main);

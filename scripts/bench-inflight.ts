@@ -310,9 +310,11 @@ async function main() {
     upstream = slow.vertexPort;
     phase = 'inflight';
     await sleep(5000); // the latency batches' last steps and timers, out of the idle figure
-    const idleStart = { cpu: processCpuMs(servicePid), pg: postgresCpuMs(postmaster), at: Date.now() };
+    /** The service's and Postgres's CPU so far, and when. */
+    const point = (at = Date.now()): CpuPoint => ({ cpu: processCpuMs(servicePid), pg: postgresCpuMs(postmaster), at });
+    const idleStart = point();
     await sleep(IDLE_SECONDS * 1000);
-    const idle = cpuShare(idleStart, { cpu: processCpuMs(servicePid), pg: postgresCpuMs(postmaster), at: Date.now() });
+    const idle = cpuShare(idleStart, point());
     say(
       `idle (baseline): service ${pct(idle.service)} of a core, Postgres ${pct(idle.postgres)} over ${IDLE_SECONDS} s`,
     );
@@ -355,7 +357,7 @@ async function main() {
     })();
 
     const createStart = Date.now();
-    const allStart = { cpu: processCpuMs(servicePid), pg: postgresCpuMs(postmaster), at: createStart };
+    const allStart = point(createStart);
     // Where else the time went: the emulators' processes, and this one (client and proxy).
     const othersCpu = () => {
       const own = process.cpuUsage();
@@ -401,7 +403,6 @@ async function main() {
     // Two windows while every job waits: the first minute after the last submission, when the
     // youngest jobs are looked at every few seconds (reported), then the rest until the first job
     // leaves the queue (the target).
-    const point = (): CpuPoint => ({ cpu: processCpuMs(servicePid), pg: postgresCpuMs(postmaster), at: Date.now() });
     const getsBetween = (a: CpuPoint, b: CpuPoint) =>
       calls.inflight.filter((c) => c.method === 'get' && c.at >= a.at && c.at <= b.at).length;
     let settling: (ReturnType<typeof cpuShare> & { gets: number }) | null = null;
@@ -433,7 +434,7 @@ async function main() {
       if (Date.now() - createStart > 30 * 60_000) throw new Error(`only ${rows[0].n} batches finished after 30 min`);
       await sleep(500);
     }
-    const all = cpuShare(allStart, { cpu: processCpuMs(servicePid), pg: postgresCpuMs(postmaster), at: finishedAt });
+    const all = cpuShare(allStart, point(finishedAt));
     const othersEnd = othersCpu();
     const share = (k: 'emulators' | 'bench') => (othersEnd[k] - othersStart[k]) / (finishedAt - createStart);
     sampling = false;

@@ -3,7 +3,7 @@ import { BATCH_STATUSES } from './batches/batch-states.ts';
 import type { QueueCounts } from './pipeline/job-queue.ts';
 
 /** What the gauges read from at scrape time: the database and the job queue. */
-export interface MetricSources {
+interface MetricSources {
   /** Batches per status, deleted ones left out; a status absent from the map has none. */
   batchCounts(): Promise<Map<string, number>>;
   queueCounts(): Promise<{ queues: QueueCounts[]; deadJobs: number }>;
@@ -40,7 +40,7 @@ const GRPC_CODES = [
  * The status name of a finished Vertex call: the gRPC code the client reports (it maps HTTP
  * statuses to them too), the errno of a connection that failed (`ECONNREFUSED`), else UNKNOWN.
  */
-export function vertexCallCode(err: unknown): string {
+function vertexCallCode(err: unknown): string {
   if (err === null || err === undefined) return 'OK';
   const code = (err as { code?: unknown }).code;
   if (typeof code === 'number') return GRPC_CODES[code] ?? 'UNKNOWN';

@@ -23,8 +23,6 @@ export interface BatchList {
   last_id: string | null;
 }
 
-export const FINISHED_STATUSES = ['completed', 'failed', 'expired', 'cancelled'];
-
 /**
  * The user API over fetch. Every failure becomes a `CliError` carrying the exit code its kind
  * maps to, with the service's own message and code, so commands never inspect HTTP statuses.
@@ -125,7 +123,7 @@ export class GatewayClient {
 }
 
 /** "cannot reach …": fetch's own message ("fetch failed") says nothing, the cause says why. */
-export function unreachable(baseUrl: string, err: unknown): CliError {
+function unreachable(baseUrl: string, err: unknown): CliError {
   const cause = (err as { cause?: { code?: string; message?: string } }).cause;
   const why = cause?.code ?? cause?.message ?? (err as Error).message;
   return new CliError(

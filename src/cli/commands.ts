@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { type Batch, FINISHED_STATUSES, GatewayClient } from './api-client.ts';
+import { type BatchStatus, FINISHED } from '../batches/batch-states.ts';
+import { type Batch, GatewayClient } from './api-client.ts';
 import { CliError, EXIT, type ExitCode } from './cli-error.ts';
 import { downloadResults, fileStem } from './output-writer.ts';
 import { type ProgressView, progressView, waitForBatch } from './wait.ts';
@@ -61,7 +62,7 @@ The privacy policy must have been accepted first (ibg accept-privacy).`,
         print(ctx, ctx.json ? batch : `${batch.id} ${batch.status}`);
         return EXIT.ok;
       }
-      return finish(ctx, await waitWithProgress(ctx, client, batch.id), out);
+      return finish(ctx, client, await waitWithProgress(ctx, client, batch.id), out);
     },
   },
   status: {
@@ -134,7 +135,7 @@ the batch ended, as for submit --wait (4 for a cancelled batch, whose finished p
     async run(ctx, values, [id]) {
       const client = ctx.client();
       let batch = await client.getBatch(id);
-      if (!FINISHED_STATUSES.includes(batch.status)) {
+      if (!FINISHED.includes(batch.status as BatchStatus)) {
         if (!values.wait) {
           throw new CliError(
             `${batch.id} is ${batch.status}: its results come when it has finished (add --wait)`,
@@ -295,10 +296,10 @@ async function waitWithProgress(ctx: Context, client: GatewayClient, id: string)
  * After a wait: the summary, the results when asked for (also of a cancelled or expired batch:
  * what finished is in its files), and the exit code its end maps to.
  */
-async function finish(ctx: Context, batch: Batch, out: string | undefined): Promise<ExitCode> {
+async function finish(ctx: Context, client: GatewayClient, batch: Batch, out: string | undefined): Promise<ExitCode> {
   print(ctx, ctx.json ? batch : outcome(batch));
   if (out !== undefined && (batch.output_file_id || batch.error_file_id)) {
-    const summary = await downloadResults(ctx.client(), batch, out);
+    const summary = await downloadResults(client, batch, out);
     ctx.io.err.write(`${wrote(summary)}\n`);
   }
   return ending(ctx, batch);

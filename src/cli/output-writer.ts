@@ -2,9 +2,11 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { Readable, type Writable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { IMAGE_EXTENSIONS } from '../storage/object-keys.ts';
+import { finish, writeWithBackpressure } from '../storage/streams.ts';
 import type { Batch, GatewayClient } from './api-client.ts';
 import { CliError, EXIT } from './cli-error.ts';
 
@@ -39,7 +41,7 @@ export async function downloadResults(client: GatewayClient, batch: Batch, dir: 
         const data = line.error == null ? line.response?.body?.data : undefined;
         if (!Array.isArray(data) || typeof line.custom_id !== 'string') {
           // Not an image line (today failures go to the error file; a future format may inline them).
-          await write(errors, Buffer.concat([raw, NEWLINE]));
+          await writeWithBackpressure(errors, Buffer.concat([raw, NEWLINE]));
           summary.errorLines++;
           continue;
         }
@@ -55,12 +57,12 @@ export async function downloadResults(client: GatewayClient, batch: Batch, dir: 
       // Copied line by line, unchanged: the error file's lines are already the failure records.
       for await (const raw of splitLines(await client.fileContent(batch.error_file_id))) {
         if (raw.length === 0) continue;
-        await write(errors, Buffer.concat([raw, NEWLINE]));
+        await writeWithBackpressure(errors, Buffer.concat([raw, NEWLINE]));
         summary.errorLines++;
       }
     }
   } finally {
-    await new Promise<void>((resolve, reject) => errors.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    await finish(errors);
   }
   return summary;
 }
@@ -92,15 +94,13 @@ export function fileStem(customId: string): string {
 }
 
 /** The extension an image's first bytes call for: png, jpg or webp (bin when none matches). */
-export function imageExtension(bytes: Uint8Array): string {
+function imageExtension(bytes: Uint8Array): string {
   const ascii = (from: number, to: number) => Buffer.from(bytes.subarray(from, to)).toString('latin1');
   if (ascii(0, 8) === '\x89PNG\r\n\x1a\n') return 'png';
   if (bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return 'jpg';
   if (ascii(0, 4) === 'RIFF' && ascii(8, 12) === 'WEBP') return 'webp';
   return 'bin';
 }
-
-const TYPE_EXTENSIONS: Record<string, string> = { 'image/png': 'png', 'image/jpeg': 'jpg', 'image/webp': 'webp' };
 
 /** `{b64_json}` is decoded and written; `{url}` is fetched and streamed to the file. */
 async function writeImage(client: GatewayClient, image: { b64_json?: unknown; url?: unknown }, base: string) {
@@ -113,7 +113,7 @@ async function writeImage(client: GatewayClient, image: { b64_json?: unknown; ur
     const res = await client.fetchLink(image.url);
     const type = (res.headers.get('content-type') ?? '').split(';')[0].trim().toLowerCase();
     const fromPath = path.extname(new URL(image.url).pathname).slice(1).toLowerCase();
-    const ext = TYPE_EXTENSIONS[type] ?? (['png', 'jpg', 'webp'].includes(fromPath) ? fromPath : 'bin');
+    const ext = IMAGE_EXTENSIONS[type] ?? (['png', 'jpg', 'webp'].includes(fromPath) ? fromPath : 'bin');
     await pipeline(Readable.fromWeb(res.body as WebReadableStream), fs.createWriteStream(`${base}.${ext}`));
     return;
   }
@@ -141,7 +141,7 @@ function parseLine(raw: Buffer, fileId: string, lineNo: number): OutputLine {
  * The lines of a byte stream, without their `\n` (or `\r\n`), as they arrive. A generator pulled
  * by `for await`, so the stream is read only as fast as the lines are used: nothing piles up.
  */
-export async function* splitLines(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Buffer> {
+async function* splitLines(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Buffer> {
   let pending: Buffer[] = [];
   for await (const c of chunks) {
     const chunk = Buffer.from(c.buffer, c.byteOffset, c.byteLength);
@@ -160,16 +160,4 @@ export async function* splitLines(chunks: AsyncIterable<Uint8Array>): AsyncGener
 
 function trimCr(line: Buffer): Buffer {
   return line.length && line[line.length - 1] === 13 ? line.subarray(0, -1) : line;
-}
-
-async function write(out: Writable, bytes: Buffer): Promise<void> {
-  if (out.write(bytes)) return;
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error) => reject(err);
-    out.once('error', onError);
-    out.once('drain', () => {
-      out.off('error', onError);
-      resolve();
-    });
-  });
 }

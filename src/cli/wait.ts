@@ -1,5 +1,6 @@
 import cliProgress from 'cli-progress';
-import { type Batch, FINISHED_STATUSES, type GatewayClient } from './api-client.ts';
+import { type BatchStatus, FINISHED } from '../batches/batch-states.ts';
+import type { Batch, GatewayClient } from './api-client.ts';
 import { CliError, EXIT } from './cli-error.ts';
 
 /** How a waiting command shows a batch's progress. */
@@ -48,7 +49,7 @@ export async function waitForBatch(
       continue;
     }
     view.update(batch);
-    if (FINISHED_STATUSES.includes(batch.status)) return batch;
+    if (FINISHED.includes(batch.status as BatchStatus)) return batch;
     const c = batch.request_counts;
     const now = `${batch.status} ${c.total} ${c.completed} ${c.failed}`;
     delay = now === seen ? Math.min(delay * 1.5, maxDelayMs) : minDelayMs;
@@ -58,7 +59,7 @@ export async function waitForBatch(
 }
 
 /** "batch_… in_progress 12/40 (30%)", plus ", 2 failed" when some did. */
-export function progressLine(b: Batch): string {
+function progressLine(b: Batch): string {
   const { total, completed, failed } = b.request_counts;
   const done = completed + failed;
   const pct = total > 0 ? Math.floor((done * 100) / total) : 0;

@@ -180,13 +180,11 @@ export function UserPage({ id }) {
   const [missing, setMissing] = useState(false);
   const [notice, setNotice] = useState(null);
   const [newKey, setNewKey] = useState(null);
-  const [ledgerVersion, setLedgerVersion] = useState(0);
   const path = `admin/users/${encodeURIComponent(id)}`;
 
   const load = useCallback(async () => {
     try {
       setUser(await api(path));
-      setLedgerVersion((v) => v + 1);
     } catch (err) {
       if (err.status === 404 || err.code === 'invalid_id') setMissing(true);
       else setNotice(errorNotice(err));
@@ -260,7 +258,7 @@ export function UserPage({ id }) {
                   ${newKey ? html`<${NewKey} apiKey=${newKey} who=${user.name} />` : null}
                 </section>
               </div>
-              <${Ledger} user=${user} version=${ledgerVersion} />`
+              <${Ledger} user=${user} />`
     }
   </main>`;
 }
@@ -339,7 +337,7 @@ function Keys({ keys, onRevoke }) {
  * The user's billing log, oldest first, with the ledger's invariant: users start at quota 0 and
  * every change writes a log row, so the quota must equal the sum of the rows' deltas.
  */
-function Ledger({ user, version }) {
+function Ledger({ user }) {
   const [rows, setRows] = useState([]);
   const [more, setMore] = useState(false);
   const [notice, setNotice] = useState(null);
@@ -356,9 +354,10 @@ function Ledger({ user, version }) {
     },
     [user.id],
   );
+  // Each load of the user (a top-up, a new key) is a new object: its rows are read again with it.
   useEffect(() => {
     void fetchRows(null);
-  }, [fetchRows, version]);
+  }, [fetchRows, user]);
 
   const l = user.ledger;
   return html`<section aria-labelledby="ledger-title">

@@ -65,18 +65,24 @@ export async function api(path, { method = 'GET', body, secret, signal } = {}) {
     });
   } catch (err) {
     if (err?.name === 'AbortError') throw err;
-    throw new ApiError(0, { message: 'The service cannot be reached; check the connection and try again.' });
+    throw unreachable();
   }
-  const text = await res.text();
-  let json = null;
-  try {
-    json = text ? JSON.parse(text) : null;
-  } catch {
-    json = null;
-  }
+  const json = parseJson(await res.text());
   if (!res.ok) throw failed(res.status, json, secret === undefined);
   return json;
 }
+
+/** An answer's JSON, or null when it has none (an empty body, a proxy's HTML page). */
+function parseJson(text) {
+  try {
+    return text ? JSON.parse(text) : null;
+  } catch {
+    return null;
+  }
+}
+
+const unreachable = () =>
+  new ApiError(0, { message: 'The service cannot be reached; check the connection and try again.' });
 
 /** A query string from the defined, non-empty values. */
 export function query(params) {
@@ -99,12 +105,7 @@ export function upload(path, form, onProgress) {
       if (e.lengthComputable) onProgress?.(e.loaded / e.total);
     };
     xhr.onload = () => {
-      let json = null;
-      try {
-        json = JSON.parse(xhr.responseText);
-      } catch {
-        json = null;
-      }
+      const json = parseJson(xhr.responseText);
       if (xhr.status >= 200 && xhr.status < 300) resolve(json);
       else reject(failed(xhr.status, json));
     };
@@ -127,17 +128,9 @@ export async function downloadFile(fileId, filename) {
       cache: 'no-store',
     });
   } catch {
-    throw new ApiError(0, { message: 'The service cannot be reached; check the connection and try again.' });
+    throw unreachable();
   }
-  if (!res.ok) {
-    let json = null;
-    try {
-      json = await res.json();
-    } catch {
-      json = null;
-    }
-    throw failed(res.status, json);
-  }
+  if (!res.ok) throw failed(res.status, parseJson(await res.text()));
   const url = URL.createObjectURL(await res.blob());
   const a = document.createElement('a');
   a.href = url;

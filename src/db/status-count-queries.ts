@@ -1,7 +1,7 @@
 import type { Db } from './pool.ts';
 
 /** The tables counted by status, as sql/0006_status_counts.sql names them. */
-export type CountedTable = 'batches' | 'image_jobs';
+type CountedTable = 'batches' | 'image_jobs';
 
 /** Deltas a reader sums before it folds them (a fold of this many takes milliseconds). */
 const FOLD_AT_DELTAS = 1000;

@@ -28,7 +28,6 @@ export interface LineResult {
   /** The JSON text of the output line (no trailing newline). */
   text: string;
   ok: boolean;
-  directives: Set<Directive>;
 }
 
 interface Part {
@@ -147,17 +146,14 @@ export async function answerLine(line: string, ctx: ResponderContext): Promise<L
     );
     return {
       ok: false,
-      directives: new Set(),
       text: JSON.stringify({ request: line, status: err.statusText, processed_time: processedTime }),
     };
   }
   const request = (parsed as { request?: unknown })?.request;
-  const directives = requestDirectives(request);
   try {
     const response = await generateContent(request, ctx);
     return {
       ok: true,
-      directives,
       text: `{"request":${echoOf(line, parsed, request)},"status":"","response":${response},"processed_time":${JSON.stringify(processedTime)}}`,
     };
   } catch (err) {
@@ -165,7 +161,6 @@ export async function answerLine(line: string, ctx: ResponderContext): Promise<L
       err instanceof GenerateContentError ? err : new GenerateContentError(500, 'INTERNAL', (err as Error).message);
     return {
       ok: false,
-      directives,
       text: JSON.stringify({ request: request ?? parsed, status: lineErr.statusText, processed_time: processedTime }),
     };
   }

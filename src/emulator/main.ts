@@ -19,18 +19,7 @@ const emulators = await startEmulators({
   dataDir,
   gcsPort: emulator.gcsPort,
   vertexPort: emulator.vertexPort,
-  vertex: {
-    queueMs: emulator.queueMs,
-    queueExpireMs: emulator.queueExpireMs,
-    lineMs: emulator.lineMs,
-    slowMs: emulator.slowMs,
-    onlineMs: emulator.onlineMs,
-    imagePadBytes: emulator.imagePadBytes,
-    image: emulator.image,
-    maxRunningJobs: emulator.maxRunningJobs,
-    jobFault: emulator.jobFault,
-    transportFaults: emulator.transportFaults,
-  },
+  vertex: emulator,
 });
 
 console.log(`Cloud Storage emulator: ${emulators.gcs.url}  (new Storage({ apiEndpoint: '${emulators.gcs.url}' }))`);

@@ -161,17 +161,21 @@ export class JsonLineScanner {
         at++;
       }
     }
-    // Base64 has neither quotes nor backslashes: for a long image this is a few native scans per chunk.
+    // Base64 has neither quotes nor backslashes: for a long image this is a few native scans per
+    // chunk. The next quote is found first and the escapes and line feeds looked for only before
+    // it, so that a short string costs its own length, not the rest of the chunk.
     for (;;) {
       const quote = chunk.indexOf(QUOTE, at);
-      const backslash = chunk.indexOf(BACKSLASH, at);
-      const lf = chunk.indexOf(LF, at);
-      const stop = Math.min(...[quote, backslash, lf].map((p) => (p === -1 ? chunk.length : p)));
-      if (stop === chunk.length) {
+      const inside = chunk.subarray(at, quote === -1 ? chunk.length : quote);
+      const b = inside.indexOf(BACKSLASH);
+      const l = inside.indexOf(LF);
+      const backslash = b === -1 ? -1 : at + b;
+      const lf = l === -1 ? -1 : at + l;
+      if (backslash === -1 && lf === -1 && quote === -1) {
         this.text(chunk, i, chunk.length);
         return chunk.length;
       }
-      if (stop === backslash) {
+      if (backslash !== -1 && (lf === -1 || backslash < lf)) {
         if (backslash + 1 >= chunk.length) {
           this.escapePending = true;
           this.text(chunk, i, chunk.length);
@@ -180,7 +184,7 @@ export class JsonLineScanner {
         at = chunk[backslash + 1] === LF ? backslash + 1 : backslash + 2;
         continue;
       }
-      if (stop === lf) {
+      if (lf !== -1) {
         // Not valid JSON: the string never closed. The line ends here all the same.
         this.text(chunk, i, lf);
         this.sink?.end();
@@ -219,7 +223,7 @@ export class JsonLineScanner {
 }
 
 /** The string a JSON string's raw text (between the quotes) stands for, or null when it is not valid. */
-export function jsonStringText(raw: string): string | null {
+function jsonStringText(raw: string): string | null {
   if (!raw.includes('\\')) return raw;
   try {
     return JSON.parse(`"${raw}"`) as string;

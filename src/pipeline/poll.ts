@@ -72,7 +72,7 @@ export async function finalizeWhenAllDone(s: Services, tx: pg.PoolClient, batchI
 }
 
 /** Each look that saw no change of the job's state waits this many times longer than the last. */
-export const POLL_BACKOFF = 2;
+const POLL_BACKOFF = 2;
 
 /**
  * The wait before look number `attempt` (0-based since the job's state last changed):

@@ -30,7 +30,11 @@ export const resultKeys = (userId: number, batchId: string, run: string) => {
 };
 
 /** File extensions of the image types a model returns; anything else is stored as `.bin`. */
-const IMAGE_EXTENSIONS: Record<string, string> = { 'image/png': 'png', 'image/jpeg': 'jpg', 'image/webp': 'webp' };
+export const IMAGE_EXTENSIONS: Record<string, string> = {
+  'image/png': 'png',
+  'image/jpeg': 'jpg',
+  'image/webp': 'webp',
+};
 
 /** `image/png; foo=bar` → `image/png`. */
 const bareType = (mimeType: string) => mimeType.split(';')[0].trim().toLowerCase();

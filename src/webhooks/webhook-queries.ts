@@ -1,3 +1,4 @@
+import { keysetList } from '../db/keyset-list.ts';
 import type { Db } from '../db/pool.ts';
 
 export const WEBHOOK_EVENTS = ['batch.completed', 'batch.failed', 'batch.cancelled', 'batch.expired'] as const;
@@ -67,19 +68,23 @@ export async function findUserEndpoint(db: Db, userId: number, id: string): Prom
   return rows[0] ?? null;
 }
 
-/** Newest first; `after` is the last id of the previous page (keyset pagination). */
+/** Newest first, after the cursor endpoint: one index seek per form (see keysetList). */
 export async function listUserEndpoints(
   db: Db,
   userId: number,
   opts: { limit: number; after: string | null },
 ): Promise<WebhookEndpointRow[]> {
   const { rows } = await db.query<WebhookEndpointRow>(
-    `SELECT ${endpointColumns} FROM webhook_endpoints
-      WHERE user_id = $1 AND deleted_at IS NULL
-        AND ($2::text IS NULL OR (created_at, id) < (SELECT created_at, id FROM webhook_endpoints WHERE id = $2 AND user_id = $1 AND deleted_at IS NULL))
-      ORDER BY created_at DESC, id DESC
-      LIMIT $3`,
-    [userId, opts.after, opts.limit],
+    keysetList({
+      name: 'list-user-webhook-endpoints',
+      table: 'webhook_endpoints',
+      columns: endpointColumns,
+      live: 'deleted_at IS NULL',
+      userId,
+      filter: null,
+      after: opts.after,
+      limit: opts.limit,
+    }),
   );
   return rows;
 }

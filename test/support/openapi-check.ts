@@ -226,6 +226,14 @@ export function takeViolations(): string[] {
   return recorded.splice(0).flatMap(({ seen, check }) => check.check(seen));
 }
 
+/** Throws when an answer recorded since the last check breaks the document (see takeViolations). */
+export function assertNoViolations(): void {
+  const violations = takeViolations();
+  if (violations.length) {
+    throw new Error(`Answers that break the OpenAPI document (src/http/openapi.ts):\n  ${violations.join('\n  ')}`);
+  }
+}
+
 const isJson = (type: unknown) => typeof type === 'string' && /^application\/json\b/i.test(type);
 
 /**

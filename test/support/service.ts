@@ -7,7 +7,7 @@ import { randomToken } from '../../src/ids.ts';
 import { setLogLevel } from '../../src/logger.ts';
 import { type Runtime, startRuntime } from '../../src/runtime.ts';
 import { withDatabase } from './global-setup.ts';
-import { takeViolations, watchResponses } from './openapi-check.ts';
+import { assertNoViolations, watchResponses } from './openapi-check.ts';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 
@@ -94,8 +94,7 @@ export async function startTestService(overrides: Record<string, string> = {}): 
       await runtime.stop();
       await fs.rm(dataDir, { recursive: true, force: true });
       // Answers given after the last test (in afterAll) are checked here.
-      const violations = takeViolations();
-      if (violations.length) throw new Error(`Answers that break the OpenAPI document:\n  ${violations.join('\n  ')}`);
+      assertNoViolations();
     },
   };
 }
