@@ -323,7 +323,7 @@ async function main(): Promise<void> {
     const price = checked.model.unitPrices[checked.tier];
     const vertexRequest = {
       model: `projects/${PROJECT}/locations/${LOCATION}/${checked.model.publisherModel}`,
-      ...toGeminiRequest(checked.body, checked.model, []),
+      ...toGeminiRequest(checked.body, checked.model, [], { withText: true }),
     };
     const bodyText = JSON.stringify(rawBody);
 

@@ -9,6 +9,9 @@ export type JobFault = 'none' | 'fail' | 'stuck';
 /** `full`: a placeholder rendered per request at the requested size; `tiny`: one small image made once (scale runs). */
 export type EmulatorImage = 'full' | 'tiny';
 
+/** The longest IMAGE_JOB_TTL: a run must end before pg-boss's 24 h bound on its queue. */
+export const MAX_IMAGE_JOB_TTL_MS = 23 * 3_600_000;
+
 /** Vertex methods whose Nth call the emulator can answer with a transport fault. */
 export const VERTEX_METHODS = [
   'CreateBatchPredictionJob',
@@ -24,7 +27,8 @@ export interface TransportFault {
   method: string;
   /** 1-based: the Nth call of that method. */
   call: number;
-  status: 429 | 500 | 503;
+  /** An HTTP error status, or `hang`: no answer until the caller gives up (a call lost on the way). */
+  status: 429 | 500 | 503 | 504 | 'hang';
 }
 
 export interface Config {
@@ -122,6 +126,8 @@ export interface Config {
     fetchAllowPrivateUrls: boolean;
     /** How long fetching one image URL may take. */
     fetchTimeoutMs: number;
+    /** One generateContent call not answered this long is given up and tried again (within the deadline). */
+    callTimeoutMs: number;
   };
 }
 
@@ -229,14 +235,15 @@ export function parseTransportFaults(spec: string | undefined, problems: string[
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean)) {
-    const m = /^([A-Za-z]+):(\d+):(429|500|503)$/.exec(part);
+    const m = /^([A-Za-z]+):(\d+):(429|500|503|504|hang)$/.exec(part);
     if (!m || !(VERTEX_METHODS as readonly string[]).includes(m[1]) || Number(m[2]) < 1) {
       problems.push(
-        `VERTEX_EMULATOR_FAULTS entries look like Method:N:429|500|503 with N ≥ 1 and Method one of ${VERTEX_METHODS.join(', ')} (got '${part}')`,
+        `VERTEX_EMULATOR_FAULTS entries look like Method:N:429|500|503|504|hang with N ≥ 1 and Method one of ${VERTEX_METHODS.join(', ')} (got '${part}')`,
       );
       continue;
     }
-    faults.push({ method: m[1], call: Number(m[2]), status: Number(m[3]) as TransportFault['status'] });
+    const status = m[3] === 'hang' ? 'hang' : (Number(m[3]) as Exclude<TransportFault['status'], 'hang'>);
+    faults.push({ method: m[1], call: Number(m[2]), status });
   }
   return faults;
 }
@@ -345,6 +352,7 @@ export function loadConfig(env: Env = process.env): Config {
       jobTtlMs: r.duration('IMAGE_JOB_TTL', 3_600_000),
       fetchAllowPrivateUrls: r.bool('FETCH_ALLOW_PRIVATE_URLS', false),
       fetchTimeoutMs: r.duration('FETCH_TIMEOUT_MS', 30_000),
+      callTimeoutMs: r.duration('VERTEX_CALL_TIMEOUT_MS', 60_000),
     },
   };
   const secret = config.delivery.urlSigningSecret;
@@ -354,7 +362,10 @@ export function loadConfig(env: Env = process.env): Config {
   if (config.delivery.webhookRetryBaseMs < 100) r.problems.push('WEBHOOK_RETRY_BASE must be at least 100ms');
   if (config.images.syncTimeoutMs < 1000) r.problems.push('SYNC_TIMEOUT_MS must be at least 1s');
   if (config.images.jobTtlMs < 1000) r.problems.push('IMAGE_JOB_TTL must be at least 1s');
+  // A run is bounded by its job's expiry; pg-boss bounds it at 24 h (the image-generate queue).
+  if (config.images.jobTtlMs > MAX_IMAGE_JOB_TTL_MS) r.problems.push('IMAGE_JOB_TTL must be at most 23h');
   if (config.images.fetchTimeoutMs < 100) r.problems.push('FETCH_TIMEOUT_MS must be at least 100ms');
+  if (config.images.callTimeoutMs < 100) r.problems.push('VERTEX_CALL_TIMEOUT_MS must be at least 100ms');
   // The shortest gap between two looks at one Vertex job: zero would ask Vertex in a loop.
   if (config.pipeline.pollIntervalMs < 100) r.problems.push('POLL_INTERVAL_MS must be at least 100ms');
   if (config.pipeline.pollMaxIntervalMs < config.pipeline.pollIntervalMs) {

@@ -107,7 +107,11 @@ export async function startRuntime(config: Config): Promise<Runtime> {
       onCall: metrics.vertexCall,
     });
     stops.push(() => predictionClient.close());
-    const online = new OnlineImages(predictionClient, config.google.project, config.google.location);
+    const online = new OnlineImages(predictionClient, {
+      project: config.google.project,
+      location: config.google.location,
+      callTimeoutMs: config.images.callTimeoutMs,
+    });
 
     const queue = await JobQueue.start(databaseUrl, {
       jobs: PIPELINE_JOBS,

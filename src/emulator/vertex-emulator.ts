@@ -55,6 +55,8 @@ export type RunningVertexEmulator = RunningEmulator & {
   setOnlineMs(ms: number): void;
   /** Changes the extra time of `[emulate:slow]` lines and calls from the next one on. */
   setSlowMs(ms: number): void;
+  /** Calls of a method answered or refused since start, or since the faults were last set. */
+  callCount(method: (typeof VERTEX_METHODS)[number]): number;
 };
 
 export { type TransportFault, VERTEX_METHODS };
@@ -185,6 +187,10 @@ class VertexEmulator {
     this.slowMs = Math.max(0, ms);
   }
 
+  callCount(method: string): number {
+    return this.calls.get(method) ?? 0;
+  }
+
   /** Loads persisted jobs and resumes the unfinished ones. */
   async open(): Promise<void> {
     for (const record of await this.files.loadAll()) {
@@ -198,6 +204,24 @@ class VertexEmulator {
       } else if (!isTerminal(record.job.state)) {
         this.startRunner(record);
       }
+    }
+  }
+
+  /** Waits until the caller hangs up; the emulator closing cuts it with the other online waits. */
+  private async hang(res: ServerResponse): Promise<void> {
+    const wait = new AbortController();
+    this.onlineWaits.add(wait);
+    try {
+      await new Promise<void>((resolve) => {
+        res.once('close', resolve);
+        wait.signal.addEventListener('abort', () => {
+          res.destroy();
+          resolve();
+        });
+        if (this.closing) wait.abort();
+      });
+    } finally {
+      this.onlineWaits.delete(wait);
     }
   }
 
@@ -247,6 +271,12 @@ class VertexEmulator {
     const count = (this.calls.get(r.method) ?? 0) + 1;
     this.calls.set(r.method, count);
     const fault = this.transportFaults.find((f) => f.method === r.method && f.call === count);
+    if (fault?.status === 'hang') {
+      // Never answered: the call waits until its caller gives up (or the emulator closes).
+      await drain(req);
+      await this.hang(res);
+      return;
+    }
     if (fault) {
       await drain(req);
       throw new HttpError(
@@ -517,6 +547,7 @@ export async function startVertexEmulator(opts: VertexEmulatorOptions): Promise<
     setFaults: (f) => emulator.setFaults(f),
     setOnlineMs: (ms) => emulator.setOnlineMs(ms),
     setSlowMs: (ms) => emulator.setSlowMs(ms),
+    callCount: (method) => emulator.callCount(method),
     close: async () => {
       emulator.stopOnline();
       await closeServer(server);

@@ -143,7 +143,10 @@ export const HTTP_ERRORS = {
   },
   // 413/415/416: size, type and range of what was sent or asked for.
   file_too_large: { statuses: [413], description: 'the file is over `VISION_MAX_BYTES` / `BATCH_UPLOAD_MAX_BYTES`' },
-  body_too_large: { statuses: [413], description: 'the JSON body is over 256 KB' },
+  body_too_large: {
+    statuses: [413],
+    description: 'the JSON body is over 256 KB (a task submit: 256 KB more than VISION_MAX_BYTES in base64)',
+  },
   invalid_content_type: { statuses: [415], description: 'an upload that is not multipart/form-data' },
   range_not_satisfiable: { statuses: [416], description: 'the `Range` is outside the file' },
   // 5xx: ours.

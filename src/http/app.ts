@@ -1,4 +1,4 @@
-import express, { type RequestHandler } from 'express';
+import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { Services } from '../services.ts';
 import { apiKeyAuth, errorHandler, notFoundRoute, rejectNulCharacters } from './middleware.ts';
 import { metricsEndpoint, requestObservability } from './observability.ts';
@@ -14,8 +14,11 @@ import { jobRoutes } from './routes/jobs.ts';
 import { linkRoutes } from './routes/links.ts';
 import { modelRoutes } from './routes/models.ts';
 import { privacyRoutes } from './routes/privacy.ts';
-import { taskEnvelope, taskRoutes } from './routes/tasks.ts';
+import { TASK_SUBMIT_PATH, taskEnvelope, taskRoutes } from './routes/tasks.ts';
 import { webhookRoutes } from './routes/webhooks.ts';
+
+/** Largest JSON body (the task submit route allows one inline image more). */
+const JSON_BODY_LIMIT = 256 * 1024;
 
 export function createApp(s: Services): express.Express {
   const app = express();
@@ -38,7 +41,11 @@ export function createApp(s: Services): express.Express {
   app.use('/links', linkRoutes(s));
 
   // Bodies are parsed only after authentication: an anonymous caller learns nothing else.
-  const json: RequestHandler[] = [express.json({ limit: '256kb' }), rejectNulCharacters];
+  const json: RequestHandler[] = [express.json({ limit: JSON_BODY_LIMIT }), rejectNulCharacters];
+  // A task may carry its reference images inline as data: URLs: its body may hold one image of
+  // VISION_MAX_BYTES in base64 (bigger or more go by URL or file id). Parsed first, so the
+  // general parser leaves it be.
+  const taskJson = express.json({ limit: Math.ceil((s.config.limits.visionMaxBytes * 4) / 3) + JSON_BODY_LIMIT });
   app.use('/admin', adminRoutes(s, json));
   // The task API answers its errors (authentication's too) in seed 003's envelope.
   app.use('/v1/aiart', taskEnvelope);
@@ -47,6 +54,8 @@ export function createApp(s: Services): express.Express {
   app.use(
     '/v1',
     auth,
+    (req: Request, res: Response, next: NextFunction) =>
+      req.path === TASK_SUBMIT_PATH ? taskJson(req, res, next) : next(),
     json,
     routeByFirstSegment([
       imageFileRoutes(s),

@@ -7,8 +7,9 @@ import { defineJob } from '../pipeline/job.ts';
  */
 export const generateImageJob = defineJob<{ jobId: string }>({
   name: 'image-generate',
-  // Heartbeats catch a dead worker sooner; a live run ends by the job's own expiry (IMAGE_JOB_TTL).
-  queue: { expireInSeconds: 2 * 3600 },
+  // Heartbeats catch a dead worker; a live run ends by the job's own expiry (IMAGE_JOB_TTL, at
+  // most MAX_IMAGE_JOB_TTL_MS), before this bound could start a second run beside it.
+  queue: { expireInSeconds: 24 * 3600 },
   concurrency: 16,
   async handle(s, { jobId }) {
     await s.imageJobs.runAsync(jobId);

@@ -198,13 +198,24 @@ export async function finishImageJob(
     usage: ImageUsage | null;
     errorCode: string | null;
     errorMessage: string | null;
+    /** The job keeps no images (none were paid for): its record stops naming them. */
+    dropImages: boolean;
   },
 ): Promise<ImageJobRow | null> {
   const { rows } = await db.query<ImageJobRow>(
     `UPDATE image_jobs SET status = $2, settled = $3, refunded = $4, usage = coalesce($5, usage), error_code = $6,
-            error_message = $7, completed_at = now()
+            error_message = $7, completed_at = now(), images = CASE WHEN $8 THEN '[]'::jsonb ELSE images END
       WHERE id = $1 AND status IN ('queued', 'running') RETURNING ${columns}`,
-    [id, end.status, end.settled, end.refunded, end.usage && jsonb(end.usage), end.errorCode, end.errorMessage],
+    [
+      id,
+      end.status,
+      end.settled,
+      end.refunded,
+      end.usage && jsonb(end.usage),
+      end.errorCode,
+      end.errorMessage,
+      end.dropImages,
+    ],
   );
   return rows[0] ?? null;
 }

@@ -4,7 +4,7 @@ import type { BillingService } from '../billing/billing-service.ts';
 import type { ModelInfo } from '../billing/model-catalog.ts';
 import type { Config } from '../config.ts';
 import type { Pool } from '../db/pool.ts';
-import { withTransaction } from '../db/pool.ts';
+import { afterCommit, withTransaction } from '../db/pool.ts';
 import { ApiError, notFound } from '../errors/api-error.ts';
 import { findOwnedVisionFiles } from '../files/file-queries.ts';
 import { looksLikeId } from '../ids.ts';
@@ -45,7 +45,7 @@ const EXPIRY_ABORT_LEAD_MS = 1000;
 /** setTimeout's longest delay (about 24.8 days); a longer one would fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-type Ending = Parameters<typeof q.finishImageJob>[2];
+type Ending = Omit<Parameters<typeof q.finishImageJob>[2], 'dropImages'>;
 
 /**
  * Single images on Vertex online prediction, the one service behind sync calls, `?async=true`
@@ -288,8 +288,15 @@ export class ImageJobService {
       const { made, ...ending } = decide(row);
       const settled = Math.min(made, row.n) * row.unitPrice;
       const refunded = row.preDeducted - settled;
-      const ended = await q.finishImageJob(tx, id, { ...ending, settled, refunded });
+      // A sync request that timed out (or was expired, or died) may have stored url-mode images
+      // before it ended: refunded in full, it must not leave them reachable through the job.
+      const dropImages = made === 0 && row.images.length > 0;
+      const ended = await q.finishImageJob(tx, id, { ...ending, settled, refunded, dropImages });
       await this.refund(tx, row, refunded, ending.status);
+      if (dropImages) {
+        // Best effort: the retention sweep deletes the job's prefix in any case.
+        afterCommit(tx, () => void Promise.all(row.images.map((i) => this.store.delete(i.key))).catch(() => {}));
+      }
       return ended;
     });
   }

@@ -45,7 +45,7 @@ export async function makeImages(
     const data = await buffer(deps.store.readStream(input.key));
     references.push({ inlineData: { mimeType: input.mimeType, data: data.toString('base64') } });
   }
-  const request = toGeminiRequest(job.request, model, references);
+  const request = toGeminiRequest(job.request, model, references, { withText: true });
   const failures: FailedImage[] = [];
   const usage: ImageUsage = {
     input_tokens: 0,

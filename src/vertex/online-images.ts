@@ -45,16 +45,19 @@ const RETRY_MAX_MS = 8000;
 /**
  * Vertex AI online prediction for image models: one `generateContent` call per image (Gemini image
  * models make one image per call), through the official PredictionServiceClient. Quota and
- * availability errors (429, 503) and timeouts are retried with backoff inside the caller's
- * deadline; anything else is the image's outcome. Never throws.
+ * availability errors (429, 503), Vertex's own deadline (504) and calls not answered within
+ * `callTimeoutMs` are retried with backoff inside the caller's deadline; anything else is the
+ * image's outcome. Never throws.
  */
 export class OnlineImages {
   private readonly client: PredictionServiceClient;
   private readonly parent: string;
+  private readonly callTimeoutMs: number;
 
-  constructor(client: PredictionServiceClient, project: string, location: string) {
+  constructor(client: PredictionServiceClient, opts: { project: string; location: string; callTimeoutMs: number }) {
     this.client = client;
-    this.parent = `projects/${project}/locations/${location}/`;
+    this.parent = `projects/${opts.project}/locations/${opts.location}/`;
+    this.callTimeoutMs = opts.callTimeoutMs;
   }
 
   async generate(
@@ -67,13 +70,24 @@ export class OnlineImages {
     for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
       const left = opts.deadline - Date.now();
       if (opts.signal.aborted || left <= 0) return { kind: 'failed', message: 'timed out', timedOut: true };
+      // A call lost on the way would otherwise hold the image until the whole deadline: each try
+      // gets at most callTimeoutMs, and its own signal so that giving up on it stops only it.
+      const limit = Math.min(left, this.callTimeoutMs);
+      const thisTry = AbortSignal.any([opts.signal, AbortSignal.timeout(limit)]);
       try {
-        const [response] = await this.call({ model, ...request }, left, opts.signal);
+        const [response] = await this.call({ model, ...request }, limit, thisTry);
         return readResponse(response);
       } catch (err) {
-        if (opts.signal.aborted) return { kind: 'failed', message: 'timed out', timedOut: true };
-        last = describe(err);
-        if (!retryable(err)) return { kind: 'failed', message: last, timedOut: false };
+        // Cut by the caller, or by this try's limit when that was all the time left: the deadline.
+        if (opts.signal.aborted || (thisTry.aborted && limit === left)) {
+          return { kind: 'failed', message: 'timed out', timedOut: true };
+        }
+        if (thisTry.aborted) {
+          last = `no answer within ${this.callTimeoutMs} ms`;
+        } else {
+          last = describe(err);
+          if (!retryable(err)) return { kind: 'failed', message: last, timedOut: false };
+        }
       }
       if (attempt === MAX_ATTEMPTS) break; // no wait after the last try
       const wait = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
@@ -89,7 +103,7 @@ export class OnlineImages {
 
   /**
    * One call. The client retries nothing for generateContent and would time out at 30 s (gax's
-   * default): the timeout is what is left of the caller's deadline, and its signal stops the call.
+   * default): the timeout is this try's limit, and its signal stops the call.
    */
   private async call(
     request: protos.google.cloud.aiplatform.v1.IGenerateContentRequest,

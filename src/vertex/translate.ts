@@ -54,12 +54,14 @@ export const fileDataPart = (r: ReferenceImage): ReferencePart => ({
 /**
  * The one OpenAI → Gemini translation, for batch lines and online calls alike: the prompt, then
  * the reference parts, and an imageConfig of the resolved size and output format. Throws when
- * the model cannot serve the size (callers validated it before).
+ * the model cannot serve the size (callers validated it before). `withText` asks for the model's
+ * text too: online answers carry it as `revised_prompt`; batch lines keep to the image alone.
  */
 export function toGeminiRequest(
   body: ImageRequestBody,
   model: ModelInfo,
   references: ReferencePart[],
+  opts: { withText?: boolean } = {},
 ): { contents: object[]; generationConfig: object } {
   const size = resolveSize(body, model);
   if (isSizeProblem(size)) throw new Error(size.message);
@@ -75,7 +77,7 @@ export function toGeminiRequest(
   }
   return {
     contents: [{ role: 'user', parts: [{ text: body.prompt }, ...references] }],
-    generationConfig: { responseModalities: ['IMAGE'], imageConfig },
+    generationConfig: { responseModalities: opts.withText ? ['TEXT', 'IMAGE'] : ['IMAGE'], imageConfig },
   };
 }
 

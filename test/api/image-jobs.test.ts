@@ -1,8 +1,10 @@
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import pg from 'pg';
 import { PNG } from 'pngjs';
+import { encodePng } from '../../src/emulator/png.ts';
 import { eventually, ledger } from '../support/batches.ts';
 import { type Answer, call, expectEnvelope, form, PNG_1x1 } from '../support/http.ts';
 import { startTestService, type TestService } from '../support/service.ts';
@@ -30,18 +32,21 @@ beforeAll(async () => {
     VERTEX_EMULATOR_SLOW_MS: String(SLOW_MS),
     SWEEP_INTERVAL_MS: '500',
     FETCH_ALLOW_PRIVATE_URLS: 'true',
+    FETCH_TIMEOUT_MS: '1s',
   });
   db = new pg.Pool({ connectionString: svc.databaseUrl, max: 2 });
   // Reference images a task gives by URL: a PNG, a 404 and something that is not an image.
   images = http.createServer((req, res) => {
     if (req.url === '/x.png') res.writeHead(200, { 'content-type': 'image/png' }).end(PNG_1x1);
     else if (req.url === '/text.png') res.writeHead(200, { 'content-type': 'image/png' }).end(TEXT);
+    else if (req.url === '/hang.png') res.writeHead(200, { 'content-type': 'image/png' }).write(PNG_1x1.subarray(0, 8));
     else res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
   });
   await new Promise<void>((resolve) => images.listen(0, '127.0.0.1', resolve));
   imagesUrl = `http://127.0.0.1:${(images.address() as AddressInfo).port}`;
 });
 afterAll(async () => {
+  images?.closeAllConnections();
   await new Promise((resolve) => images?.close(resolve));
   await db?.end();
   await svc?.stop();
@@ -455,6 +460,35 @@ describe('task API (/v1/aiart/openai/image)', () => {
     expect((await ledger(svc, user.id)).quota).toBe(100_000 - 5 * PRICE);
   });
 
+  it('answers WAIT while the task runs', async () => {
+    const user = await newUser();
+    const a = await submit(user.apiKey, { prompt: 'x [emulate:slow]' });
+    expect(a.status).toBe(200);
+    const wait = await query(user.apiKey, { job_id: a.body.job_id });
+    expect([wait.status, Object.keys(wait.body).sort(), wait.body.status]).toEqual([
+      200,
+      ['created', 'status'],
+      'WAIT',
+    ]);
+    expect(Math.abs(wait.body.created - Date.now() / 1000)).toBeLessThan(60);
+    expect((await waitTask(user.apiKey, a.body.job_id)).status).toBe('DONE');
+  });
+
+  it('takes a data: URL image larger than the usual 256 KB body', async () => {
+    const user = await newUser();
+    // Noise does not compress: a PNG of about 400 KB, over half a megabyte as a data: URL.
+    const side = 360;
+    const rows = Array.from({ length: side }, () => Buffer.concat([Buffer.from([0]), randomBytes(side * 3)]));
+    const big = encodePng(side, side, Buffer.concat(rows));
+    expect(big.length).toBeGreaterThan(350_000);
+    const t = await runTask(user.apiKey, {
+      prompt: 'tidy it up',
+      images: [`data:image/png;base64,${big.toString('base64')}`],
+    });
+    expect(t.type).toBe('image/png');
+    expect((await ledger(svc, user.id)).quota).toBe(100_000 - PRICE);
+  });
+
   it('keeps output_compression 0 with output_format jpeg', async () => {
     const user = await newUser();
     const t = await runTask(user.apiKey, { prompt: 'a field', output_format: 'jpeg', output_compression: 0 });
@@ -485,7 +519,13 @@ describe('task API (/v1/aiart/openai/image)', () => {
     await exact(await submit(undefined, { prompt: 'x' }), 401, 'missing_api_key');
     await exact(await submit('sk-not-a-key', { prompt: 'x' }), 401, 'invalid_api_key');
     await exact(await query(undefined, { job_id: 'img_x' }), 401, 'missing_api_key');
-    for (const url of [`${imagesUrl}/missing.png`, `${imagesUrl}/text.png`, 'data:image/png;base64,AAAA']) {
+    // Not found, not an image, not answered within FETCH_TIMEOUT_MS, not an image either.
+    for (const url of [
+      `${imagesUrl}/missing.png`,
+      `${imagesUrl}/text.png`,
+      `${imagesUrl}/hang.png`,
+      'data:image/png;base64,AAAA',
+    ]) {
       const a = await submit(user.apiKey, { prompt: 'x', images: [url] });
       await exact(a, 400, 'invalid_image_url');
       expect(a.body.message).toContain(url.startsWith('data:') ? 'data:image/png;base64' : url);
@@ -523,7 +563,8 @@ describe('task API (/v1/aiart/openai/image)', () => {
   });
 });
 
-describe('expiry', () => {
+/** A second service on the defaults that guard image URLs, with a short job life and a small image cap. */
+describe('expiry, and image URLs on the default guard', () => {
   let short: TestService;
   beforeAll(async () => {
     short = await startTestService({
@@ -531,8 +572,42 @@ describe('expiry', () => {
       VERTEX_EMULATOR_ONLINE_MS: '50',
       VERTEX_EMULATOR_SLOW_MS: '30000',
       SWEEP_INTERVAL_MS: '300',
+      VISION_MAX_BYTES: '4KiB',
     });
   });
+
+  it('refuses private addresses, images over VISION_MAX_BYTES and bodies over its limit, charging nothing', async () => {
+    const user = await short.createUser(100_000);
+    const submit = (json: unknown) =>
+      call(`${short.url}/v1/aiart/openai/image/submit`, { method: 'POST', key: user.apiKey, json });
+    const refused = async (a: Answer, status: number, code: string) => {
+      expect([a.status, a.body?.code, a.body?.data]).toEqual([status, code, null]);
+      return a.body.message as string;
+    };
+    // The images server of this file listens on loopback: FETCH_ALLOW_PRIVATE_URLS is off here.
+    for (const url of [`${imagesUrl}/x.png`, 'http://10.1.2.3/x.png', 'http://169.254.169.254/latest/x.png']) {
+      expect(await refused(await submit({ prompt: 'x', images: [url] }), 400, 'invalid_image_url')).toMatch(
+        /private|loopback|link-local|not allowed|address/i,
+      );
+    }
+    expect(await refused(await submit({ prompt: 'x', mask: `${imagesUrl}/x.png` }), 400, 'invalid_image_url')).toMatch(
+      /address|private|loopback/i,
+    );
+    // 5 KB of image in a data: URL, over the 4 KiB cap; a body far over 256 KB + the cap in base64.
+    const fiveKb = Buffer.concat([PNG_1x1, Buffer.alloc(5000)]);
+    await refused(
+      await submit({ prompt: 'x', images: [`data:image/png;base64,${fiveKb.toString('base64')}`] }),
+      400,
+      'invalid_image_url',
+    );
+    const huge = `data:image/png;base64,${Buffer.alloc(400_000).toString('base64')}`;
+    await refused(await submit({ prompt: 'x', images: [huge] }), 413, 'body_too_large');
+    const l = await ledger(short, user.id);
+    expect([l.quota, l.logs.map((x) => x.type)]).toEqual([100_000, ['topup']]);
+    expect((await call(`${short.url}/v1/jobs`, { key: user.apiKey })).body.data).toEqual([]);
+    expect(await short.runtime.services.store.list(`tenants/${user.id}/`)).toEqual([]);
+  });
+
   afterAll(async () => {
     await short?.stop();
   });

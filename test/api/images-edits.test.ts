@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import OpenAI, { toFile } from 'openai';
+import { generateImage } from '../../src/emulator/image-generator.ts';
 import { encodePng } from '../../src/emulator/png.ts';
 import { decodePng, eventually, ledger } from '../support/batches.ts';
 import { type Answer, call, expectEnvelope, form, PNG_1x1 } from '../support/http.ts';
@@ -23,6 +24,8 @@ beforeAll(async () => {
     VERTEX_EMULATOR_SLOW_MS: '1000',
     SYNC_TIMEOUT_MS: '8000',
     USER_MAX_CONCURRENT_REQUESTS: '1',
+    // A call not answered in 2.5 s is tried again ([emulate:slow] calls answer in about 1 s).
+    VERTEX_CALL_TIMEOUT_MS: '2500',
   });
   // The first request of a process is slow (connections, code paths): made here, not in a test.
   const warm = await newUser();
@@ -226,6 +229,47 @@ describe('POST /v1/images/edits', () => {
     expect(l.sum).toBe(l.quota);
   });
 
+  it('takes one vision file id as `image_file_id`, or as a plain `image_file_ids` field', async () => {
+    const user = await newUser();
+    const green = await uploadVision(user.apiKey, GREEN);
+    const base: Field[] = [
+      ['prompt', 'in a frame'],
+      ['model', MODEL],
+    ];
+    const brackets = await edit(user.apiKey, [['image_file_ids[]', green], ...base]);
+    const plain = await edit(user.apiKey, [['image_file_ids', green], ...base]);
+    const single = await edit(user.apiKey, [['image_file_id', green], ...base]);
+    const gen = await generate(user.apiKey, { model: MODEL, prompt: 'in a frame', image_file_id: green });
+    for (const a of [brackets, plain, single, gen])
+      expect([a.status, a.text.slice(0, 200)]).toEqual([200, a.text.slice(0, 200)]);
+    const [b, p, o, g] = [brackets, plain, single, gen].map((a) => images(a)[0]);
+    expect(p.equals(b) && o.equals(b) && g.equals(b)).toBe(true);
+    expect((await ledger(svc, user.id)).quota).toBe(START - 4 * PRICE);
+  });
+
+  it('edits JPEG and WebP uploads as well as PNG', async () => {
+    const user = await newUser();
+    const jpeg = (await generateImage({ width: 32, height: 24, seed: 'jpeg ref', mimeType: 'image/jpeg' })).data;
+    const webp = (await generateImage({ width: 32, height: 24, seed: 'webp ref', mimeType: 'image/webp' })).data;
+    const results: Buffer[] = [];
+    for (const [data, name, type] of [
+      [jpeg, 'ref.jpg', 'image/jpeg'],
+      [webp, 'ref.webp', 'image/webp'],
+    ] as const) {
+      const a = await edit(user.apiKey, [
+        ['image', file(data, name, type)],
+        ['prompt', 'as a postcard'],
+        ['model', MODEL],
+      ]);
+      expect([a.status, a.text.slice(0, 200)]).toEqual([200, a.text.slice(0, 200)]);
+      expect(a.body.usage.input_tokens_details.image_tokens).toBeGreaterThan(0);
+      results.push(images(a)[0]);
+    }
+    // Each reference reached the model: different pictures in, different pictures out.
+    expect(results[0].equals(results[1])).toBe(false);
+    expect((await ledger(svc, user.id)).quota).toBe(START - 2 * PRICE);
+  });
+
   it("refuses another user's file id with 404 file_not_found, charging nothing", async () => {
     const owner = await newUser();
     const other = await newUser();
@@ -305,6 +349,34 @@ describe('POST /v1/images/edits', () => {
     });
     expectError(gen, 400, 'too_many_reference_images', 'image_file_ids');
     await expectUntouched(user);
+  });
+});
+
+describe('not enough quota', () => {
+  it('refuses every way of buying an image before any Vertex call, keeping nothing', async () => {
+    const user = await newUser(PRICE - 1);
+    const vertex = svc.runtime.emulators!.vertex;
+    const calls = vertex.callCount('GenerateContent');
+    const editFields: Field[] = [
+      ['image', file(RED)],
+      ['prompt', 'too dear'],
+      ['model', MODEL],
+    ];
+    expectError(
+      await generate(user.apiKey, { model: MODEL, prompt: 'too dear' }, '?async=true'),
+      402,
+      'insufficient_quota',
+    );
+    expectError(await edit(user.apiKey, editFields), 402, 'insufficient_quota');
+    expectError(await edit(user.apiKey, editFields, '?async=true'), 402, 'insufficient_quota');
+    const task = await call(`${svc.url}/v1/aiart/openai/image/submit`, {
+      method: 'POST',
+      key: user.apiKey,
+      json: { model: MODEL, prompt: 'too dear', images: [`data:image/png;base64,${RED.toString('base64')}`] },
+    });
+    expect([task.status, task.body.code, task.body.data]).toEqual([402, 'insufficient_quota', null]);
+    expect(vertex.callCount('GenerateContent')).toBe(calls);
+    await expectUntouched(user, PRICE - 1);
   });
 });
 
@@ -407,7 +479,7 @@ describe('bad input on /v1/images/generations', () => {
 });
 
 describe('Vertex retries', () => {
-  const fault = (...faults: Array<[number, 429 | 500 | 503]>) =>
+  const fault = (...faults: Array<[number, 429 | 500 | 503 | 504 | 'hang']>) =>
     svc.runtime.emulators!.vertex.setFaults({
       transportFaults: faults.map(([call, status]) => ({ method: 'GenerateContent', call, status })),
     });
@@ -422,6 +494,25 @@ describe('Vertex retries', () => {
     const b = await generate(user.apiKey, { model: MODEL, prompt: 'after a 429 and a 503' });
     expect(b.status).toBe(200);
     expect(b.body.data).toHaveLength(1);
+    const l = await ledger(svc, user.id);
+    expect(l.quota).toBe(START - 2 * PRICE);
+    expect(l.logs.map((r) => r.type).sort()).toEqual(['pre_deduction', 'pre_deduction', 'topup']);
+    expect(l.sum).toBe(l.quota);
+  });
+
+  it('tries again after a call lost on the way (no answer in VERTEX_CALL_TIMEOUT_MS) and after a 504', async () => {
+    const user = await newUser();
+    fault([1, 'hang']);
+    const started = Date.now();
+    const a = await generate(user.apiKey, { model: MODEL, prompt: 'after a lost call' });
+    expect([a.status, a.text.slice(0, 200)]).toEqual([200, a.text.slice(0, 200)]);
+    expect(a.body.data).toHaveLength(1);
+    // The lost call was given up at 2.5 s, long before the request's own 8 s.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(2400);
+    expect(Date.now() - started).toBeLessThan(6000);
+    fault([1, 504]);
+    const b = await generate(user.apiKey, { model: MODEL, prompt: 'after a 504' });
+    expect(b.status).toBe(200);
     const l = await ledger(svc, user.id);
     expect(l.quota).toBe(START - 2 * PRICE);
     expect(l.logs.map((r) => r.type).sort()).toEqual(['pre_deduction', 'pre_deduction', 'topup']);
@@ -446,12 +537,12 @@ describe('Vertex retries', () => {
     // It backed off between tries, and gave up at once after the last (no 4th wait of 2 s).
     expect(elapsed).toBeGreaterThanOrEqual(1740);
     expect(elapsed).toBeLessThan(3000);
+    // The error answer names the job that records its refund.
     const jobId = a.headers.get('x-image-job-id');
-    // An error answer does not carry the header: find the job through the list.
     const jobs = await call(`${svc.url}/v1/jobs`, { key: user.apiKey });
     expect(jobs.body.data).toHaveLength(1);
     const job = jobs.body.data[0];
-    if (jobId) expect(job.id).toBe(jobId);
+    expect(job.id).toBe(jobId);
     expect(job).toMatchObject({ status: 'failed', image_count: 0 });
     expect(job.billing).toEqual({ pre_deducted: PRICE, settled: 0, refunded: PRICE });
     const l = await ledger(svc, user.id);

@@ -49,7 +49,8 @@ describe('emulator settings', () => {
       VERTEX_EMULATOR_IMAGE: 'tiny',
       VERTEX_EMULATOR_MAX_RUNNING_JOBS: '3',
       VERTEX_EMULATOR_JOB_FAULT: 'stuck',
-      VERTEX_EMULATOR_FAULTS: 'GetBatchPredictionJob:3:503, CreateBatchPredictionJob:1:429, GenerateContent:2:503',
+      VERTEX_EMULATOR_FAULTS:
+        'GetBatchPredictionJob:3:503, CreateBatchPredictionJob:1:429, GenerateContent:2:503, GenerateContent:3:504, GenerateContent:4:hang',
     });
     expect(s.dataDir).toBe('/tmp/x');
     expect(s.emulator).toMatchObject({
@@ -69,6 +70,8 @@ describe('emulator settings', () => {
       { method: 'GetBatchPredictionJob', call: 3, status: 503 },
       { method: 'CreateBatchPredictionJob', call: 1, status: 429 },
       { method: 'GenerateContent', call: 2, status: 503 },
+      { method: 'GenerateContent', call: 3, status: 504 },
+      { method: 'GenerateContent', call: 4, status: 'hang' },
     ]);
     expect(() => loadEmulatorConfig({ VERTEX_EMULATOR_LINE_MS: '-1' })).toThrow(/VERTEX_EMULATOR_LINE_MS/);
     expect(() => loadEmulatorConfig({ VERTEX_EMULATOR_ONLINE_MS: 'fast' })).toThrow(/VERTEX_EMULATOR_ONLINE_MS/);

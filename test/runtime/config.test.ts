@@ -48,6 +48,8 @@ describe('configuration', () => {
         VERTEX_EMULATOR_FAULTS: 'Get:x:503',
         POLL_INTERVAL_MS: '10s',
         POLL_MAX_INTERVAL_MS: '1s',
+        IMAGE_JOB_TTL: '30h',
+        VERTEX_CALL_TIMEOUT_MS: '5ms',
       });
     } catch (err) {
       error = err as ConfigError;
@@ -63,9 +65,11 @@ describe('configuration', () => {
       'GOOGLE_CLOUD_PROJECT',
       'VERTEX_EMULATOR_FAULTS',
       'POLL_MAX_INTERVAL_MS',
+      'IMAGE_JOB_TTL',
+      'VERTEX_CALL_TIMEOUT_MS',
     ]) {
       expect(text).toContain(name);
     }
-    expect(error!.problems.length).toBe(8);
+    expect(error!.problems.length).toBe(10);
   });
 });

@@ -153,6 +153,8 @@ function editBody(fields: Record<string, unknown> | undefined): Record<string, u
     if (typeof v === 'string' && /^-?\d{1,6}$/.test(v)) body[name] = Number(v);
   }
   if (body.stream === 'false') body.stream = false;
+  // One id given as a plain form field (no `[]`) arrives as text: it is still a list of one.
+  if (typeof body.image_file_ids === 'string') body.image_file_ids = [body.image_file_ids];
   if (body.input_fidelity !== undefined) {
     if (body.input_fidelity !== 'low' && body.input_fidelity !== 'high') {
       throw new ApiError('invalid_value', "input_fidelity must be 'low' or 'high'.", 'input_fidelity');

@@ -29,6 +29,9 @@ const SUBMIT_FIELDS = [
 /** The prompt of an images-only task: Gemini needs words to go with the pictures. */
 const IMAGES_ONLY_PROMPT = 'Make a new image based on the reference images.';
 
+/** Relative to /v1: the one JSON route with a larger body limit (inline data: URLs). */
+export const TASK_SUBMIT_PATH = '/aiart/openai/image/submit';
+
 /** Marks a route group whose errors are rendered as seed 003's `{code, message, data: null}`. */
 export function taskEnvelope(_req: Request, res: Response, next: NextFunction) {
   res.locals.errorEnvelope = 'task';
@@ -43,7 +46,7 @@ export function taskEnvelope(_req: Request, res: Response, next: NextFunction) {
  */
 export function taskRoutes(s: Services): Router {
   const r = Router();
-  r.post('/aiart/openai/image/submit', async (req, res) => {
+  r.post(TASK_SUBMIT_PATH, async (req, res) => {
     const b = objectBody(req.body);
     const unknown = Object.keys(b).find((k) => !SUBMIT_FIELDS.includes(k));
     if (unknown !== undefined) {
