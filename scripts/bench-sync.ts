@@ -343,9 +343,11 @@ async function main(): Promise<void> {
       const [response] = (await client.generateContent(vertexRequest as never, { timeout: 120_000 })) as unknown as [
         { candidates?: Array<{ content?: { parts?: Array<{ inlineData?: { data?: string | Uint8Array } }> } }> },
       ];
-      const parts = response.candidates?.[0]?.content?.parts ?? [];
-      if (parts.length !== 1 || !isPng(parts[0].inlineData?.data))
+      // The text part (the gateway's revised_prompt) and one PNG.
+      const images = (response.candidates?.[0]?.content?.parts ?? []).filter((p) => p.inlineData);
+      if (images.length !== 1 || !isPng(images[0].inlineData?.data)) {
         throw new Error('direct: no PNG image in the answer');
+      }
     };
     const sendGateway = async (_i: number, worker: number) => {
       const user = users[worker % users.length];

@@ -23,7 +23,12 @@ export async function findUser(db: Db, id: number): Promise<UserRow | null> {
 
 /** The row lock every quota change takes first, so concurrent changes of one user serialise. */
 export async function lockUser(db: Db, id: number): Promise<UserRow | null> {
-  const { rows } = await db.query<UserRow>(`SELECT ${userColumns} FROM users WHERE id = $1 FOR UPDATE`, [id]);
+  // Named: prepared once per connection (every quota-moving request starts here).
+  const { rows } = await db.query<UserRow>({
+    name: 'lock-user',
+    text: `SELECT ${userColumns} FROM users WHERE id = $1 FOR UPDATE`,
+    values: [id],
+  });
   return rows[0] ?? null;
 }
 

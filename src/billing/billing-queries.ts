@@ -15,34 +15,43 @@ export interface BillingLogRow {
 }
 
 /**
- * Moves quota: `delta` to the remaining quota, `usedDelta` to the used quota. Refuses (returns
- * false) when the remaining quota would go negative, so a racing spender can never overdraw.
+ * Moves quota and writes its log row in one statement: `delta` to the remaining quota (and the
+ * row's quota_delta), `usedDelta` to the used quota. Refuses (returns false, writing nothing)
+ * when the remaining quota would go negative, so a racing spender can never overdraw. The
+ * UPDATE takes the user's row lock: moves of one user are serialised by it.
  */
-export async function moveQuota(db: Db, userId: number, delta: number, usedDelta: number): Promise<boolean> {
-  const { rowCount } = await db.query(
-    'UPDATE users SET quota = quota + $2, used_quota = used_quota + $3 WHERE id = $1 AND quota + $2 >= 0',
-    [userId, delta, usedDelta],
-  );
-  return rowCount === 1;
-}
-
-export async function insertLog(
+export async function moveQuotaLogged(
   db: Db,
-  row: {
+  move: {
     userId: number;
+    delta: number;
+    usedDelta: number;
     batchId?: string | null;
     imageJobId?: string | null;
     model?: string | null;
     type: LogType;
-    quotaDelta: number;
     content: string;
   },
-): Promise<void> {
-  await db.query(
-    `INSERT INTO billing_logs (user_id, batch_id, image_job_id, model, type, quota_delta, content)
-     VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-    [row.userId, row.batchId ?? null, row.imageJobId ?? null, row.model ?? null, row.type, row.quotaDelta, row.content],
-  );
+): Promise<boolean> {
+  const { rowCount } = await db.query({
+    name: 'move-quota-logged',
+    text: `WITH moved AS (
+       UPDATE users SET quota = quota + $2, used_quota = used_quota + $3 WHERE id = $1 AND quota + $2 >= 0 RETURNING id
+     )
+     INSERT INTO billing_logs (user_id, batch_id, image_job_id, model, type, quota_delta, content)
+     SELECT id, $4, $5, $6, $7, $2, $8 FROM moved`,
+    values: [
+      move.userId,
+      move.delta,
+      move.usedDelta,
+      move.batchId ?? null,
+      move.imageJobId ?? null,
+      move.model ?? null,
+      move.type,
+      move.content,
+    ],
+  });
+  return rowCount === 1;
 }
 
 export async function listLogs(

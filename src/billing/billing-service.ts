@@ -1,5 +1,4 @@
 import type pg from 'pg';
-import { lockUser } from '../accounts/account-queries.ts';
 import type { Db, Pool } from '../db/pool.ts';
 import { afterCommit, withTransaction } from '../db/pool.ts';
 import { ApiError, notFound } from '../errors/api-error.ts';
@@ -12,8 +11,9 @@ type Charge = { userId: number; amount: number; content: string } & (
 );
 
 /**
- * Every quota move lives here. Each one locks the user row, changes the quota and writes its
- * log row on the caller's transaction, so for every user: quota change = Σ log deltas.
+ * Every quota move lives here. Each one changes the quota and writes its log row in one
+ * statement on the caller's transaction (which takes the user's row lock), so for every user:
+ * quota change = Σ log deltas.
  */
 export class BillingService {
   private readonly pool: Pool;
@@ -33,35 +33,40 @@ export class BillingService {
     if (!Number.isSafeInteger(amount) || amount <= 0) {
       throw new ApiError('invalid_quota', 'quota must be a positive whole number of quota units', 'quota');
     }
-    if (!(await lockUser(tx, userId))) throw notFound('user', userId);
-    await q.moveQuota(tx, userId, amount, 0);
-    await this.insertLog(tx, { userId, type: 'topup', quotaDelta: amount, content: `${note}: +${amount}` });
+    // A positive move is never refused: nothing moved means no such user.
+    const moved = await this.move(tx, {
+      userId,
+      delta: amount,
+      usedDelta: 0,
+      type: 'topup',
+      content: `${note}: +${amount}`,
+    });
+    if (!moved) throw notFound('user', userId);
   }
 
   /**
    * Takes `amount` from the user's remaining quota for a batch or an image job. Returns false,
    * changing nothing, when the user has less than that left.
    */
-  async preDeductIn(tx: pg.PoolClient, charge: Charge & { model: string }): Promise<boolean> {
-    await lockUser(tx, charge.userId);
-    if (!(await q.moveQuota(tx, charge.userId, -charge.amount, charge.amount))) return false;
-    await this.insertLog(tx, { ...charge, type: 'pre_deduction', quotaDelta: -charge.amount });
-    return true;
+  preDeductIn(tx: pg.PoolClient, charge: Charge & { model: string }): Promise<boolean> {
+    return this.move(tx, { ...charge, delta: -charge.amount, usedDelta: charge.amount, type: 'pre_deduction' });
   }
 
   /** Gives back `refund` of a pre-deduction; a difference row only when it is not zero. */
   async refundIn(tx: pg.PoolClient, refund: Charge & { model: string | null }): Promise<void> {
     if (refund.amount === 0) return;
-    await lockUser(tx, refund.userId);
-    if (refund.amount < 0 || !(await q.moveQuota(tx, refund.userId, refund.amount, -refund.amount))) {
+    const moved =
+      refund.amount > 0 &&
+      (await this.move(tx, { ...refund, delta: refund.amount, usedDelta: -refund.amount, type: 'difference' }));
+    if (!moved) {
       throw new Error(`refund of ${refund.amount} for ${refund.batchId ?? refund.imageJobId} cannot be applied`);
     }
-    await this.insertLog(tx, { ...refund, type: 'difference', quotaDelta: refund.amount });
   }
 
-  private async insertLog(tx: pg.PoolClient, row: Parameters<typeof q.insertLog>[1]): Promise<void> {
-    await q.insertLog(tx, row);
-    afterCommit(tx, () => this.onLogged(row.type, row.quotaDelta));
+  private async move(tx: pg.PoolClient, move: Parameters<typeof q.moveQuotaLogged>[1]): Promise<boolean> {
+    if (!(await q.moveQuotaLogged(tx, move))) return false;
+    afterCommit(tx, () => this.onLogged(move.type, move.delta));
+    return true;
   }
 
   /**

@@ -89,7 +89,8 @@ export class ImageJobService {
 
   /**
    * Records a job and reserves its price in one transaction (an async job's run is queued in it
-   * too): a request refused for quota or concurrency leaves nothing behind.
+   * too): a request refused for quota or concurrency leaves nothing behind. A sync job is made
+   * `running`: its run starts in this same request.
    */
   async create(spec: ImageJobSpec): Promise<q.ImageJobRow> {
     const { body, model, tier } = spec.request;
@@ -98,6 +99,10 @@ export class ImageJobService {
     const n = body.n ?? 1;
     const ttl = spec.mode === 'sync' ? this.config.syncTimeoutMs + SYNC_SWEEP_GRACE_MS : this.config.jobTtlMs;
     return withTransaction(this.pool, async (tx) => {
+      // The user's row lock first: this transaction's own writes that refer to the user (the job,
+      // its log row) then find it locked by themselves, instead of piling key-share locks on a row
+      // another request holds (multixacts: the largest single cost in Postgres when one user's
+      // sync requests were taken in the other order).
       if (!(await lockUser(tx, spec.userId))) throw notFound('user', spec.userId);
       if (spec.mode === 'sync') {
         const running = await q.countOpenSyncJobs(tx, spec.userId);
@@ -148,16 +153,14 @@ export class ImageJobService {
    * not a reason to stop: the job still ends, settled by what was made.
    */
   async runSync(job: q.ImageJobRow, model: ModelInfo): Promise<SyncResult> {
-    const started = await q.startImageJob(this.pool, job.id);
-    if (!started) throw new Error(`sync job ${job.id} is not open`);
     const deadline = job.createdAt.getTime() + this.config.syncTimeoutMs;
     const images: SyncResult['images'] = [];
-    const { outcome, timedOut } = await this.makeUntil(started, model, {
+    const { outcome, timedOut } = await this.makeUntil(job, model, {
       indices: range(job.n),
       abortAt: deadline,
       deadline,
       onImage: async (image) => {
-        const url = job.responseFormat === 'url' ? await this.keepImage(started, image) : null;
+        const url = job.responseFormat === 'url' ? await this.keepImage(job, image) : null;
         images.push({ ...image, url });
       },
     });

@@ -15,6 +15,7 @@ import { startTestService, type TestService } from '../support/service.ts';
 let svc: TestService;
 const MODEL = 'gemini-2.5-flash-image';
 const PRICE = 5000; // 1K, multiplier 1
+const PRO = 'gemini-3-pro-image-preview'; // multiplier 2
 const START = 100_000;
 const users: Array<{ id: number; apiKey: string }> = [];
 
@@ -349,6 +350,39 @@ describe('POST /v1/images/edits', () => {
     });
     expectError(gen, 400, 'too_many_reference_images', 'image_file_ids');
     await expectUntouched(user);
+  });
+});
+
+describe('prices', () => {
+  // 4K on the pro model: a large image to make; the 8 s deadline of this file leaves room under load.
+  it('prices by size tier and model: 4K and the model multiplier, image_config and the OpenAI fields', async () => {
+    const user = await newUser(200_000);
+    const a = await generate(user.apiKey, {
+      model: PRO,
+      prompt: 'a wide valley',
+      image_config: { aspect_ratio: '16:9', image_size: '4K' },
+      quality: 'high',
+      style: 'natural',
+      background: 'opaque',
+      moderation: 'low',
+      user: 'end-user-7',
+    });
+    expect([a.status, a.text.slice(0, 200)]).toEqual([200, a.text.slice(0, 200)]);
+    expect(decodePng(a.body.data[0].b64_json)).toEqual({ width: 5376, height: 3072 });
+    const b = await generate(user.apiKey, {
+      model: PRO,
+      prompt: 'a small valley',
+      size: '1024x1024',
+      output_format: 'jpeg',
+      output_compression: 60,
+    });
+    expect([b.status, b.text.slice(0, 200)]).toEqual([200, b.text.slice(0, 200)]);
+    const jpeg = Buffer.from(b.body.data[0].b64_json, 'base64');
+    expect(jpeg.subarray(0, 3)).toEqual(Buffer.from([0xff, 0xd8, 0xff]));
+    const l = await ledger(svc, user.id);
+    // 4K on the pro model: 12,500 × 2; 1K: 5,000 × 2.
+    expect(l.quota).toBe(200_000 - 25_000 - 10_000);
+    expect(l.sum).toBe(l.quota);
   });
 });
 
