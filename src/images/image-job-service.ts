@@ -174,11 +174,23 @@ export class ImageJobService {
       }));
       throw this.timeoutError();
     }
-    const ended = await this.end(job.id, () => ({
-      made: images.length,
-      ...failureOf(outcome.failures, images.length),
-      usage: outcome.usage,
-    }));
+    const ended =
+      images.length === job.n
+        ? // Everything made: the settlement moves no quota, so it is the one compare-and-set.
+          await q.finishImageJob(this.pool, job.id, {
+            status: 'succeeded',
+            settled: job.preDeducted,
+            refunded: 0,
+            usage: outcome.usage,
+            errorCode: null,
+            errorMessage: null,
+            dropImages: false,
+          })
+        : await this.end(job.id, () => ({
+            made: images.length,
+            ...failureOf(outcome.failures, images.length),
+            usage: outcome.usage,
+          }));
     if (!ended) throw this.timeoutError();
     if (!images.length) throw failureError(outcome.failures);
     return { job: ended, images: images.sort((a, b) => a.index - b.index) };
