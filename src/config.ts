@@ -126,7 +126,11 @@ export interface Config {
     fetchAllowPrivateUrls: boolean;
     /** How long fetching one image URL may take. */
     fetchTimeoutMs: number;
-    /** One generateContent call not answered this long is given up and tried again (within the deadline). */
+    /**
+     * One generateContent call not answered this long is given up and tried again (within the
+     * deadline). As long as SYNC_TIMEOUT_MS by default: a slow image is never cut for a sync
+     * request, and an async job still gets over a lost call.
+     */
     callTimeoutMs: number;
   };
 }
@@ -352,7 +356,7 @@ export function loadConfig(env: Env = process.env): Config {
       jobTtlMs: r.duration('IMAGE_JOB_TTL', 3_600_000),
       fetchAllowPrivateUrls: r.bool('FETCH_ALLOW_PRIVATE_URLS', false),
       fetchTimeoutMs: r.duration('FETCH_TIMEOUT_MS', 30_000),
-      callTimeoutMs: r.duration('VERTEX_CALL_TIMEOUT_MS', 60_000),
+      callTimeoutMs: r.duration('VERTEX_CALL_TIMEOUT_MS', 120_000),
     },
   };
   const secret = config.delivery.urlSigningSecret;

@@ -21,9 +21,12 @@ export async function findUser(db: Db, id: number): Promise<UserRow | null> {
   return rows[0] ?? null;
 }
 
-/** The row lock every quota change takes first, so concurrent changes of one user serialise. */
+/**
+ * The user's row lock, for a transaction that must see the user settled before it decides (an
+ * image request counts the user's running requests under it). Quota moves take it themselves.
+ */
 export async function lockUser(db: Db, id: number): Promise<UserRow | null> {
-  // Named: prepared once per connection (every quota-moving request starts here).
+  // Named: prepared once per connection (every single-image request starts here).
   const { rows } = await db.query<UserRow>({
     name: 'lock-user',
     text: `SELECT ${userColumns} FROM users WHERE id = $1 FOR UPDATE`,

@@ -13,7 +13,8 @@ import type { ImageMimeType } from './image-generator.ts';
 import { generateImage, IMAGE_MIME_TYPES, imageDimensions, tinyImage } from './image-generator.ts';
 import type { KnownModel } from './models.ts';
 
-export type Directive = 'fail' | 'block' | 'slow';
+/** `textonly`: where text is allowed too, the model answers with words alone, as Gemini sometimes does. */
+export type Directive = 'fail' | 'block' | 'slow' | 'textonly';
 
 export interface ResponderContext {
   model: KnownModel;
@@ -79,7 +80,7 @@ export class GenerateContentError extends Error {
 export function directivesIn(text: string): Set<Directive> {
   const found = new Set<Directive>();
   if (!text.includes('[emulate:')) return found; // nearly every line: no regular expression to run
-  for (const m of text.matchAll(/\[emulate:(fail|block|slow)\]/g)) found.add(m[1] as Directive);
+  for (const m of text.matchAll(/\[emulate:(fail|block|slow|textonly)\]/g)) found.add(m[1] as Directive);
   return found;
 }
 
@@ -129,7 +130,7 @@ export async function generateContent(request: unknown, ctx: ResponderContext): 
     throw new GenerateContentError(500, 'INTERNAL', 'Internal error encountered. (emulated by [emulate:fail])');
   }
   if (directives.has('block')) return blockedResponse(checked, ctx);
-  return imageResponse(checked, prompt, ctx);
+  return imageResponse(checked, prompt, ctx, directives.has('textonly'));
 }
 
 /** One batch input line → its output line. */
@@ -229,7 +230,12 @@ function referenceCount(request: GenerateContentRequest): number {
   return count;
 }
 
-async function imageResponse(request: GenerateContentRequest, prompt: string, ctx: ResponderContext): Promise<string> {
+async function imageResponse(
+  request: GenerateContentRequest,
+  prompt: string,
+  ctx: ResponderContext,
+  textOnly: boolean,
+): Promise<string> {
   const config = request.generationConfig ?? {};
   const imageConfig = config.imageConfig ?? {};
   let dims: { width: number; height: number };
@@ -241,8 +247,8 @@ async function imageResponse(request: GenerateContentRequest, prompt: string, ct
   const output = outputFormat(request);
   const references = await referenceDigests(request, ctx.storage);
   const modalities = (config.responseModalities ?? ['TEXT', 'IMAGE']).map(modalityName);
-  const wantsImage = modalities.includes('IMAGE');
-  const wantsText = modalities.includes('TEXT') || !wantsImage;
+  const wantsText = modalities.includes('TEXT') || !modalities.includes('IMAGE');
+  const wantsImage = modalities.includes('IMAGE') && !(textOnly && wantsText);
   const seed = JSON.stringify([ctx.model.id, prompt, references, config.seed ?? null]);
   const parts: string[] = [];
   if (wantsText) {

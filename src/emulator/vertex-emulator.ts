@@ -209,6 +209,7 @@ class VertexEmulator {
 
   /** Waits until the caller hangs up; the emulator closing cuts it with the other online waits. */
   private async hang(res: ServerResponse): Promise<void> {
+    if (res.closed) return; // the caller gave up already
     const wait = new AbortController();
     this.onlineWaits.add(wait);
     try {

@@ -54,8 +54,9 @@ export function createApp(s: Services): express.Express {
   app.use(
     '/v1',
     auth,
+    // Routing ignores case and a trailing slash: so does this choice.
     (req: Request, res: Response, next: NextFunction) =>
-      req.path === TASK_SUBMIT_PATH ? taskJson(req, res, next) : next(),
+      req.path.toLowerCase().replace(/\/$/, '') === TASK_SUBMIT_PATH ? taskJson(req, res, next) : next(),
     json,
     routeByFirstSegment([
       imageFileRoutes(s),

@@ -19,7 +19,7 @@ export interface CallUsage {
 export type ImageOutcome =
   | { kind: 'image'; data: Buffer; mimeType: string; text: string | null; usage: CallUsage }
   | { kind: 'blocked'; message: string; usage: CallUsage | null }
-  | { kind: 'failed'; message: string; timedOut: boolean };
+  | { kind: 'failed'; message: string; timedOut: boolean; noImage?: boolean };
 
 /** Gemini finish reasons that mean "refused by a safety or policy filter", not "broke". */
 const BLOCKING_FINISH = new Set([
@@ -67,16 +67,26 @@ export class OnlineImages {
   ): Promise<ImageOutcome> {
     const model = publisherModel.startsWith('projects/') ? publisherModel : this.parent + publisherModel;
     let last = 'no attempt was made';
+    let asked = request;
     for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
       const left = opts.deadline - Date.now();
       if (opts.signal.aborted || left <= 0) return { kind: 'failed', message: 'timed out', timedOut: true };
       // A call lost on the way would otherwise hold the image until the whole deadline: each try
       // gets at most callTimeoutMs, and its own signal so that giving up on it stops only it.
       const limit = Math.min(left, this.callTimeoutMs);
-      const thisTry = AbortSignal.any([opts.signal, AbortSignal.timeout(limit)]);
+      const cut = new AbortController();
+      const timer = setTimeout(() => cut.abort(), limit);
+      const thisTry = AbortSignal.any([opts.signal, cut.signal]);
       try {
-        const [response] = await this.call({ model, ...request }, limit, thisTry);
-        return readResponse(response);
+        const [response] = await this.call({ model, ...asked }, limit, thisTry);
+        const outcome = readResponse(response);
+        if (outcome.kind === 'failed' && outcome.noImage && asksForText(asked)) {
+          // Allowed to, Gemini sometimes answers in words alone: the next try asks for the image alone.
+          last = outcome.message;
+          asked = { ...asked, generationConfig: { ...asked.generationConfig, responseModalities: ['IMAGE'] } };
+          continue;
+        }
+        return outcome;
       } catch (err) {
         // Cut by the caller, or by this try's limit when that was all the time left: the deadline.
         if (opts.signal.aborted || (thisTry.aborted && limit === left)) {
@@ -88,6 +98,8 @@ export class OnlineImages {
           last = describe(err);
           if (!retryable(err)) return { kind: 'failed', message: last, timedOut: false };
         }
+      } finally {
+        clearTimeout(timer);
       }
       if (attempt === MAX_ATTEMPTS) break; // no wait after the last try
       const wait = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
@@ -112,6 +124,11 @@ export class OnlineImages {
   ): Promise<[protos.google.cloud.aiplatform.v1.IGenerateContentResponse, ...unknown[]]> {
     return this.client.generateContent(request, { timeout: timeoutMs, signal } as never) as never;
   }
+}
+
+function asksForText(request: { generationConfig: object }): boolean {
+  const modalities = (request.generationConfig as { responseModalities?: unknown[] }).responseModalities;
+  return modalities?.includes('TEXT') ?? false;
 }
 
 function retryable(err: unknown): boolean {
@@ -157,6 +174,7 @@ export function readResponse(response: protos.google.cloud.aiplatform.v1.IGenera
     kind: 'failed',
     message: `the model returned no image${finish ? ` (finish reason ${finish})` : ''}${said ? `: ${said}` : ''}`,
     timedOut: false,
+    noImage: true,
   };
 }
 

@@ -85,7 +85,16 @@ describe('POST /v1/images/generations (sync)', () => {
     vertex.setFaults({ transportFaults: [{ method: 'GenerateContent', call: 2, status: 'hang' }] });
     let a: Awaited<ReturnType<typeof generate>>;
     try {
-      a = await generate(user.apiKey, { model: MODEL, prompt: 'one fast, one lost', n: 2, response_format: 'url' });
+      const pending = generate(user.apiKey, {
+        model: MODEL,
+        prompt: 'one fast, one lost',
+        n: 2,
+        response_format: 'url',
+      });
+      // The first image is stored while the second call hangs: there is something to take back.
+      const stored = async () => (await svc.runtime.services.store.list(`tenants/${user.id}/jobs/`)).length;
+      await eventually(async () => ((await stored()) > 0 ? true : null), 1400);
+      a = await pending;
     } finally {
       vertex.setFaults({ transportFaults: [] });
     }
@@ -103,6 +112,19 @@ describe('POST /v1/images/generations (sync)', () => {
     const l = await ledger(svc, user.id);
     expect(l.quota).toBe(START);
     expect(l.sum).toBe(l.quota);
+  });
+
+  it('asks again for the image alone when the model answers in words only', async () => {
+    const user = await newUser();
+    const vertex = svc.runtime.emulators!.vertex;
+    const calls = vertex.callCount('GenerateContent');
+    const a = await generate(user.apiKey, { model: MODEL, prompt: 'describe it [emulate:textonly]' });
+    expect([a.status, a.text.slice(0, 200)]).toEqual([200, a.text.slice(0, 200)]);
+    expect(decodePng(a.body.data[0].b64_json)).toEqual({ width: 1024, height: 1024 });
+    // The second call asked for the image alone: no text came with it.
+    expect(a.body.data[0].revised_prompt).toBeUndefined();
+    expect(vertex.callCount('GenerateContent')).toBe(calls + 2);
+    expect((await ledger(svc, user.id)).quota).toBe(START - PRICE);
   });
 
   it('refuses a request costing more than the quota left, charging nothing and calling nobody', async () => {
