@@ -489,6 +489,23 @@ describe('task API (/v1/aiart/openai/image)', () => {
     expect((await ledger(svc, user.id)).quota).toBe(100_000 - PRICE);
   });
 
+  it('takes size, quality and background, and extra.image_config', async () => {
+    const user = await newUser();
+    const sized = await runTask(user.apiKey, {
+      prompt: 'a wide field',
+      size: '1536x1024',
+      quality: 'high',
+      background: 'opaque',
+    });
+    expect(pngSize(sized.data)).toEqual({ width: 1248, height: 832 });
+    const configured = await runTask(user.apiKey, {
+      prompt: 'a wider field',
+      extra: { image_config: { aspect_ratio: '16:9', image_size: '1K' } },
+    });
+    expect(pngSize(configured.data)).toEqual({ width: 1344, height: 768 });
+    expect((await ledger(svc, user.id)).quota).toBe(100_000 - 2 * PRICE);
+  });
+
   it('keeps output_compression 0 with output_format jpeg', async () => {
     const user = await newUser();
     const t = await runTask(user.apiKey, { prompt: 'a field', output_format: 'jpeg', output_compression: 0 });
