@@ -10,7 +10,7 @@ const SELF = fileURLToPath(import.meta.url);
 export interface RunReport {
   seconds: number;
   bytes: number;
-  /** process.resourceUsage().maxRSS of the child, in MB. */
+  /** The child's own peak RSS (VmHWM; getrusage's maxRSS where there is no /proc), in MB. */
   peakRssMb: number;
   /** CPU seconds of the child (user, system): where the wall time went. */
   cpuUser: number;
@@ -44,7 +44,8 @@ export async function runChild(script: string, args: string[]): Promise<RunRepor
 /** Print a child's report as its last line (the parent parses it). */
 export function report(startNs: bigint, bytes: number, detail?: unknown): void {
   const seconds = Number(process.hrtime.bigint() - startNs) / 1e9;
-  const peakRssMb = process.resourceUsage().maxRSS / 1024;
+  // Not getrusage's maxRSS alone: it starts from the parent's size at fork, which can be the larger.
+  const peakRssMb = (procStatusKb(process.pid, 'VmHWM') ?? process.resourceUsage().maxRSS) / 1024;
   const cpu = process.cpuUsage();
   const r: RunReport = { seconds, bytes, peakRssMb, cpuUser: cpu.user / 1e6, cpuSys: cpu.system / 1e6, detail };
   process.stdout.write(`${JSON.stringify(r)}\n`);
