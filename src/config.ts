@@ -10,7 +10,7 @@ export type JobFault = 'none' | 'fail' | 'stuck';
 export type EmulatorImage = 'full' | 'tiny';
 
 /** The longest IMAGE_JOB_TTL: a run must end before pg-boss's 24 h bound on its queue. */
-export const MAX_IMAGE_JOB_TTL_MS = 23 * 3_600_000;
+const MAX_IMAGE_JOB_TTL_MS = 23 * 3_600_000;
 
 /** Vertex methods whose Nth call the emulator can answer with a transport fault. */
 export const VERTEX_METHODS = [

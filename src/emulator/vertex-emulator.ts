@@ -66,6 +66,8 @@ export const DEFAULT_QUEUE_EXPIRE_MS = 72 * 3_600_000;
 
 /** Latency of an online call when none is configured (about what a 1K image takes on Vertex). */
 export const DEFAULT_ONLINE_MS = 1500;
+/** A `hang` fault's wait: setTimeout's longest (about 24.8 days), ended by the caller or the close. */
+const HANG_MS = 2 ** 31 - 1;
 
 /** Largest online request body (inline reference images travel in it as base64). */
 const ONLINE_BODY_LIMIT = 256 * 1024 * 1024;
@@ -207,25 +209,6 @@ class VertexEmulator {
     }
   }
 
-  /** Waits until the caller hangs up; the emulator closing cuts it with the other online waits. */
-  private async hang(res: ServerResponse): Promise<void> {
-    if (res.closed) return; // the caller gave up already
-    const wait = new AbortController();
-    this.onlineWaits.add(wait);
-    try {
-      await new Promise<void>((resolve) => {
-        res.once('close', resolve);
-        wait.signal.addEventListener('abort', () => {
-          res.destroy();
-          resolve();
-        });
-        if (this.closing) wait.abort();
-      });
-    } finally {
-      this.onlineWaits.delete(wait);
-    }
-  }
-
   /** Online calls still waiting answer 503 now, later ones at once: the server can close without waiting for them. */
   stopOnline(): void {
     this.closing = true;
@@ -273,9 +256,11 @@ class VertexEmulator {
     this.calls.set(r.method, count);
     const fault = this.transportFaults.find((f) => f.method === r.method && f.call === count);
     if (fault?.status === 'hang') {
-      // Never answered: the call waits until its caller gives up (or the emulator closes).
+      // Never answered: an online wait with no end, until the caller gives up or the emulator
+      // closes, which then cuts the connection rather than answer.
       await drain(req);
-      await this.hang(res);
+      await this.onlineWait(HANG_MS, res);
+      res.destroy();
       return;
     }
     if (fault) {

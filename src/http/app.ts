@@ -19,6 +19,8 @@ import { webhookRoutes } from './routes/webhooks.ts';
 
 /** Largest JSON body (the task submit route allows one inline image more). */
 const JSON_BODY_LIMIT = 256 * 1024;
+/** The task submit route's path under /v1, as routing matches it: any case, a trailing slash or not. */
+const TASK_SUBMIT = new RegExp(`^${TASK_SUBMIT_PATH}/?$`, 'i');
 
 export function createApp(s: Services): express.Express {
   const app = express();
@@ -54,9 +56,8 @@ export function createApp(s: Services): express.Express {
   app.use(
     '/v1',
     auth,
-    // Routing ignores case and a trailing slash: so does this choice.
     (req: Request, res: Response, next: NextFunction) =>
-      req.path.toLowerCase().replace(/\/$/, '') === TASK_SUBMIT_PATH ? taskJson(req, res, next) : next(),
+      TASK_SUBMIT.test(req.path) ? taskJson(req, res, next) : next(),
     json,
     routeByFirstSegment([
       imageFileRoutes(s),

@@ -46,6 +46,9 @@ function validateInChild(endpoint: string): Promise<Record<string, any>> {
         '--max-old-space-size=64',
         '--max-semi-space-size=8',
         '--no-warnings',
+        // The child's own peak RSS on stderr (getrusage's would start from this worker's size at fork).
+        '--import',
+        fileURLToPath(new URL('../support/peak-rss.ts', import.meta.url)),
         fileURLToPath(new URL('../support/validation-child.ts', import.meta.url)),
         endpoint,
         BUCKET,
@@ -60,7 +63,11 @@ function validateInChild(endpoint: string): Promise<Record<string, any>> {
     child.on('error', reject);
     child.on('close', (code) => {
       if (code !== 0) reject(new Error(`validation child exited with ${code}: ${err.slice(-2000)}`));
-      else resolve(JSON.parse(out.trim().split('\n').pop()!));
+      else {
+        const r = JSON.parse(out.trim().split('\n').pop()!);
+        r.rss.peak = Number(/peak_rss=(\d+)/.exec(err)![1]);
+        resolve(r);
+      }
     });
   });
 }

@@ -3,12 +3,11 @@
  * real validator reading the object through the real object store (the Storage client against
  * the Cloud Storage emulator). Prints one JSON line: the validation result's counts and memory
  * figures in bytes: live JS heap and array buffers at their peak (sampled after a full GC every
- * 100 ms, so garbage not yet collected does not count), the RSS before validating and the
- * process's peak RSS.
+ * 100 ms, so garbage not yet collected does not count) and the RSS before validating; run with
+ * peak-rss.ts preloaded, it reports its peak RSS on stderr.
  *
- *   node --expose-gc [--max-old-space-size=…] test/support/validation-child.ts <storage endpoint> <bucket> <key>
+ *   node --expose-gc --import test/support/peak-rss.ts [--max-old-space-size=…] test/support/validation-child.ts <storage endpoint> <bucket> <key>
  */
-import fs from 'node:fs';
 import { validateBatchInput } from '../../src/pipeline/line-validator.ts';
 import { ObjectStore } from '../../src/storage/object-store.ts';
 import { testModel } from '../unit/fixtures.ts';
@@ -48,20 +47,6 @@ process.stdout.write(
     model: result.model,
     heap: { baseline: baseline.heapUsed, peak: peakHeap },
     arrayBuffers: { baseline: baseline.arrayBuffers, peak: peakArrayBuffers },
-    rss: { baseline: baseline.rss, peak: peakRss() },
+    rss: { baseline: baseline.rss },
   })}\n`,
 );
-
-/**
- * This program's own peak RSS: Linux's VmHWM. getrusage's maxRSS would start from the parent's
- * size at fork (a jest worker grown to a few hundred MB), and fail the bound for the parent's sake.
- */
-function peakRss(): number {
-  try {
-    const hwm = /^VmHWM:\s+(\d+) kB$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
-    if (hwm) return Number(hwm[1]) * 1024;
-  } catch {
-    // no /proc
-  }
-  return process.resourceUsage().maxRSS * 1024;
-}
