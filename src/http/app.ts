@@ -1,8 +1,8 @@
-import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
+import express, { type NextFunction, type Request, type RequestHandler, type Response, Router } from 'express';
 import type { Services } from '../services.ts';
 import { apiKeyAuth, errorHandler, notFoundRoute, rejectNulCharacters } from './middleware.ts';
 import { metricsEndpoint, requestObservability } from './observability.ts';
-import { routeByFirstSegment } from './route-by-segment.ts';
+import { chain, routeByFirstSegment, routeByMount } from './route-by-segment.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { batchRoutes } from './routes/batches.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
@@ -31,16 +31,6 @@ export function createApp(s: Services): express.Express {
   app.set('etag', false);
   // First of all: every request gets its id (sent back on every answer), an access log line and its timing.
   app.use(requestObservability(app, s.metrics));
-  app.use(operationsRoutes(s));
-
-  // The dashboard's page and files: public; it signs in to the API like any other client.
-  app.use(dashboardRoutes(s));
-
-  // The OpenAPI document and the reference page that renders it: public, like the dashboard.
-  app.use(docsRoutes(s));
-
-  // Signed links (url-mode images) carry their own credential: no API key, no body.
-  app.use('/links', linkRoutes(s));
 
   // Bodies are parsed only after authentication: an anonymous caller learns nothing else.
   const json: RequestHandler[] = [express.json({ limit: JSON_BODY_LIMIT }), rejectNulCharacters];
@@ -48,28 +38,39 @@ export function createApp(s: Services): express.Express {
   // VISION_MAX_BYTES in base64 (bigger or more go by URL or file id). Parsed first, so the
   // general parser leaves it be.
   const taskJson = express.json({ limit: Math.ceil((s.config.limits.visionMaxBytes * 4) / 3) + JSON_BODY_LIMIT });
-  app.use('/admin', adminRoutes(s, json));
-  // The task API answers its errors (authentication's too) in seed 003's envelope.
-  app.use('/v1/aiart', taskEnvelope);
   const auth = apiKeyAuth((key) => s.accounts.authenticate(key));
-  app.use('/api', auth, json, privacyRoutes(s));
-  app.use(
+
+  const v1 = Router();
+  // The task API answers its errors (authentication's too) in seed 003's envelope.
+  v1.use('/v1/aiart', taskEnvelope);
+  v1.use(
     '/v1',
-    auth,
-    (req: Request, res: Response, next: NextFunction) =>
-      TASK_SUBMIT.test(req.path) ? taskJson(req, res, next) : next(),
-    json,
-    routeByFirstSegment([
-      imageFileRoutes(s),
-      fileRoutes(s),
-      batchRoutes(s),
-      webhookRoutes(s),
-      modelRoutes(s),
-      imageRoutes(s),
-      jobRoutes(s),
-      taskRoutes(s),
+    chain([
+      auth,
+      s.readCache.writing,
+      (req: Request, res: Response, next: NextFunction) =>
+        TASK_SUBMIT.test(req.path) ? taskJson(req, res, next) : next(),
+      ...json,
+      routeByFirstSegment([
+        imageFileRoutes(s),
+        fileRoutes(s),
+        batchRoutes(s),
+        webhookRoutes(s),
+        modelRoutes(s),
+        imageRoutes(s),
+        jobRoutes(s),
+        taskRoutes(s),
+      ]),
     ]),
   );
+  const api = Router().use('/api', chain([auth, s.readCache.writing, ...json, privacyRoutes(s)]));
+  const admin = Router().use('/admin', adminRoutes(s, json));
+  // Signed links (url-mode images) carry their own credential: no API key, no body.
+  const links = Router().use('/links', linkRoutes(s));
+  // Public: the operators' endpoints, the dashboard's page and files (it signs in to the API like
+  // any other client), and the OpenAPI document with the reference page that renders it.
+  const site = Router().use(operationsRoutes(s), dashboardRoutes(s), docsRoutes(s));
+  app.use(routeByMount({ v1, api, admin, links }, site));
 
   app.use(notFoundRoute);
   app.use(errorHandler(s.database));
@@ -90,8 +91,8 @@ export function createOperationsApp(s: Services): express.Express {
   return app;
 }
 
-function operationsRoutes(s: Services): express.Router {
-  const r = express.Router();
+function operationsRoutes(s: Services): Router {
+  const r = Router();
   // Liveness: the process answers. Readiness: it can do work (Postgres and the job queue answer).
   r.get('/healthz', (_req, res) => void res.json({ ok: true }));
   r.get('/readyz', async (_req, res) => {
