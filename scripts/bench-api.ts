@@ -367,7 +367,13 @@ async function main(): Promise<void> {
         paths: [`/v1/batches?limit=20&status=expired&after=${mid}`],
         target: 0.5,
       },
-      { name: 'files', label: 'GET /v1/files?limit=20', paths: ['/v1/files?limit=20'], target: 0.5 },
+      {
+        name: 'files',
+        label:
+          'GET /v1/files?limit=20: not a batch list (the issue judges those); read from Postgres every time, as its answer changes with the clock (files expire); not judged',
+        paths: ['/v1/files?limit=20'],
+        target: null,
+      },
       {
         name: 'nodb',
         label:

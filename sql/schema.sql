@@ -50,6 +50,28 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION public.notify_batches_changed()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+  users text;
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    SELECT string_agg(DISTINCT user_id::text, ',') INTO users FROM new_rows;
+  ELSIF TG_OP = 'DELETE' THEN
+    SELECT string_agg(DISTINCT user_id::text, ',') INTO users FROM old_rows;
+  ELSE
+    SELECT string_agg(DISTINCT user_id::text, ',') INTO users
+      FROM (SELECT user_id FROM old_rows UNION ALL SELECT user_id FROM new_rows) changed;
+  END IF;
+  IF users IS NOT NULL THEN
+    PERFORM pg_notify('ibg_batches_changed', CASE WHEN length(users) > 7000 THEN '*' ELSE users END);
+  END IF;
+  RETURN NULL;
+END
+$function$;
+
 CREATE SEQUENCE public.api_keys_id_seq
     AS bigint
     START WITH 1
@@ -486,6 +508,12 @@ CREATE TRIGGER batches_count_deleted AFTER DELETE ON public.batches REFERENCING 
 CREATE TRIGGER batches_count_inserted AFTER INSERT ON public.batches REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.count_batch_statuses();
 
 CREATE TRIGGER batches_count_updated AFTER UPDATE ON public.batches REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.count_batch_statuses();
+
+CREATE TRIGGER batches_notify_deleted AFTER DELETE ON public.batches REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION public.notify_batches_changed();
+
+CREATE TRIGGER batches_notify_inserted AFTER INSERT ON public.batches REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.notify_batches_changed();
+
+CREATE TRIGGER batches_notify_updated AFTER UPDATE ON public.batches REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.notify_batches_changed();
 
 CREATE TRIGGER image_jobs_count_deleted AFTER DELETE ON public.image_jobs REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION public.count_image_job_statuses();
 

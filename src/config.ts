@@ -43,6 +43,8 @@ export interface Config {
   /** Bearer token `/metrics` asks for; null: `/metrics` is open (keep it off the public network then). */
   metricsToken: string | null;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+  /** Memory for the answers clients poll most (a batch, a page of batches) per process; 0: none kept. */
+  readCacheBytes: number;
 
   /** Google Cloud: when project, location and bucket are all set, no emulator is started. */
   google: {
@@ -312,6 +314,7 @@ export function loadConfig(env: Env = process.env): Config {
     adminToken,
     metricsToken,
     logLevel: r.oneOf('LOG_LEVEL', ['debug', 'info', 'warn', 'error', 'silent'] as const, 'info'),
+    readCacheBytes: r.bytes('READ_CACHE_BYTES', 32 * 1024 ** 2),
     google: {
       project: project ?? 'local-project',
       location: location ?? 'us-central1',

@@ -101,6 +101,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly readCacheReads = new Counter({
+    name: 'ibg_read_cache_reads_total',
+    help: 'Batch reads (a batch, a page of batches) by where the answer came from: hit (memory), miss (Postgres, then kept), bypass (Postgres: cache off, its listener down, or a change of that user under way).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
   private sources: MetricSources | null = null;
   /** The queue's counts of this scrape: read once for both gauges that show them. */
   private queueReading: Promise<Awaited<ReturnType<MetricSources['queueCounts']>> | null> = Promise.resolve(null);

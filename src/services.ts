@@ -8,6 +8,7 @@ import type { DatabaseAvailability } from './db/availability.ts';
 import type { NotificationListener } from './db/notifications.ts';
 import type { Pool } from './db/pool.ts';
 import { FileService } from './files/file-service.ts';
+import { ReadCache } from './http/read-cache.ts';
 import { ImageJobService } from './images/image-job-service.ts';
 import type { Metrics } from './metrics.ts';
 import type { JobQueue } from './pipeline/job-queue.ts';
@@ -48,6 +49,14 @@ export interface Services {
   /** The model catalog, cached in memory: read it with `models`, change it with `catalog.save`. */
   catalog: ModelCatalog;
   models(onlyEnabled: boolean): Promise<ModelInfo[]>;
+  /** Serialized answers of batch reads, kept until the user's batches change (READ_CACHE_BYTES). */
+  readCache: ReadCache;
+}
+
+/** A counter's children made once, by label: prom-client would sort and join the labels on each call. */
+function counter<L extends string>(metric: Metrics['readCacheReads'], labels: L[]): (label: L) => void {
+  const children = new Map(labels.map((label) => [label, metric.labels(label)]));
+  return (label) => children.get(label)!.inc();
 }
 
 export function createServices(
@@ -63,6 +72,7 @@ export function createServices(
     | 'imageJobs'
     | 'catalog'
     | 'models'
+    | 'readCache'
   >,
 ): Services {
   const { config, pool, store, queue, links, online } = deps;
@@ -99,5 +109,10 @@ export function createServices(
     }),
     catalog,
     models,
+    readCache: new ReadCache({
+      listener: deps.notifications,
+      maxBytes: config.readCacheBytes,
+      counted: counter(deps.metrics.readCacheReads, ['hit', 'miss', 'bypass']),
+    }),
   };
 }

@@ -7,6 +7,8 @@ export const CHANNELS = {
   apiKeyRevoked: 'ibg_api_key_revoked',
   /** Payload: the id of the model that changed. */
   modelChanged: 'ibg_model_changed',
+  /** Payload: the ids of the users whose batches a statement changed, comma-separated; `*`: anyone's (sql/0007). */
+  batchesChanged: 'ibg_batches_changed',
 } as const;
 export type Channel = (typeof CHANNELS)[keyof typeof CHANNELS];
 

@@ -102,7 +102,8 @@ describe('database outage', () => {
 
   const lines = (msg: string) => logged.filter((l) => l.msg === msg);
   const errors = () => logged.filter((l) => l.level === 'error');
-  const v1 = () => call(`${svc!.url}/v1/image-batches`, { key });
+  // A route that reads the database on every call (batch reads may be answered from the read cache).
+  const v1 = () => call(`${svc!.url}/v1/files`, { key });
   const readyz = () => call(`${svc!.url}/readyz`);
 
   beforeAll(async () => {

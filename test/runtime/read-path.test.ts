@@ -5,8 +5,8 @@ import { CHANNELS, NotificationListener, NotifiedCache } from '../../src/db/noti
 import type { Db } from '../../src/db/pool.ts';
 import { listUserFiles } from '../../src/files/file-queries.ts';
 import { listUserImageJobs } from '../../src/images/image-job-queries.ts';
-import { eventually } from '../support/batches.ts';
-import { call } from '../support/http.ts';
+import { eventually, uploadBatch, waitForBatch } from '../support/batches.ts';
+import { call, imageLine } from '../support/http.ts';
 import { createTestDatabase, startTestService, type TestService } from '../support/service.ts';
 
 /**
@@ -345,5 +345,70 @@ describe('two processes on one database', () => {
     }, 1000);
     expect(Date.now() - at).toBeLessThan(1000);
     expect(after).toBe(await price(a));
+  });
+
+  it('a batch and its pages are answered from memory until they change, on either process: at once on the one that changed it, within 1 s on the other', async () => {
+    const user = await a.createUser(1_000_000);
+    const up = await uploadBatch(a, user.apiKey, [imageLine('r1')]);
+    expect(up.status).toBe(200);
+    const id = up.body.id as string;
+    await waitForBatch(a, user.apiKey, id);
+    const get = async (svc: TestService) => (await call(`${svc.url}/v1/batches/${id}`, { key: user.apiKey })).body;
+    const page = async (svc: TestService) =>
+      (await call(`${svc.url}/v1/image-batches?limit=5`, { key: user.apiKey })).body.data;
+    const note = async (svc: TestService) => [(await get(svc)).metadata?.note, (await page(svc))[0]?.metadata?.note];
+    for (const svc of [a, b]) expect(await note(svc)).toEqual([undefined, undefined]);
+
+    const db = new pg.Client({ connectionString: a.databaseUrl });
+    await db.connect();
+    try {
+      // A change that announces nothing (triggers off for this session) is not seen: the answers come from memory.
+      await db.query("SET session_replication_role = 'replica'");
+      await db.query(`UPDATE batches SET metadata = '{"note":"unannounced"}' WHERE id = $1`, [id]);
+      await db.query('RESET session_replication_role');
+      for (const svc of [a, b]) expect(await note(svc)).toEqual([undefined, undefined]);
+
+      // Any committed change of the user's batches, by any writer, is: within 1 s on both.
+      await db.query(`UPDATE batches SET metadata = '{"note":"announced"}' WHERE id = $1`, [id]);
+      const at = Date.now();
+      for (const svc of [a, b]) {
+        await eventually(async () => ((await note(svc)).join() === 'announced,announced' ? true : null), 1000);
+      }
+      expect(Date.now() - at).toBeLessThan(1000);
+      // A rolled-back change announces nothing and changes nothing.
+      await db.query('BEGIN');
+      await db.query(`UPDATE batches SET metadata = '{"note":"rolled back"}' WHERE id = $1`, [id]);
+      await db.query('ROLLBACK');
+      for (const svc of [a, b]) expect(await note(svc)).toEqual(['announced', 'announced']);
+
+      // A client's own change is what the process that made it answers next, without waiting for the notice.
+      for (const svc of [a, b]) expect((await get(svc)).id).toBe(id);
+      expect((await call(`${b.url}/v1/batches/${id}`, { method: 'DELETE', key: user.apiKey })).status).toBe(200);
+      expect((await call(`${b.url}/v1/batches/${id}`, { key: user.apiKey })).status).toBe(404);
+      expect(await page(b)).toEqual([]);
+      await eventually(
+        async () => ((await call(`${a.url}/v1/batches/${id}`, { key: user.apiKey })).status === 404 ? true : null),
+        1000,
+      );
+      expect(await page(a)).toEqual([]);
+
+      // While the listener is down nothing is answered from memory (a notice could be missed).
+      const other = await uploadBatch(a, user.apiKey, [imageLine('r1')]);
+      const otherId = other.body.id as string;
+      await waitForBatch(a, user.apiKey, otherId);
+      const otherNote = async () =>
+        (await call(`${b.url}/v1/image-batches/${otherId}`, { key: user.apiKey })).body.metadata?.note;
+      expect(await otherNote()).toBeUndefined();
+      await db.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'ibg-notifications' AND datname = current_database()",
+      );
+      await eventually(async () => (a.runtime.services.notifications?.listening ? null : true), 5000);
+      await db.query("SET session_replication_role = 'replica'");
+      await db.query(`UPDATE batches SET metadata = '{"note":"while deaf"}' WHERE id = $1`, [otherId]);
+      await db.query('RESET session_replication_role');
+      await eventually(async () => ((await otherNote()) === 'while deaf' ? true : null), 10_000);
+    } finally {
+      await db.end();
+    }
   });
 });

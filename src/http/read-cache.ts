@@ -1,0 +1,156 @@
+import type { NextFunction, Request, Response } from 'express';
+import { CHANNELS, type NotificationListener } from '../db/notifications.ts';
+import { userId } from './middleware.ts';
+
+/**
+ * Users are dropped by bucket: a fixed array of generations whatever the number of users. Two
+ * users sharing a bucket only cost each other a reload now and then.
+ */
+const BUCKETS = 4096;
+/**
+ * How stale an answer can be should a notice still be missed: on a connection that died without
+ * the listener knowing yet (while it is known down nothing is cached at all).
+ */
+const TTL_MS = 5000;
+/** An answer bigger than this share of the cache is not kept (it would push out many small ones). */
+const MAX_SHARE = 16;
+
+/** Where an answer came from: memory, Postgres then kept, or Postgres only. */
+export type ReadResult = 'hit' | 'miss' | 'bypass';
+
+interface Entry {
+  body: Buffer;
+  generation: number;
+  until: number;
+}
+
+/**
+ * The JSON answers clients poll most (a batch, a page of batches), kept serialized per process
+ * until that user's batches change. Every committed change of a user's batches, by any process,
+ * is announced on `ibg_batches_changed` (the triggers of sql/0007): hearing it bumps the user's
+ * generation, and an answer of an older generation is never served. A load records the
+ * generation it started in, so what it read is stale as soon as a change lands during it.
+ *
+ * Read-your-writes in this process does not wait for the notice: while a request of the user
+ * that may write (anything but GET and HEAD) runs, that user's answers are neither served nor kept,
+ * and its end bumps the generation again (`writing`). Another process hears the change when the
+ * notice arrives, milliseconds after the commit.
+ *
+ * Nothing is cached while the listener is down, everything is dropped when it resets, entries
+ * live at most TTL_MS, and memory is bounded by `maxBytes` (least recently used goes first; 0
+ * turns the cache off). Concurrent loads of one answer share one query.
+ */
+export class ReadCache {
+  private readonly listener: NotificationListener | null;
+  private readonly maxBytes: number;
+  private readonly entries = new Map<string, Entry>();
+  private readonly loading = new Map<string, { generation: number; body: Promise<Buffer> }>();
+  private readonly generations = new Uint32Array(BUCKETS);
+  private readonly writers = new Uint32Array(BUCKETS);
+  private readonly counted: (result: ReadResult) => void;
+  private bytes = 0;
+
+  constructor(opts: {
+    listener: NotificationListener | null;
+    maxBytes: number;
+    /** Told of every read (the metric). */
+    counted?: (result: ReadResult) => void;
+  }) {
+    this.listener = opts.maxBytes > 0 ? opts.listener : null;
+    this.maxBytes = opts.maxBytes;
+    this.counted = opts.counted ?? (() => {});
+    this.listener?.on(CHANNELS.batchesChanged, (payload) => {
+      if (payload === '*') this.clear();
+      else for (const id of payload.split(',')) this.changed(Number(id));
+    });
+    this.listener?.onReset(() => this.clear());
+  }
+
+  /** The user's answer under `key`: kept, or `load()`ed (its errors are thrown, never kept). */
+  async get(user: number, key: string, load: () => Promise<unknown>): Promise<Buffer> {
+    const bucket = user % BUCKETS;
+    if (!this.listener?.listening || this.writers[bucket] > 0) {
+      this.counted('bypass');
+      return serialize(await load());
+    }
+    const generation = this.generations[bucket];
+    const k = `${user} ${key}`;
+    const hit = this.entries.get(k);
+    if (hit !== undefined) {
+      this.entries.delete(k);
+      if (hit.generation === generation && hit.until > Date.now()) {
+        this.entries.set(k, hit);
+        this.counted('hit');
+        return hit.body;
+      }
+      this.bytes -= hit.body.length;
+    }
+    this.counted('miss');
+    const pending = this.loading.get(k);
+    if (pending?.generation === generation) return pending.body;
+    const until = Date.now() + TTL_MS;
+    const body = load().then(serialize);
+    this.loading.set(k, { generation, body });
+    try {
+      const answer = await body;
+      if (this.generations[bucket] === generation && this.listener.listening) this.keep(k, answer, generation, until);
+      return answer;
+    } finally {
+      if (this.loading.get(k)?.body === body) this.loading.delete(k);
+    }
+  }
+
+  /**
+   * Middleware (after authentication): a request that may change the user's batches keeps that
+   * user's answers out of the cache until it has ended.
+   */
+  readonly writing = (req: Request, res: Response, next: NextFunction) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD' && this.listener) {
+      const bucket = userId(req) % BUCKETS;
+      this.writers[bucket]++;
+      this.generations[bucket]++;
+      res.once('close', () => {
+        this.writers[bucket]--;
+        this.generations[bucket]++;
+      });
+    }
+    next();
+  };
+
+  private changed(user: number) {
+    if (Number.isSafeInteger(user)) this.generations[user % BUCKETS]++;
+    else this.clear();
+  }
+
+  private clear() {
+    for (let i = 0; i < BUCKETS; i++) this.generations[i]++;
+    this.entries.clear();
+    this.loading.clear();
+    this.bytes = 0;
+  }
+
+  private keep(k: string, body: Buffer, generation: number, until: number) {
+    if (body.length > this.maxBytes / MAX_SHARE) return;
+    const old = this.entries.get(k);
+    if (old) {
+      this.entries.delete(k);
+      this.bytes -= old.body.length;
+    }
+    for (const [oldest, entry] of this.entries) {
+      if (this.bytes + body.length <= this.maxBytes) break;
+      this.entries.delete(oldest);
+      this.bytes -= entry.body.length;
+    }
+    this.entries.set(k, { body, generation, until });
+    this.bytes += body.length;
+  }
+}
+
+function serialize(value: unknown): Buffer {
+  return Buffer.from(JSON.stringify(value));
+}
+
+/** Sends a body `ReadCache.get` answered, as `res.json` would have. */
+export function sendJson(res: Response, body: Buffer): void {
+  res.set('Content-Type', 'application/json; charset=utf-8').send(body);
+}
