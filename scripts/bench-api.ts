@@ -56,12 +56,12 @@ import {
   postmasterPid,
   processCpuMs,
   runMain,
+  serviceCommand,
   startChild,
   stopChild,
   waitHttp,
 } from './bench-lib.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SELF = fileURLToPath(import.meta.url);
 const ADMIN_TOKEN = `bench-admin-${randomToken(16)}`;
 /** Distinct ids the GET-one case rotates over (each connection walks the list). */
@@ -298,7 +298,7 @@ async function main(): Promise<void> {
       ADMIN_TOKEN,
     };
     if (opts.logLevel) serviceEnv.LOG_LEVEL = opts.logLevel;
-    const service = startChild('service', [path.join(ROOT, 'src/main.ts')], serviceEnv, dir);
+    const service = startChild('service', serviceCommand(), serviceEnv, dir);
     children.push(service);
     const url = `http://127.0.0.1:${servicePort}`;
     await waitHttp(service, `${url}/readyz`);

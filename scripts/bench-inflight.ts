@@ -42,7 +42,6 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Storage } from '@google-cloud/storage';
 import pg from 'pg';
 import { listModels } from '../src/billing/model-catalog.ts';
@@ -63,13 +62,13 @@ import {
   postmasterPid,
   processCpuMs,
   runMain,
+  serviceCommand,
   startChild,
   startEmulatorProcess,
   stopChild,
   waitHttp,
 } from './bench-lib.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ADMIN_TOKEN = `bench-admin-${randomToken(16)}`;
 const PROJECT = 'local-project';
 const LOCATION = 'us-central1';
@@ -194,7 +193,7 @@ async function main() {
     const url = `http://127.0.0.1:${port}`;
     service = startChild(
       'service',
-      [path.join(ROOT, 'src/main.ts')],
+      serviceCommand(),
       {
         PORT: String(port),
         HOST: '127.0.0.1',

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const SELF = fileURLToPath(import.meta.url);
+const ROOT = path.resolve(path.dirname(SELF), '..');
 
 /** What a measuring child process reports on its last stdout line. */
 export interface RunReport {
@@ -198,6 +199,22 @@ export interface Child {
   logFile: string;
   /** Its exit code (null when a signal ended it). */
   exited: Promise<number | null>;
+}
+
+/**
+ * The service's process as `npm start` runs it: the Node flags of its script (`node [flags]
+ * src/main.ts`) and the entry point, so that the process measured is the one deployed (the V8
+ * flags change its speed and memory); SERVICE_NODE_FLAGS replaces the flags (experiments).
+ */
+export function serviceCommand(): string[] {
+  const override = process.env.SERVICE_NODE_FLAGS;
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
+  const words = pkg.scripts.start.split(/\s+/);
+  const flags =
+    override === undefined
+      ? words.slice(words.indexOf('node') + 1, words.indexOf('src/main.ts'))
+      : override.split(/\s+/).filter(Boolean);
+  return [...flags, path.join(ROOT, 'src/main.ts')];
 }
 
 /**

@@ -42,7 +42,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { freePort } from '../src/db/embedded.ts';
 import { randomToken } from '../src/ids.ts';
@@ -56,6 +55,7 @@ import {
   processCpuMs,
   procStatusKb,
   runMain,
+  serviceCommand,
   startChild,
   startEmulatorProcess,
   stopChild,
@@ -64,7 +64,6 @@ import {
   writeAll,
 } from './bench-lib.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MODEL = 'gemini-2.5-flash-image';
 /** Sync price of a 1K image on this model (5,000) × the batch ratio (0.5). */
 const IMAGE_PRICE = 2500;
@@ -113,24 +112,12 @@ interface Service extends Child {
   startedAt: number;
 }
 
-/**
- * The Node flags `npm start` runs the service with (its script is `node [flags] src/main.ts`), so
- * that the process measured is the one deployed; SERVICE_NODE_FLAGS replaces them (experiments).
- */
-function serviceNodeFlags(): string[] {
-  const override = process.env.SERVICE_NODE_FLAGS;
-  if (override !== undefined) return override.split(/\s+/).filter(Boolean);
-  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
-  const words = pkg.scripts.start.split(/\s+/);
-  return words.slice(words.indexOf('node') + 1, words.indexOf('src/main.ts'));
-}
-
 async function startService(dir: string, env: Record<string, string>): Promise<Service> {
   const [port, pgPort] = [await freePort(), await freePort()];
   const startedAt = Date.now();
   const child = startChild(
     'service',
-    [...serviceNodeFlags(), path.join(ROOT, 'src/main.ts')],
+    serviceCommand(),
     {
       PORT: String(port),
       HOST: '127.0.0.1',

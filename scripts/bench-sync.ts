@@ -31,7 +31,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { listModels, type ModelInfo } from '../src/billing/model-catalog.ts';
@@ -52,6 +51,7 @@ import {
   postmasterPid,
   processCpuMs,
   runMain,
+  serviceCommand,
   startChild,
   startEmulatorProcess,
   stopChild,
@@ -59,7 +59,6 @@ import {
   wholeNumber,
 } from './bench-lib.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ADMIN_TOKEN = `bench-admin-${randomToken(16)}`;
 const PROJECT = 'local-project';
 const LOCATION = 'us-central1';
@@ -295,7 +294,7 @@ async function main(): Promise<void> {
     const servicePort = await freePort();
     const service = startChild(
       'service',
-      [path.join(ROOT, 'src/main.ts')],
+      serviceCommand(),
       {
         PORT: String(servicePort),
         HOST: '127.0.0.1',

@@ -367,6 +367,10 @@ describe('two processes on one database', () => {
       await db.query(`UPDATE batches SET metadata = '{"note":"unannounced"}' WHERE id = $1`, [id]);
       await db.query('RESET session_replication_role');
       for (const svc of [a, b]) expect(await note(svc)).toEqual([undefined, undefined]);
+      const hits = await call(`${b.url}/metrics`);
+      expect(Number(/^ibg_read_cache_reads_total\{result="hit"\} (\d+)$/m.exec(hits.text)?.[1])).toBeGreaterThanOrEqual(
+        2,
+      );
 
       // Any committed change of the user's batches, by any writer, is: within 1 s on both.
       await db.query(`UPDATE batches SET metadata = '{"note":"announced"}' WHERE id = $1`, [id]);
