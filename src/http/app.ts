@@ -2,6 +2,7 @@ import express, { type NextFunction, type Request, type RequestHandler, type Res
 import type { Services } from '../services.ts';
 import { apiKeyAuth, errorHandler, notFoundRoute, rejectNulCharacters } from './middleware.ts';
 import { metricsEndpoint, requestObservability } from './observability.ts';
+import { parseQueryOnce } from './query.ts';
 import { chain, routeByFirstSegment, routeByMount } from './route-by-segment.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { batchRoutes } from './routes/batches.ts';
@@ -26,6 +27,7 @@ export function createApp(s: Services): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
+  parseQueryOnce(app);
   // No ETag on JSON answers: they are read once and never asked for conditionally (OpenAI's API
   // sends none either), and hashing every body costs a read its time. Static files keep theirs.
   app.set('etag', false);

@@ -1,5 +1,32 @@
+import querystring from 'node:querystring';
+import type { Express, Request } from 'express';
 import { BATCH_STATUSES, type BatchStatus, isBatchStatus } from '../batches/batch-states.ts';
 import { ApiError } from '../errors/api-error.ts';
+
+const PARSED = Symbol('parsed query');
+
+/**
+ * `req.query`, parsed once per request: Express 5 parses the query string again on every read
+ * of it, and a list request reads it four or five times (the NUL check, limit, after, status…).
+ * Parsed as the app's 'simple' query parser does (node:querystring); the query string is the
+ * same at every mount point, so it is taken from `originalUrl`.
+ */
+export function parseQueryOnce(app: Express): void {
+  Object.defineProperty(app.request, 'query', {
+    configurable: true,
+    enumerable: true,
+    get(this: Request & { [PARSED]?: { raw: string; query: querystring.ParsedUrlQuery } }) {
+      const url = this.originalUrl ?? this.url;
+      const at = url.indexOf('?');
+      const raw = at === -1 ? '' : url.slice(at + 1);
+      const memo = this[PARSED];
+      if (memo?.raw === raw) return memo.query;
+      const query = querystring.parse(raw);
+      this[PARSED] = { raw, query };
+      return query;
+    },
+  });
+}
 
 /** Query parameters of list routes, read one way everywhere. */
 type Query = Record<string, unknown>;

@@ -19,7 +19,8 @@ const MAX_SHARE = 16;
 export type ReadResult = 'hit' | 'miss' | 'bypass';
 
 interface Entry {
-  body: Buffer;
+  /** JSON text: its length counts against `maxBytes` (the answers are ASCII but for rare metadata). */
+  body: string;
   generation: number;
   until: number;
 }
@@ -44,7 +45,7 @@ export class ReadCache {
   private readonly listener: NotificationListener | null;
   private readonly maxBytes: number;
   private readonly entries = new Map<string, Entry>();
-  private readonly loading = new Map<string, { generation: number; body: Promise<Buffer> }>();
+  private readonly loading = new Map<string, { generation: number; body: Promise<string> }>();
   private readonly generations = new Uint32Array(BUCKETS);
   private readonly writers = new Uint32Array(BUCKETS);
   private readonly counted: (result: ReadResult) => void;
@@ -66,34 +67,39 @@ export class ReadCache {
     this.listener?.onReset(() => this.clear());
   }
 
-  /** The user's answer under `key`: kept, or `load()`ed (its errors are thrown, never kept). */
-  async get(user: number, key: string, load: () => Promise<unknown>): Promise<Buffer> {
+  /**
+   * Answers `res` with the user's answer under `key`: kept, or `load()`ed (its errors are
+   * thrown, never kept). A kept answer is sent at once, without a promise in between.
+   */
+  answer(res: Response, user: number, key: string, load: () => Promise<unknown>): void | Promise<void> {
     const bucket = user % BUCKETS;
     if (!this.listener?.listening || this.writers[bucket] > 0) {
       this.counted('bypass');
-      return serialize(await load());
+      return load().then((value) => sendJson(res, JSON.stringify(value)));
     }
     const generation = this.generations[bucket];
     const k = `${user} ${key}`;
     const hit = this.entries.get(k);
     if (hit !== undefined) {
-      this.entries.delete(k);
       if (hit.generation === generation && hit.until > Date.now()) {
-        this.entries.set(k, hit);
         this.counted('hit');
-        return hit.body;
+        return sendJson(res, hit.body);
       }
-      this.bytes -= hit.body.length;
+      this.forget(k, hit);
     }
     this.counted('miss');
+    return this.load(k, bucket, generation, load).then((body) => sendJson(res, body));
+  }
+
+  private async load(k: string, bucket: number, generation: number, load: () => Promise<unknown>): Promise<string> {
     const pending = this.loading.get(k);
     if (pending?.generation === generation) return pending.body;
     const until = Date.now() + TTL_MS;
-    const body = load().then(serialize);
+    const body = load().then((value) => JSON.stringify(value));
     this.loading.set(k, { generation, body });
     try {
       const answer = await body;
-      if (this.generations[bucket] === generation && this.listener.listening) this.keep(k, answer, generation, until);
+      if (this.generations[bucket] === generation && this.listener?.listening) this.keep(k, answer, generation, until);
       return answer;
     } finally {
       if (this.loading.get(k)?.body === body) this.loading.delete(k);
@@ -129,28 +135,32 @@ export class ReadCache {
     this.bytes = 0;
   }
 
-  private keep(k: string, body: Buffer, generation: number, until: number) {
+  /**
+   * Oldest first out: every answer is reloaded within TTL_MS anyway, so the order answers were
+   * kept in is close to the order they were used in, without moving one on every hit.
+   */
+  private keep(k: string, body: string, generation: number, until: number) {
     if (body.length > this.maxBytes / MAX_SHARE) return;
     const old = this.entries.get(k);
-    if (old) {
-      this.entries.delete(k);
-      this.bytes -= old.body.length;
-    }
+    if (old) this.forget(k, old);
     for (const [oldest, entry] of this.entries) {
       if (this.bytes + body.length <= this.maxBytes) break;
-      this.entries.delete(oldest);
-      this.bytes -= entry.body.length;
+      this.forget(oldest, entry);
     }
     this.entries.set(k, { body, generation, until });
     this.bytes += body.length;
   }
+
+  private forget(k: string, entry: Entry) {
+    this.entries.delete(k);
+    this.bytes -= entry.body.length;
+  }
 }
 
-function serialize(value: unknown): Buffer {
-  return Buffer.from(JSON.stringify(value));
-}
-
-/** Sends a body `ReadCache.get` answered, as `res.json` would have. */
-export function sendJson(res: Response, body: Buffer): void {
+/**
+ * Sends JSON text as `res.json` would have. Kept as a string, not bytes: Node writes a string
+ * body in one piece with the headers, where a Buffer goes out as a second buffer of a writev.
+ */
+function sendJson(res: Response, body: string): void {
   res.set('Content-Type', 'application/json; charset=utf-8').send(body);
 }

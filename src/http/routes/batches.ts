@@ -5,7 +5,6 @@ import type { Services } from '../../services.ts';
 import { idempotencyOf, idempotent } from '../idempotency.ts';
 import { userId } from '../middleware.ts';
 import { batchListQuery, listLimit, listPage, singleQuery } from '../query.ts';
-import { sendJson } from '../read-cache.ts';
 import { parseExpiresAfter, parseMetadata } from '../uploads.ts';
 import { batchImageView, batchView } from '../views.ts';
 
@@ -31,21 +30,20 @@ export function batchRoutes(s: Services): Router {
     res.json(batchView(batch));
   });
   for (const base of ['/batches', '/image-batches']) {
-    // Both paths answer the same JSON: one cached answer serves both.
-    r.get(base, async (req, res) => {
+    // Both paths answer the same JSON: one kept answer serves both.
+    r.get(base, (req, res) => {
       const user = userId(req);
       const query = batchListQuery(req.query);
       const key = `batches ${query.limit} ${query.status ?? ''} ${query.after ?? ''}`;
-      const body = await s.readCache.get(user, key, async () => {
+      return s.readCache.answer(res, user, key, async () => {
         const { page, hasMore } = await s.batches.list(user, query);
         return listPage(page.map(batchView), hasMore);
       });
-      sendJson(res, body);
     });
-    r.get(`${base}/:id`, async (req, res) => {
+    r.get(`${base}/:id`, (req, res) => {
       const user = userId(req);
       const id = req.params.id;
-      sendJson(res, await s.readCache.get(user, `batch ${id}`, async () => batchView(await s.batches.get(user, id))));
+      return s.readCache.answer(res, user, `batch ${id}`, async () => batchView(await s.batches.get(user, id)));
     });
     // The images of the output file, a page at a time, with signed links (the dashboard's gallery).
     r.get(`${base}/:id/images`, async (req, res) => {
