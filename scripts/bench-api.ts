@@ -18,7 +18,9 @@
  * sample of the user's ids), the first page (`limit=20`) on both list paths, a deep cursor
  * (`limit=100&after=` the batch halfway down), status filters (none, many, few with a cursor), the
  * file list, and `GET /v1/models`, which queries nothing (key and catalog come from memory): the
- * ceiling of the service's HTTP stack, shown but not judged. Each round measures every case, bare
+ * ceiling of the service's HTTP stack, shown but not judged. The batch cases are mostly answered
+ * from the service's read cache (nothing changes the rows while they run; the summary counts hits,
+ * misses and bypasses); READ_CACHE_BYTES=0 measures every read through Postgres. Each round measures every case, bare
  * and service alternating (ABBA); ratios are paired within a round, and the summary gives medians
  * over rounds. Targets: GET one ≥ 0.6 × bare req/s, every list ≥ 0.5 ×, p99 within 2 × the bare
  * p99, no errors and no non-2xx answers. The machine is measured too: how many cores other
@@ -509,6 +511,13 @@ async function main(): Promise<void> {
         `other load on the machine during measurements (busy cores not ours or autocannon's): median ${median(others).toFixed(2)}, max ${Math.max(...others).toFixed(2)} of ${os.cpus().length}`,
       );
     }
+    // Where the batch answers came from: with READ_CACHE_BYTES=0 every one is a bypass (Postgres).
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    const reads = ['hit', 'miss', 'bypass'].map(
+      (result) =>
+        `${result} ${Number(new RegExp(`^ibg_read_cache_reads_total\\{result="${result}"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? 0)}`,
+    );
+    lines.push(`batch reads by where the answer came from (ibg_read_cache_reads_total): ${reads.join(', ')}`);
     lines.push('='.repeat(title.length + 10));
     say(lines.join('\n'));
     say(`bench-api ${pass(allOk)}: ${verdicts.join('; ')}`);

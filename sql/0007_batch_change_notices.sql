@@ -10,7 +10,9 @@
 -- expiry of a thousand batches is one notice, not a thousand. A payload names at most ~7,000
 -- bytes of user ids (NOTIFY's limit is 8,000); past that it is '*': drop every user's answers.
 -- Whether a column the clients see changed is not checked: the few extra drops (a lease or a
--- Vertex state moving) cost a reload, a missed one would show a stale batch.
+-- Vertex state moving) cost a reload, a missed one would show a stale batch. A change made with
+-- the triggers off (session_replication_role = replica, ALTER TABLE … DISABLE TRIGGER) announces
+-- nothing: the caches show it once their answers expire (5 s).
 CREATE FUNCTION notify_batches_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   users text;

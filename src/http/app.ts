@@ -49,7 +49,6 @@ export function createApp(s: Services): express.Express {
     '/v1',
     chain([
       auth,
-      s.readCache.writing,
       (req: Request, res: Response, next: NextFunction) =>
         TASK_SUBMIT.test(req.path) ? taskJson(req, res, next) : next(),
       ...json,
@@ -65,7 +64,7 @@ export function createApp(s: Services): express.Express {
       ]),
     ]),
   );
-  const api = Router().use('/api', chain([auth, s.readCache.writing, ...json, privacyRoutes(s)]));
+  const api = Router().use('/api', chain([auth, ...json, privacyRoutes(s)]));
   const admin = Router().use('/admin', adminRoutes(s, json));
   // Signed links (url-mode images) carry their own credential: no API key, no body.
   const links = Router().use('/links', linkRoutes(s));

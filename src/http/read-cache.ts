@@ -1,4 +1,4 @@
-import type { NextFunction, Request, Response } from 'express';
+import type { RequestHandler, Response } from 'express';
 import { CHANNELS, type NotificationListener } from '../db/notifications.ts';
 import { userId } from './middleware.ts';
 
@@ -14,12 +14,14 @@ const BUCKETS = 4096;
 const TTL_MS = 5000;
 /** An answer bigger than this share of the cache is not kept (it would push out many small ones). */
 const MAX_SHARE = 16;
+/** What an entry costs beyond its text: its key (twice: the entry's and the map's) and the objects around it. */
+const ENTRY_OVERHEAD = 160;
 
 /** Where an answer came from: memory, Postgres then kept, or Postgres only. */
 export type ReadResult = 'hit' | 'miss' | 'bypass';
 
 interface Entry {
-  /** JSON text: its length counts against `maxBytes` (the answers are ASCII but for rare metadata). */
+  /** JSON text: its length counts against `maxBytes` (see cost). */
   body: string;
   generation: number;
   until: number;
@@ -33,12 +35,12 @@ interface Entry {
  * generation it started in, so what it read is stale as soon as a change lands during it.
  *
  * Read-your-writes in this process does not wait for the notice: while a request of the user
- * that may write (anything but GET and HEAD) runs, that user's answers are neither served nor kept,
- * and its end bumps the generation again (`writing`). Another process hears the change when the
- * notice arrives, milliseconds after the commit.
+ * that changes batches runs, that user's answers are neither served nor kept, and its end bumps
+ * the generation again (`writing`). Another process hears the change when the notice arrives,
+ * milliseconds after the commit.
  *
  * Nothing is cached while the listener is down, everything is dropped when it resets, entries
- * live at most TTL_MS, and memory is bounded by `maxBytes` (least recently used goes first; 0
+ * live at most TTL_MS, and memory is bounded by `maxBytes` (the oldest answer goes first; 0
  * turns the cache off). Concurrent loads of one answer share one query.
  */
 export class ReadCache {
@@ -107,11 +109,13 @@ export class ReadCache {
   }
 
   /**
-   * Middleware (after authentication): a request that may change the user's batches keeps that
-   * user's answers out of the cache until it has ended.
+   * Route middleware (after authentication) of the requests that change batches (create, cancel,
+   * delete): until one has ended, that user's answers are neither served nor kept. A request
+   * whose client already hung up (during authentication) changes nothing: it is not counted, as
+   * its end was already announced and would never be heard again.
    */
-  readonly writing = (req: Request, res: Response, next: NextFunction) => {
-    if (req.method !== 'GET' && req.method !== 'HEAD' && this.listener) {
+  readonly writing: RequestHandler = (req, res, next) => {
+    if (this.listener && !res.destroyed) {
       const bucket = userId(req) % BUCKETS;
       this.writers[bucket]++;
       this.generations[bucket]++;
@@ -140,21 +144,27 @@ export class ReadCache {
    * kept in is close to the order they were used in, without moving one on every hit.
    */
   private keep(k: string, body: string, generation: number, until: number) {
-    if (body.length > this.maxBytes / MAX_SHARE) return;
+    const size = cost(k, body);
+    if (size > this.maxBytes / MAX_SHARE) return;
     const old = this.entries.get(k);
     if (old) this.forget(k, old);
     for (const [oldest, entry] of this.entries) {
-      if (this.bytes + body.length <= this.maxBytes) break;
+      if (this.bytes + size <= this.maxBytes) break;
       this.forget(oldest, entry);
     }
     this.entries.set(k, { body, generation, until });
-    this.bytes += body.length;
+    this.bytes += size;
   }
 
   private forget(k: string, entry: Entry) {
     this.entries.delete(k);
-    this.bytes -= entry.body.length;
+    this.bytes -= cost(k, entry.body);
   }
+}
+
+/** Memory an entry holds, roughly: text of one byte a character (V8's for ASCII), key twice. */
+function cost(k: string, body: string): number {
+  return body.length + 2 * k.length + ENTRY_OVERHEAD;
 }
 
 /**

@@ -17,7 +17,9 @@ const BODY_FIELDS = ['input_file_id', 'endpoint', 'completion_window', 'metadata
  */
 export function batchRoutes(s: Services): Router {
   const r = Router();
-  r.post('/batches', idempotent(s, 'json'), async (req, res) => {
+  // Requests that change batches keep the user's answers out of the read cache until they end.
+  const writing = s.readCache.writing;
+  r.post('/batches', writing, idempotent(s, 'json'), async (req, res) => {
     const body = createBody(req.body);
     const user = userId(req);
     await s.accounts.requirePrivacy(user);
@@ -59,10 +61,10 @@ export function batchRoutes(s: Services): Router {
         next_cursor: nextCursor,
       });
     });
-    r.post(`${base}/:id/cancel`, async (req, res) => {
+    r.post<{ id: string }>(`${base}/:id/cancel`, writing, async (req, res) => {
       res.json(batchView(await s.batches.cancel(userId(req), req.params.id)));
     });
-    r.delete(`${base}/:id`, async (req, res) => {
+    r.delete<{ id: string }>(`${base}/:id`, writing, async (req, res) => {
       await s.batches.delete(userId(req), req.params.id);
       res.json({ id: req.params.id, object: 'batch.deleted', deleted: true });
     });

@@ -14,6 +14,8 @@ export function imageFileRoutes(s: Services): Router {
   const r = Router();
   r.post(
     '/image-files',
+    // It may create a batch: the user's batch answers stay out of the read cache until it ends.
+    s.readCache.writing,
     idempotent(s, 'multipart'),
     ...uploadHandlers(
       s,
