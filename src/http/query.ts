@@ -9,7 +9,8 @@ const PARSED = Symbol('parsed query');
  * `req.query`, parsed once per request: Express 5 parses the query string again on every read
  * of it, and a list request reads it four or five times (the NUL check, limit, after, status…).
  * Parsed as the app's 'simple' query parser does (node:querystring); the query string is the
- * same at every mount point, so it is taken from `originalUrl`.
+ * same at every mount point, so it is taken from `originalUrl` (up to a `#`, as Express's URL
+ * parser cuts it). Every read gets the same object: nothing may change it.
  */
 export function parseQueryOnce(app: Express): void {
   Object.defineProperty(app.request, 'query', {
@@ -18,7 +19,8 @@ export function parseQueryOnce(app: Express): void {
     get(this: Request & { [PARSED]?: { raw: string; query: querystring.ParsedUrlQuery } }) {
       const url = this.originalUrl ?? this.url;
       const at = url.indexOf('?');
-      const raw = at === -1 ? '' : url.slice(at + 1);
+      const hash = url.indexOf('#', at + 1);
+      const raw = at === -1 ? '' : url.slice(at + 1, hash === -1 ? undefined : hash);
       const memo = this[PARSED];
       if (memo?.raw === raw) return memo.query;
       const query = querystring.parse(raw);

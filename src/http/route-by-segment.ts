@@ -54,13 +54,14 @@ export function routeByMount(parts: Record<string, Router>, rest: Router): Reque
 export function chain(handlers: RequestHandler[]): RequestHandler {
   const run = (req: Request, res: Response, done: NextFunction) => {
     let i = 0;
+    // As a router steps through its layers: 'route' (and no error) goes on, 'router' and errors leave.
     const step = (err?: unknown) => {
-      if (err !== undefined && err !== null) return done(err);
+      if (err && err !== 'route') return done(err);
       if (i === handlers.length) return done();
       const handler = handlers[i++];
       try {
         const result: unknown = handler(req, res, step);
-        if (result instanceof Promise) result.catch((e) => done(e ?? new Error('rejected without a reason')));
+        if (result instanceof Promise) result.catch((e) => done(e || new Error('Rejected promise')));
       } catch (e) {
         done(e);
       }

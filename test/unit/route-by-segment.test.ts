@@ -5,7 +5,7 @@ import { routeByFirstSegment } from '../../src/http/route-by-segment.ts';
 
 describe('routeByFirstSegment', () => {
   const entered: string[] = [];
-  /** The routers a request went into, whether a route of theirs matched or not. */
+  /** The routers whose routes a request was tried against, whether one matched or not. */
   const walked: string[] = [];
   let server: ReturnType<express.Express['listen']>;
   let url: string;
@@ -20,13 +20,14 @@ describe('routeByFirstSegment', () => {
         res.json({ name, route: `${req.baseUrl}${req.route.path}` });
       });
     }
-    // A router called as middleware runs its `handle`: wrapped to see each request go in.
-    const routed = r as Router & { handle(req: Request, res: Response, next: NextFunction): void };
-    const handle = routed.handle.bind(r);
-    routed.handle = (req, res, next) => {
-      walked.push(name);
-      handle(req, res, next);
-    };
+    // Each route's layer notes when its pattern is tried, wherever routing put that layer.
+    for (const layer of r.stack as unknown as Array<{ match(path: string): boolean }>) {
+      const match = layer.match.bind(layer);
+      layer.match = (path) => {
+        if (walked.at(-1) !== name) walked.push(name);
+        return match(path);
+      };
+    }
     return r;
   }
 
