@@ -132,11 +132,16 @@ function logStateChange(db: Db, shardId: string, change: StateChange | undefined
 export async function refreshLiveCounts(db: Db, batchId: string): Promise<void> {
   await db.query(
     `UPDATE batches b
-        SET request_completed = least(b.request_total, floor(t.succeeded * b.request_total::numeric / b.image_total)),
-            request_failed = least(b.request_total, floor(t.failed * b.request_total::numeric / b.image_total))
-       FROM (SELECT coalesce(sum(images_succeeded), 0) AS succeeded, coalesce(sum(images_failed), 0) AS failed
-               FROM shards WHERE batch_id = $1) t
-      WHERE b.id = $1 AND b.image_total > 0 AND b.status IN ('in_progress', 'cancelling')`,
+        SET request_completed = c.completed, request_failed = c.failed
+       FROM (SELECT least(request_total, floor(t.succeeded * request_total::numeric / image_total)) AS completed,
+                    least(request_total, floor(t.failed * request_total::numeric / image_total)) AS failed
+               FROM batches,
+                    (SELECT coalesce(sum(images_succeeded), 0) AS succeeded, coalesce(sum(images_failed), 0) AS failed
+                       FROM shards WHERE batch_id = $1) t
+              WHERE id = $1 AND image_total > 0) c
+      WHERE b.id = $1 AND b.status IN ('in_progress', 'cancelling')
+        -- Unchanged counts write nothing: no dead row, and no notice that drops the user's cached answers.
+        AND (b.request_completed, b.request_failed) IS DISTINCT FROM (c.completed, c.failed)`,
     [batchId],
   );
 }
