@@ -10,7 +10,11 @@ export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 
 export type Logger = pino.Logger;
 
-const inJest = process.env.JEST_WORKER_ID !== undefined;
+/**
+ * A jest worker itself (the service runs inside the tests' process there), not a service process
+ * a test started: those inherit JEST_WORKER_ID too, and must write as deployed.
+ */
+const inJest = process.env.JEST_WORKER_ID !== undefined && process.argv.some((arg) => arg.includes('jest'));
 const pretty = Boolean(process.stdout.isTTY) && !inJest;
 
 /**
@@ -31,9 +35,10 @@ function isoTime(): string {
 /**
  * Where lines go. A write per line made every request pay a system call (~10 µs) on the event
  * loop; lines are written asynchronously instead, those logged while a write is under way going
- * out together with the next. pino flushes what is pending when the process exits (also on a
- * crash), so only a SIGKILL can lose the last few milliseconds of lines. Under jest the service
- * runs inside the test process: there lines go through process.stdout, where tests read them.
+ * out together with the next. pino flushes what is pending when the process exits (also after an
+ * uncaught exception); a SIGKILL or a fatal abort (out of memory) can lose the last few
+ * milliseconds of lines. Under jest the service runs inside the test process: there lines go
+ * through process.stdout, where tests read them.
  */
 function destination() {
   if (pretty) return undefined;
