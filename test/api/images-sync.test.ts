@@ -20,8 +20,9 @@ async function newUser(quota = START) {
 beforeAll(async () => {
   svc = await startTestService({
     VERTEX_EMULATOR_ONLINE_MS: '30',
-    VERTEX_EMULATOR_SLOW_MS: '3000',
-    SYNC_TIMEOUT_MS: '1500',
+    // Long enough that, on a busy machine, the first image of the lost-call test is stored in time.
+    VERTEX_EMULATOR_SLOW_MS: '6000',
+    SYNC_TIMEOUT_MS: '3000',
   });
 });
 afterAll(async () => {
@@ -93,7 +94,7 @@ describe('POST /v1/images/generations (sync)', () => {
       });
       // The first image is stored while the second call hangs: there is something to take back.
       const stored = async () => (await svc.runtime.services.store.list(`tenants/${user.id}/jobs/`)).length;
-      await eventually(async () => ((await stored()) > 0 ? true : null), 1400);
+      await eventually(async () => ((await stored()) > 0 ? true : null), 2900);
       a = await pending;
     } finally {
       vertex.setFaults({ transportFaults: [] });
