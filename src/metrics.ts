@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { BATCH_STATUSES } from './batches/batch-states.ts';
+import type { ReadResult } from './http/read-cache.ts';
 import type { QueueCounts } from './pipeline/job-queue.ts';
 
 /** What the gauges read from at scrape time: the database and the job queue. */
@@ -103,10 +104,14 @@ export class Metrics {
 
   readonly readCacheReads = new Counter({
     name: 'ibg_read_cache_reads_total',
-    help: 'Batch reads (a batch, a page of batches) by where the answer came from: hit (memory), miss (Postgres, then kept), bypass (Postgres: cache off, its listener down, or a change of that user under way).',
+    help: 'Batch reads (a batch, a page of batches) by where the answer came from: hit (memory), miss (not in memory: read from Postgres or waiting for the same read, then kept unless a change overtook it), bypass (Postgres, not kept: cache off, its listener down, or a change of that user under way here).',
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  /** Its children, made once: prom-client would sort and join the labels on every read. */
+  private readonly readCacheResults = new Map(
+    (['hit', 'miss', 'bypass'] as const).map((result) => [result, this.readCacheReads.labels(result)]),
+  );
 
   private sources: MetricSources | null = null;
   /** The queue's counts of this scrape: read once for both gauges that show them. */
@@ -174,6 +179,11 @@ export class Metrics {
   /** A finished Vertex call: feed it to `ibg_vertex_requests_total`. */
   readonly vertexCall = (method: string, err: unknown): void => {
     this.vertexRequests.inc({ method, code: vertexCallCode(err) });
+  };
+
+  /** A batch read answered: feed it to `ibg_read_cache_reads_total`. */
+  readonly readCacheRead = (result: ReadResult): void => {
+    this.readCacheResults.get(result)?.inc();
   };
 
   /** Process metrics, then the service's: Prometheus' text format. */

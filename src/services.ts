@@ -53,12 +53,6 @@ export interface Services {
   readCache: ReadCache;
 }
 
-/** A counter's children made once, by label: prom-client would sort and join the labels on each call. */
-function counter<L extends string>(metric: Metrics['readCacheReads'], labels: L[]): (label: L) => void {
-  const children = new Map(labels.map((label) => [label, metric.labels(label)]));
-  return (label) => children.get(label)!.inc();
-}
-
 export function createServices(
   deps: Omit<
     Services,
@@ -112,7 +106,7 @@ export function createServices(
     readCache: new ReadCache({
       listener: deps.notifications,
       maxBytes: config.readCacheBytes,
-      counted: counter(deps.metrics.readCacheReads, ['hit', 'miss', 'bypass']),
+      counted: deps.metrics.readCacheRead,
     }),
   };
 }

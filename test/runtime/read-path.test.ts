@@ -474,11 +474,15 @@ describe('two processes on one database', () => {
 
     const db = new pg.Client({ connectionString: a.databaseUrl });
     await db.connect();
+    /** A change with the triggers off for this session: nobody hears of it. */
+    const unannounced = async (sql: string, values: unknown[]) => {
+      await db.query("SET session_replication_role = 'replica'");
+      await db.query(sql, values);
+      await db.query('RESET session_replication_role');
+    };
     try {
       // A change that announces nothing (triggers off for this session) is not seen: the answers come from memory.
-      await db.query("SET session_replication_role = 'replica'");
-      await db.query(`UPDATE batches SET metadata = '{"note":"unannounced"}' WHERE id = $1`, [id]);
-      await db.query('RESET session_replication_role');
+      await unannounced(`UPDATE batches SET metadata = '{"note":"unannounced"}' WHERE id = $1`, [id]);
       for (const svc of [a, b]) expect(await note(svc)).toEqual([undefined, undefined]);
       const hits = await call(`${b.url}/metrics`);
       expect(Number(/^ibg_read_cache_reads_total\{result="hit"\} (\d+)$/m.exec(hits.text)?.[1])).toBeGreaterThanOrEqual(
@@ -520,9 +524,7 @@ describe('two processes on one database', () => {
       // b stops listening for good (as while its connection is being remade, but without the reconnection).
       await b.runtime.services.notifications!.stop();
       expect(b.runtime.services.notifications!.listening).toBe(false);
-      await db.query("SET session_replication_role = 'replica'");
-      await db.query(`UPDATE batches SET metadata = '{"note":"while deaf"}' WHERE id = $1`, [otherId]);
-      await db.query('RESET session_replication_role');
+      await unannounced(`UPDATE batches SET metadata = '{"note":"while deaf"}' WHERE id = $1`, [otherId]);
       expect(await otherNote()).toBe('while deaf');
     } finally {
       await db.end();
